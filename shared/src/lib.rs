@@ -1,0 +1,29 @@
+//! Sluice's sans-IO core.
+//!
+//! This crate is the deterministic heart of Sluice: the event envelope,
+//! schema repositories and validation, stream configuration, sampling,
+//! enrichment, the edge-to-aggregator batch wire format, and the dedupe and
+//! rate-limit algorithms. It contains no networking code, opens no files by
+//! itself (the optional `fs` feature adds a helper its native hosts call),
+//! and never reads a clock or a random source: time, seeds and bytes are
+//! arguments. It builds for `wasm32-unknown-unknown`, so the same code runs
+//! in a Cloudflare Worker, in the native edge and in the aggregator.
+#![warn(missing_docs)]
+
+mod examples;
+mod json;
+mod registry;
+mod repository;
+mod schema_uri;
+mod timestamp;
+mod validation;
+
+pub use examples::{EXAMPLES_CASE, ExampleFailure, ExamplesReport, check_examples};
+pub use json::{Addition, BodyError, BodyLimits, json_type_name, parse_strict, splice, split_body};
+pub use registry::{BASE_URI, CompiledSchema, ResolveError, SchemaLoadError, SchemaRegistry};
+#[cfg(feature = "fs")]
+pub use repository::fs;
+pub use repository::{RepositoryError, SchemaFile, SchemaRepository, SkipRule, parse_document};
+pub use schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
+pub use timestamp::{Timestamp, TimestampError};
+pub use validation::{SchemaViolation, Violations};

@@ -1,0 +1,254 @@
+//! The schema registry: an ordered list of repositories, every materialized
+//! version compiled once, `$schema` URIs resolved against them in order, and
+//! `$ref`s resolved only to documents of those repositories.
+
+use crate::repository::SchemaRepository;
+use crate::schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
+use crate::validation::{SchemaViolation, Violations};
+use jsonschema::{Draft, Retrieve, Uri, Validator};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Base URI that relative schema `$id`s and `$ref`s are resolved against.
+/// The `.invalid` domain never resolves, and the retriever refuses every other host.
+pub const BASE_URI: &str = "https://schemas.sluice.invalid";
+
+/// A compiled schema version.
+#[derive(Debug)]
+pub struct CompiledSchema {
+    /// `/title/version`.
+    pub uri: String,
+    /// Title, e.g. `analytics/test`.
+    pub title: String,
+    /// Version.
+    pub version: Version,
+    /// Name of the repository it came from.
+    pub repository: String,
+    /// Path of the file inside that repository.
+    pub path: String,
+    /// The schema document.
+    pub document: Arc<Value>,
+    validator: Validator,
+}
+
+impl CompiledSchema {
+    /// Validates an event; on failure returns every violation found.
+    pub fn validate(&self, event: &Value) -> Result<(), Violations> {
+        if self.validator.is_valid(event) {
+            return Ok(());
+        }
+        Err(Violations(
+            self.validator.iter_errors(event).map(|e| SchemaViolation::from_error(&e)).collect(),
+        ))
+    }
+
+    /// Whether the schema declares the property at `path` (object keys from the root).
+    pub fn has_property(&self, path: &[impl AsRef<str>]) -> bool {
+        let mut node = self.document.as_ref();
+        for key in path {
+            match node.get("properties").and_then(|p| p.get(key.as_ref())) {
+                Some(next) => node = next,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+/// A schema that could not be loaded or compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{repository}: {path}: {message}")]
+pub struct SchemaLoadError {
+    /// The repository's name.
+    pub repository: String,
+    /// The file's path inside it.
+    pub path: String,
+    /// What went wrong, naming any `$ref` that failed.
+    pub message: String,
+}
+
+/// Why a `$schema` URI does not resolve to a loaded schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// Not a repository URI at all.
+    #[error(transparent)]
+    Uri(#[from] SchemaUriError),
+    /// No repository has that title.
+    #[error("no schema titled `{0}` is loaded")]
+    UnknownTitle(String),
+    /// The title exists but not at that version.
+    #[error("schema `{title}` has no version {version} (latest is {latest})")]
+    UnknownVersion {
+        /// The title.
+        title: String,
+        /// The version asked for.
+        version: Version,
+        /// The latest loaded.
+        latest: Version,
+    },
+}
+
+/// All loaded schemas, compiled.
+#[derive(Debug, Default)]
+pub struct SchemaRegistry {
+    schemas: HashMap<String, BTreeMap<Version, Arc<CompiledSchema>>>,
+}
+
+impl SchemaRegistry {
+    /// Compiles every materialized version of `repos`; the first repository
+    /// holding a title and version wins. Returns the registry of what compiled
+    /// and an error for each version that did not.
+    pub fn load(repos: &[SchemaRepository]) -> (SchemaRegistry, Vec<SchemaLoadError>) {
+        let documents = Arc::new(Documents::new(repos));
+        let mut registry = SchemaRegistry::default();
+        let mut errors = Vec::new();
+        for repo in repos {
+            for (title, versions) in &repo.versions {
+                for (version, file) in versions {
+                    let slot = registry.schemas.entry(title.clone()).or_default();
+                    if slot.contains_key(version) {
+                        continue;
+                    }
+                    match compile(&documents, title, *version, &file.document) {
+                        Ok(validator) => {
+                            slot.insert(
+                                *version,
+                                Arc::new(CompiledSchema {
+                                    uri: format!("/{title}/{version}"),
+                                    title: title.clone(),
+                                    version: *version,
+                                    repository: repo.name.clone(),
+                                    path: file.path.clone(),
+                                    document: Arc::new(file.document.clone()),
+                                    validator,
+                                }),
+                            );
+                        }
+                        Err(message) => errors.push(SchemaLoadError {
+                            repository: repo.name.clone(),
+                            path: file.path.clone(),
+                            message,
+                        }),
+                    }
+                }
+            }
+        }
+        registry.schemas.retain(|_, v| !v.is_empty());
+        (registry, errors)
+    }
+
+    /// Compiles a schema document that is not itself a loaded version, such as
+    /// a `current.yaml`, resolving its `$ref`s against `repos`.
+    pub fn compile_document(repos: &[SchemaRepository], title: &str, version: Version, document: &Value) -> Result<(), String> {
+        let documents = Documents::new(repos);
+        compile(&Arc::new(documents), title, version, document).map(|_| ())
+    }
+
+    /// Resolves a `$schema` URI to a compiled schema.
+    pub fn resolve(&self, uri: &str) -> Result<&Arc<CompiledSchema>, ResolveError> {
+        let parsed = SchemaUri::parse(uri)?;
+        self.get(&parsed)
+    }
+
+    /// Looks up a parsed URI.
+    pub fn get(&self, uri: &SchemaUri) -> Result<&Arc<CompiledSchema>, ResolveError> {
+        let versions = self
+            .schemas
+            .get(&uri.title)
+            .ok_or_else(|| ResolveError::UnknownTitle(uri.title.clone()))?;
+        let latest = versions.iter().next_back().map(|(_, s)| s);
+        match uri.version {
+            VersionSpec::Latest => latest.ok_or_else(|| ResolveError::UnknownTitle(uri.title.clone())),
+            VersionSpec::Exact(v) => versions.get(&v).ok_or_else(|| ResolveError::UnknownVersion {
+                title: uri.title.clone(),
+                version: v,
+                latest: latest.map(|s| s.version).unwrap_or(v),
+            }),
+        }
+    }
+
+    /// Every compiled schema, by title then version.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<CompiledSchema>> {
+        self.schemas.values().flat_map(BTreeMap::values)
+    }
+
+    /// Number of compiled versions.
+    pub fn len(&self) -> usize {
+        self.schemas.values().map(BTreeMap::len).sum()
+    }
+
+    /// Whether nothing compiled.
+    pub fn is_empty(&self) -> bool {
+        self.schemas.is_empty()
+    }
+}
+
+/// Every document of the repositories by `/title/version`, for `$ref` resolution.
+struct Documents {
+    by_uri: HashMap<String, Value>,
+    latest: HashMap<String, Version>,
+}
+
+impl Documents {
+    fn new(repos: &[SchemaRepository]) -> Self {
+        let mut by_uri = HashMap::new();
+        let mut latest: HashMap<String, Version> = HashMap::new();
+        for repo in repos {
+            for (title, versions) in &repo.versions {
+                for (version, file) in versions {
+                    by_uri
+                        .entry(format!("/{title}/{version}"))
+                        .or_insert_with(|| normalize_draft(&file.document));
+                    let l = latest.entry(title.clone()).or_insert(*version);
+                    *l = (*l).max(*version);
+                }
+            }
+        }
+        Documents { by_uri, latest }
+    }
+}
+
+struct RepoRetriever(Arc<Documents>);
+
+impl Retrieve for RepoRetriever {
+    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let text = uri.as_str();
+        let outside = || -> Box<dyn std::error::Error + Send + Sync> {
+            format!("`{text}` is outside the loaded schema repositories; only /<title>/<version> paths in them resolve").into()
+        };
+        let path = text.strip_prefix(BASE_URI).ok_or_else(outside)?;
+        let parsed = SchemaUri::parse(path).map_err(|e| e.to_string())?;
+        let version = match parsed.version {
+            VersionSpec::Exact(v) => v,
+            VersionSpec::Latest => *self.0.latest.get(&parsed.title).ok_or_else(outside)?,
+        };
+        self.0
+            .by_uri
+            .get(&format!("/{}/{}", parsed.title, version))
+            .cloned()
+            .ok_or_else(|| format!("`{path}` is not in the loaded schema repositories").into())
+    }
+}
+
+/// Draft-07 is declared as `https://json-schema.org/draft-07/schema#` in many
+/// repositories; the canonical meta-schema URI is `http://`. Point both at the
+/// built-in draft so that no meta-schema is ever fetched.
+fn normalize_draft(document: &Value) -> Value {
+    let mut doc = document.clone();
+    if let Some(obj) = doc.as_object_mut() {
+        obj.insert("$schema".to_owned(), Value::String("http://json-schema.org/draft-07/schema#".to_owned()));
+    }
+    doc
+}
+
+fn compile(documents: &Arc<Documents>, title: &str, version: Version, document: &Value) -> Result<Validator, String> {
+    let doc = normalize_draft(document);
+    jsonschema::options()
+        .with_draft(Draft::Draft7)
+        .with_base_uri(format!("{BASE_URI}/{title}/{version}"))
+        .with_retriever(RepoRetriever(documents.clone()))
+        .should_validate_formats(true)
+        .build(&doc)
+        .map_err(|e| format!("schema does not compile: {e}"))
+}
