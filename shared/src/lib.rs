@@ -11,12 +11,15 @@
 #![warn(missing_docs)]
 
 mod examples;
+mod field_path;
 mod json;
 mod registry;
 mod repository;
 mod schema_uri;
+mod stream_config;
 mod timestamp;
 mod validation;
+mod windows;
 
 pub use examples::{EXAMPLES_CASE, ExampleFailure, ExamplesReport, check_examples};
 pub use json::{Addition, BodyError, BodyLimits, json_type_name, parse_strict, splice, split_body};
@@ -27,3 +30,9 @@ pub use repository::{RepositoryError, SchemaFile, SchemaRepository, SkipRule, pa
 pub use schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
 pub use timestamp::{Timestamp, TimestampError};
 pub use validation::{SchemaViolation, Violations};
+pub use field_path::FieldPath;
+pub use stream_config::{
+    EventGateProducer, HeaderSource, Producers, RateLimit, Sample, StreamConfig, StreamConfigError, StreamEntry,
+    StreamSettings, default_sample_units, merge,
+};
+pub use windows::{Window, is_open};
