@@ -10,16 +10,20 @@
 //! in a Cloudflare Worker, in the native edge and in the aggregator.
 #![warn(missing_docs)]
 
+mod dedupe;
 mod examples;
 mod field_path;
 mod json;
+mod rate_limit;
 mod registry;
 mod repository;
+mod sampling;
 mod schema_uri;
 mod stream_config;
 mod timestamp;
 mod validation;
 mod windows;
+mod wire;
 
 pub use examples::{EXAMPLES_CASE, ExampleFailure, ExamplesReport, check_examples};
 pub use json::{Addition, BodyError, BodyLimits, json_type_name, parse_strict, splice, split_body};
@@ -36,3 +40,7 @@ pub use stream_config::{
     StreamSettings, default_sample_units, merge,
 };
 pub use windows::{Window, is_open};
+pub use dedupe::{DedupeSet, GENERATIONS, Seen};
+pub use rate_limit::{OVERFLOW_KEY, Quota, RateLimiter, RetryAfter};
+pub use sampling::{in_sample, position_in_sample, unit_position};
+pub use wire::{Batch, BatchAck, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits};

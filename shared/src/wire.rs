@@ -1,0 +1,379 @@
+//! The edge-to-aggregator wire format: one frame per batch and one per
+//! acknowledgement. A frame is a format-version byte, a flags byte, then the
+//! message encoded with postcard 1; with the LZ4 flag set, the postcard bytes
+//! are LZ4 block-compressed behind their decompressed length (u32, little
+//! endian). Decoding takes untrusted bytes: every size is checked against
+//! [`WireLimits`] before memory is spent on it, and nothing panics.
+
+use serde::{Deserialize, Serialize};
+
+/// The frame format this build writes and reads.
+pub const WIRE_VERSION: u8 = 1;
+const FLAG_LZ4: u8 = 0b0000_0001;
+const KNOWN_FLAGS: u8 = FLAG_LZ4;
+
+/// One accepted, enriched event on its way to the aggregator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchEvent {
+    /// Stream name.
+    pub stream: String,
+    /// Kafka topic (or embedded log topic).
+    pub topic: String,
+    /// Kafka message key, from the stream's `partition_key`.
+    pub partition_key: Option<String>,
+    /// Key for per-client rate limits, when the stream has one.
+    pub rate_key: Option<String>,
+    /// Event id for dedupe: `meta.id` as a UUID, or a UUIDv5 of it.
+    pub id: [u8; 16],
+    /// When the edge received the event, Unix milliseconds.
+    pub received_ms: i64,
+    /// The `$schema` URI.
+    pub schema_uri: String,
+    /// Whether the stream is deduplicated.
+    pub dedupe: bool,
+    /// The enriched event as JSON text.
+    #[serde(with = "serde_bytes_compat")]
+    pub json: Vec<u8>,
+}
+
+/// A batch of events from one edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Unique id of the batch, for logs and acknowledgements.
+    pub id: [u8; 16],
+    /// The events, in the order the edge accepted them.
+    pub events: Vec<BatchEvent>,
+}
+
+/// The aggregator's verdict on one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventAck {
+    /// Durable in the sink.
+    Accepted,
+    /// Already seen within the dedupe window; not written again.
+    Duplicate,
+    /// Over a rate limit; may be retried after this many milliseconds.
+    RateLimited {
+        /// Milliseconds until a retry can succeed.
+        retry_after_ms: u32,
+    },
+    /// Not written, for this reason.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Verdicts for a batch, in event order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchAck {
+    /// The batch id being answered.
+    pub batch_id: [u8; 16],
+    /// One verdict per event, in the batch's order.
+    pub verdicts: Vec<EventAck>,
+}
+
+/// Bounds on what a decoder accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WireLimits {
+    /// Largest frame, and largest decompressed message, in bytes.
+    pub max_frame_bytes: usize,
+    /// Most events in one batch.
+    pub max_events: usize,
+    /// Largest event JSON in bytes.
+    pub max_event_bytes: usize,
+}
+
+impl Default for WireLimits {
+    fn default() -> Self {
+        WireLimits {
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_events: 10_000,
+            max_event_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A frame that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Fewer than the two header bytes.
+    #[error("frame is truncated: {0} bytes, shorter than its header")]
+    Truncated(usize),
+    /// A version this build does not speak.
+    #[error("frame format version {found} is not supported (this build speaks {WIRE_VERSION})")]
+    UnsupportedVersion {
+        /// The version byte found.
+        found: u8,
+    },
+    /// Unknown flag bits.
+    #[error("frame has unknown flags {0:#010b}")]
+    UnknownFlags(u8),
+    /// Over a size limit.
+    #[error("{what} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More events than allowed.
+    #[error("batch has {count} events, over the limit of {limit}")]
+    TooManyEvents {
+        /// Events in the batch.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// LZ4 data that does not decompress to its stated length.
+    #[error("frame's LZ4 payload is corrupt: {0}")]
+    Compression(String),
+    /// Postcard bytes that are not the message.
+    #[error("frame payload is not a valid message: {0}")]
+    Payload(String),
+    /// The batch's verdict count does not match its events.
+    #[error("acknowledgement has {verdicts} verdicts for a batch of {events} events")]
+    AckMismatch {
+        /// Verdicts received.
+        verdicts: usize,
+        /// Events sent.
+        events: usize,
+    },
+}
+
+fn encode<T: Serialize>(msg: &T, compress: bool) -> Vec<u8> {
+    // postcard cannot fail to serialize these types into a Vec: they hold no maps with non-string keys,
+    // no unsized sequences and no custom serializers that error.
+    let body = postcard::to_allocvec(msg).unwrap_or_default();
+    let mut out = Vec::with_capacity(body.len() / if compress { 2 } else { 1 } + 8);
+    out.push(WIRE_VERSION);
+    if compress {
+        out.push(FLAG_LZ4);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&lz4_flex::block::compress(&body));
+    } else {
+        out.push(0);
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8], limits: &WireLimits) -> Result<T, WireError> {
+    if frame.len() > limits.max_frame_bytes {
+        return Err(WireError::TooLarge {
+            what: "frame",
+            size: frame.len(),
+            limit: limits.max_frame_bytes,
+        });
+    }
+    let [version, flags, rest @ ..] = frame else {
+        return Err(WireError::Truncated(frame.len()));
+    };
+    if *version != WIRE_VERSION {
+        return Err(WireError::UnsupportedVersion { found: *version });
+    }
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(WireError::UnknownFlags(*flags));
+    }
+    let decompressed;
+    let body = if flags & FLAG_LZ4 != 0 {
+        let [a, b, c, d, payload @ ..] = rest else {
+            return Err(WireError::Truncated(frame.len()));
+        };
+        let size = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+        if size > limits.max_frame_bytes {
+            return Err(WireError::TooLarge {
+                what: "decompressed payload",
+                size,
+                limit: limits.max_frame_bytes,
+            });
+        }
+        decompressed = lz4_flex::block::decompress(payload, size).map_err(|e| WireError::Compression(e.to_string()))?;
+        if decompressed.len() != size {
+            return Err(WireError::Compression(format!("{} bytes, not the {size} stated", decompressed.len())));
+        }
+        decompressed.as_slice()
+    } else {
+        rest
+    };
+    let (msg, extra) = postcard::take_from_bytes::<T>(body).map_err(|e| WireError::Payload(e.to_string()))?;
+    if !extra.is_empty() {
+        return Err(WireError::Payload(format!("{} bytes after the message", extra.len())));
+    }
+    Ok(msg)
+}
+
+impl Batch {
+    /// Encodes the batch as a frame, LZ4-compressed when `compress`.
+    pub fn encode(&self, compress: bool) -> Vec<u8> {
+        encode(self, compress)
+    }
+
+    /// Decodes and checks a batch frame.
+    pub fn decode(frame: &[u8], limits: &WireLimits) -> Result<Batch, WireError> {
+        let batch: Batch = decode(frame, limits)?;
+        if batch.events.len() > limits.max_events {
+            return Err(WireError::TooManyEvents {
+                count: batch.events.len(),
+                limit: limits.max_events,
+            });
+        }
+        if let Some(e) = batch.events.iter().find(|e| e.json.len() > limits.max_event_bytes) {
+            return Err(WireError::TooLarge {
+                what: "event",
+                size: e.json.len(),
+                limit: limits.max_event_bytes,
+            });
+        }
+        Ok(batch)
+    }
+}
+
+impl BatchAck {
+    /// Encodes the acknowledgement as a frame.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self, false)
+    }
+
+    /// Decodes an acknowledgement and checks it answers every event of `batch`.
+    pub fn decode_for(frame: &[u8], batch: &Batch, limits: &WireLimits) -> Result<BatchAck, WireError> {
+        let ack: BatchAck = decode(frame, limits)?;
+        if ack.verdicts.len() != batch.events.len() || ack.batch_id != batch.id {
+            return Err(WireError::AckMismatch {
+                verdicts: ack.verdicts.len(),
+                events: batch.events.len(),
+            });
+        }
+        Ok(ack)
+    }
+
+    /// Decodes an acknowledgement frame.
+    pub fn decode(frame: &[u8], limits: &WireLimits) -> Result<BatchAck, WireError> {
+        decode(frame, limits)
+    }
+}
+
+/// Byte strings as postcard's compact byte sequences rather than lists of numbers.
+mod serde_bytes_compat {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(Bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event(n: u8, json: &str) -> BatchEvent {
+        BatchEvent {
+            stream: "test.event".into(),
+            topic: "local.test.event".into(),
+            partition_key: Some("k".into()),
+            rate_key: None,
+            id: [n; 16],
+            received_ms: 1_764_000_000_000,
+            schema_uri: "/test/event/1.0.0".into(),
+            dedupe: true,
+            json: json.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn round_trips_plain_and_compressed() {
+        let batch = Batch {
+            id: [9; 16],
+            events: (0..100).map(|i| event(i, r#"{"$schema":"/test/event/1.0.0","meta":{"stream":"test.event"}}"#)).collect(),
+        };
+        let limits = WireLimits::default();
+        let plain = batch.encode(false);
+        let packed = batch.encode(true);
+        assert!(packed.len() < plain.len() / 4, "{} vs {}", packed.len(), plain.len());
+        assert_eq!(Batch::decode(&plain, &limits).unwrap(), batch);
+        assert_eq!(Batch::decode(&packed, &limits).unwrap(), batch);
+        let ack = BatchAck {
+            batch_id: batch.id,
+            verdicts: (0..100).map(|_| EventAck::RateLimited { retry_after_ms: 5 }).collect(),
+        };
+        assert_eq!(BatchAck::decode_for(&ack.encode(), &batch, &limits).unwrap(), ack);
+    }
+
+    #[test]
+    fn refuses_bad_frames_with_reasons() {
+        let limits = WireLimits::default();
+        let good = Batch { id: [1; 16], events: vec![event(1, "{}")] }.encode(false);
+        assert_eq!(Batch::decode(&[], &limits), Err(WireError::Truncated(0)));
+        let mut v2 = good.clone();
+        v2[0] = 2;
+        assert_eq!(Batch::decode(&v2, &limits), Err(WireError::UnsupportedVersion { found: 2 }));
+        assert!(matches!(Batch::decode(&good[..good.len() - 3], &limits), Err(WireError::Payload(_))));
+        let mut extra = good.clone();
+        extra.push(0);
+        assert!(matches!(Batch::decode(&extra, &limits), Err(WireError::Payload(_))));
+        // A compressed frame that claims 4 GiB is refused before any allocation.
+        let bomb = [WIRE_VERSION, FLAG_LZ4, 0xff, 0xff, 0xff, 0xff, 0x00];
+        assert!(matches!(Batch::decode(&bomb, &limits), Err(WireError::TooLarge { what: "decompressed payload", .. })));
+        let few = WireLimits { max_events: 0, ..limits };
+        assert_eq!(Batch::decode(&good, &few), Err(WireError::TooManyEvents { count: 1, limit: 0 }));
+        let small = WireLimits { max_event_bytes: 1, ..limits };
+        assert!(matches!(Batch::decode(&good, &small), Err(WireError::TooLarge { what: "event", .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip(
+            ids in proptest::collection::vec(any::<[u8; 16]>(), 0..20),
+            json in "\\PC{0,64}",
+            key in proptest::option::of("\\PC{0,16}"),
+            compress in any::<bool>(),
+        ) {
+            let batch = Batch {
+                id: [7; 16],
+                events: ids.iter().map(|id| BatchEvent { id: *id, partition_key: key.clone(), json: json.clone().into_bytes(), ..event(0, "") }).collect(),
+            };
+            prop_assert_eq!(Batch::decode(&batch.encode(compress), &WireLimits::default()).unwrap(), batch);
+        }
+
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), version in 0u8..3, flags in 0u8..3) {
+            let mut frame = vec![version, flags];
+            frame.extend_from_slice(&bytes);
+            let _ = Batch::decode(&frame, &WireLimits::default());
+            let _ = BatchAck::decode(&frame, &WireLimits::default());
+            let _ = Batch::decode(&bytes, &WireLimits::default());
+        }
+
+        #[test]
+        fn decoding_corrupted_frames_never_panics(flip in 0usize..4096, bit in 0u8..8, compress in any::<bool>()) {
+            let batch = Batch { id: [3; 16], events: (0..8).map(|i| event(i, r#"{"a":[1,2,3],"b":"text text text"}"#)).collect() };
+            let mut frame = batch.encode(compress);
+            let i = flip % frame.len();
+            frame[i] ^= 1 << bit;
+            let _ = Batch::decode(&frame, &WireLimits::default());
+        }
+    }
+}
