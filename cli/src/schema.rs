@@ -28,11 +28,14 @@ pub fn run(cmd: SchemaCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads repository folders in order.
-pub fn load_repos(dirs: &[PathBuf]) -> anyhow::Result<(Vec<SchemaRepository>, Vec<RepositoryError>)> {
+pub fn load_repos(
+    dirs: &[PathBuf],
+) -> anyhow::Result<(Vec<SchemaRepository>, Vec<RepositoryError>)> {
     let mut repos = Vec::new();
     let mut errors = Vec::new();
     for dir in dirs {
-        let (repo, errs) = fs::load_dir(dir).with_context(|| format!("cannot read schema repository {}", dir.display()))?;
+        let (repo, errs) = fs::load_dir(dir)
+            .with_context(|| format!("cannot read schema repository {}", dir.display()))?;
         repos.push(repo);
         errors.extend(errs);
     }
@@ -49,5 +52,9 @@ fn examples(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     println!("{}", report.summary());
-    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -83,7 +83,9 @@ impl DedupeSet {
     pub fn rotate(&mut self, now: Timestamp) {
         let now = now.unix_nanos();
         while let Some(oldest) = self.generations.front() {
-            if now.saturating_sub(oldest.start) >= self.generation_nanos.saturating_add(self.window_nanos) {
+            if now.saturating_sub(oldest.start)
+                >= self.generation_nanos.saturating_add(self.window_nanos)
+            {
                 self.generations.pop_front();
             } else {
                 break;
@@ -116,14 +118,19 @@ impl DedupeSet {
 
     /// Bytes of table memory held.
     pub fn memory_bytes(&self) -> usize {
-        self.generations.iter().map(|g| g.table.slots.len() * 16).sum()
+        self.generations
+            .iter()
+            .map(|g| g.table.slots.len() * 16)
+            .sum()
     }
 
     /// Every held id with the start of its generation, oldest first, for persisting the window.
     pub fn export(&self) -> impl Iterator<Item = (Timestamp, u128)> + '_ {
-        self.generations
-            .iter()
-            .flat_map(|g| g.table.iter().map(move |id| (Timestamp::from_unix_nanos(g.start), id)))
+        self.generations.iter().flat_map(|g| {
+            g.table
+                .iter()
+                .map(move |id| (Timestamp::from_unix_nanos(g.start), id))
+        })
     }
 
     /// Remembers `id` as seen at `at` (used to restore an exported window).
@@ -135,11 +142,20 @@ impl DedupeSet {
         let g = match pos {
             Some(i) if self.generations[i].start == start => &mut self.generations[i],
             Some(i) => {
-                self.generations.insert(i, Generation { start, table: IdTable::with_expected(0, self.hasher.clone()) });
+                self.generations.insert(
+                    i,
+                    Generation {
+                        start,
+                        table: IdTable::with_expected(0, self.hasher.clone()),
+                    },
+                );
                 &mut self.generations[i]
             }
             None => {
-                self.generations.push_back(Generation { start, table: IdTable::with_expected(0, self.hasher.clone()) });
+                self.generations.push_back(Generation {
+                    start,
+                    table: IdTable::with_expected(0, self.hasher.clone()),
+                });
                 let last = self.generations.len() - 1;
                 &mut self.generations[last]
             }
@@ -251,7 +267,10 @@ mod tests {
         // The very end of the window still holds the id.
         assert_eq!(set.check_and_insert(7, at(3600)), Seen::Duplicate);
         // One window plus one generation later, it is gone.
-        assert_eq!(set.check_and_insert(7, at(3600 + 3600 / GENERATIONS + 1)), Seen::New);
+        assert_eq!(
+            set.check_and_insert(7, at(3600 + 3600 / GENERATIONS + 1)),
+            Seen::New
+        );
     }
 
     #[test]
@@ -260,7 +279,9 @@ mod tests {
         let mut id = 1u128;
         for second in 0..400 {
             for _ in 0..1000 {
-                id = id.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835).wrapping_add(1);
+                id = id
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+                    .wrapping_add(1);
                 set.check_and_insert(id, at(second));
             }
         }

@@ -48,7 +48,10 @@ impl ExamplesReport {
 }
 
 /// Loads `repos` together and validates every example of every version.
-pub fn check_examples(repos: &[SchemaRepository], read_errors: &[RepositoryError]) -> (SchemaRegistry, ExamplesReport) {
+pub fn check_examples(
+    repos: &[SchemaRepository],
+    read_errors: &[RepositoryError],
+) -> (SchemaRegistry, ExamplesReport) {
     let (registry, load_errors) = SchemaRegistry::load(repos);
     let mut report = ExamplesReport {
         versions: repos.iter().map(SchemaRepository::version_count).sum(),
@@ -62,7 +65,12 @@ pub fn check_examples(repos: &[SchemaRepository], read_errors: &[RepositoryError
             errors: e.message.clone(),
         });
     }
-    for SchemaLoadError { repository, path, message } in load_errors {
+    for SchemaLoadError {
+        repository,
+        path,
+        message,
+    } in load_errors
+    {
         report.failures.push(ExampleFailure {
             file: format!("{repository}: {path}"),
             example: None,
@@ -90,6 +98,8 @@ pub fn check_examples(repos: &[SchemaRepository], read_errors: &[RepositoryError
             }
         }
     }
-    report.failures.sort_by(|a, b| (&a.file, a.example).cmp(&(&b.file, b.example)));
+    report
+        .failures
+        .sort_by(|a, b| (&a.file, a.example).cmp(&(&b.file, b.example)));
     (registry, report)
 }

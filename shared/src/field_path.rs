@@ -13,7 +13,9 @@ impl FieldPath {
     /// Parses `a.b.c`; empty segments are refused.
     pub fn parse(s: &str) -> Result<FieldPath, String> {
         if s.is_empty() || s.split('.').any(str::is_empty) {
-            return Err(format!("`{s}` is not a dotted field path such as `meta.domain`"));
+            return Err(format!(
+                "`{s}` is not a dotted field path such as `meta.domain`"
+            ));
         }
         Ok(FieldPath(s.split('.').map(str::to_owned).collect()))
     }

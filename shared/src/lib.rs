@@ -13,6 +13,7 @@
 mod dedupe;
 mod examples;
 mod field_path;
+mod intake;
 mod json;
 mod rate_limit;
 mod registry;
@@ -20,27 +21,35 @@ mod repository;
 mod sampling;
 mod schema_uri;
 mod stream_config;
+mod tape;
+mod tape_json;
 mod timestamp;
 mod validation;
 mod windows;
 mod wire;
 
+pub use dedupe::{DedupeSet, GENERATIONS, Seen};
 pub use examples::{EXAMPLES_CASE, ExampleFailure, ExamplesReport, check_examples};
-pub use json::{Addition, BodyError, BodyLimits, json_type_name, parse_strict, splice, split_body};
+pub use field_path::FieldPath;
+pub use intake::{
+    EVENT_ID_NAMESPACE, EventIds, EventOutcome, Intake, IntakeOptions, Rejection, RejectionKind,
+    RequestMeta, Verdict,
+};
+pub use json::{BodyError, BodyLimits, json_type_name};
+pub use rate_limit::{OVERFLOW_KEY, Quota, RateLimiter, RetryAfter};
 pub use registry::{BASE_URI, CompiledSchema, ResolveError, SchemaLoadError, SchemaRegistry};
 #[cfg(feature = "fs")]
 pub use repository::fs;
 pub use repository::{RepositoryError, SchemaFile, SchemaRepository, SkipRule, parse_document};
+pub use sampling::{in_sample, position_in_sample, unit_position};
 pub use schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
+pub use stream_config::{
+    EventGateProducer, HeaderSource, Producers, RateLimit, Sample, StreamConfig, StreamConfigError,
+    StreamEntry, StreamSettings, default_sample_units, merge,
+};
+pub use tape::{EventSpan, MAX_DEPTH, Tape, TapeError};
+pub use tape_json::{TapeJson, TapeNode, TapeNumber};
 pub use timestamp::{Timestamp, TimestampError};
 pub use validation::{SchemaViolation, Violations};
-pub use field_path::FieldPath;
-pub use stream_config::{
-    EventGateProducer, HeaderSource, Producers, RateLimit, Sample, StreamConfig, StreamConfigError, StreamEntry,
-    StreamSettings, default_sample_units, merge,
-};
 pub use windows::{Window, is_open};
-pub use dedupe::{DedupeSet, GENERATIONS, Seen};
-pub use rate_limit::{OVERFLOW_KEY, Quota, RateLimiter, RetryAfter};
-pub use sampling::{in_sample, position_in_sample, unit_position};
 pub use wire::{Batch, BatchAck, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits};

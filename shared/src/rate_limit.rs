@@ -20,7 +20,9 @@ pub struct Quota {
 impl Quota {
     /// `events_per_second` sustained (above 0), `burst` at once (at least 1).
     pub fn per_second(events_per_second: f64, burst: u32) -> Quota {
-        let interval = (1e9 / events_per_second.max(1e-9)).round().clamp(1.0, i64::MAX as f64) as i64;
+        let interval = (1e9 / events_per_second.max(1e-9))
+            .round()
+            .clamp(1.0, i64::MAX as f64) as i64;
         Quota {
             interval_nanos: interval,
             burst: burst.max(1),
@@ -74,9 +76,12 @@ impl RateLimiter {
         };
         let tat = self.tats.get(key).copied().unwrap_or(now).max(now);
         let new_tat = tat.saturating_add(quota.interval_nanos);
-        let allow_at = new_tat.saturating_sub(quota.interval_nanos.saturating_mul(i64::from(quota.burst)));
+        let allow_at =
+            new_tat.saturating_sub(quota.interval_nanos.saturating_mul(i64::from(quota.burst)));
         if now < allow_at {
-            return Err(RetryAfter { nanos: allow_at - now });
+            return Err(RetryAfter {
+                nanos: allow_at - now,
+            });
         }
         match self.tats.get_mut(key) {
             Some(slot) => *slot = new_tat,

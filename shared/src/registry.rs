@@ -4,6 +4,8 @@
 
 use crate::repository::SchemaRepository;
 use crate::schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
+use crate::tape::Tape;
+use crate::tape_json::{TapeJson, TapeNode};
 use crate::validation::{SchemaViolation, Violations};
 use jsonschema::{Draft, Retrieve, Uri, Validator};
 use serde_json::Value;
@@ -29,18 +31,35 @@ pub struct CompiledSchema {
     pub path: String,
     /// The schema document.
     pub document: Arc<Value>,
-    validator: Validator,
+    validator: Validator<TapeJson>,
 }
 
 impl CompiledSchema {
-    /// Validates an event; on failure returns every violation found.
-    pub fn validate(&self, event: &Value) -> Result<(), Violations> {
+    /// Validates an event on a tape; on failure returns every violation found.
+    pub fn validate_node(&self, event: TapeNode<'_>) -> Result<(), Violations> {
         if self.validator.is_valid(event) {
             return Ok(());
         }
         Err(Violations(
-            self.validator.iter_errors(event).map(|e| SchemaViolation::from_error(&e)).collect(),
+            self.validator
+                .iter_errors(event)
+                .map(|e| SchemaViolation::from_error(&e))
+                .collect(),
         ))
+    }
+
+    /// Validates an event given as a value (off the hot path: it is re-encoded first).
+    pub fn validate(&self, event: &Value) -> Result<(), Violations> {
+        let text = event.to_string();
+        match Tape::parse(&text) {
+            Ok(tape) => self.validate_node(TapeNode::new(&tape, 0)),
+            Err(e) => Err(Violations(vec![SchemaViolation {
+                instance_path: String::new(),
+                schema_path: String::new(),
+                keyword: "type".to_owned(),
+                message: format!("the value cannot be validated: {e}"),
+            }])),
+        }
     }
 
     /// Whether the schema declares the property at `path` (object keys from the root).
@@ -93,6 +112,8 @@ pub enum ResolveError {
 #[derive(Debug, Default)]
 pub struct SchemaRegistry {
     schemas: HashMap<String, BTreeMap<Version, Arc<CompiledSchema>>>,
+    /// Every version by its canonical URI `/title/X.Y.Z`, the form events use.
+    by_uri: HashMap<String, Arc<CompiledSchema>>,
 }
 
 impl SchemaRegistry {
@@ -135,18 +156,30 @@ impl SchemaRegistry {
             }
         }
         registry.schemas.retain(|_, v| !v.is_empty());
+        registry.by_uri = registry
+            .iter()
+            .map(|s| (s.uri.clone(), s.clone()))
+            .collect();
         (registry, errors)
     }
 
     /// Compiles a schema document that is not itself a loaded version, such as
     /// a `current.yaml`, resolving its `$ref`s against `repos`.
-    pub fn compile_document(repos: &[SchemaRepository], title: &str, version: Version, document: &Value) -> Result<(), String> {
+    pub fn compile_document(
+        repos: &[SchemaRepository],
+        title: &str,
+        version: Version,
+        document: &Value,
+    ) -> Result<(), String> {
         let documents = Documents::new(repos);
         compile(&Arc::new(documents), title, version, document).map(|_| ())
     }
 
     /// Resolves a `$schema` URI to a compiled schema.
     pub fn resolve(&self, uri: &str) -> Result<&Arc<CompiledSchema>, ResolveError> {
+        if let Some(schema) = self.by_uri.get(uri) {
+            return Ok(schema);
+        }
         let parsed = SchemaUri::parse(uri)?;
         self.get(&parsed)
     }
@@ -159,12 +192,16 @@ impl SchemaRegistry {
             .ok_or_else(|| ResolveError::UnknownTitle(uri.title.clone()))?;
         let latest = versions.iter().next_back().map(|(_, s)| s);
         match uri.version {
-            VersionSpec::Latest => latest.ok_or_else(|| ResolveError::UnknownTitle(uri.title.clone())),
-            VersionSpec::Exact(v) => versions.get(&v).ok_or_else(|| ResolveError::UnknownVersion {
-                title: uri.title.clone(),
-                version: v,
-                latest: latest.map(|s| s.version).unwrap_or(v),
-            }),
+            VersionSpec::Latest => {
+                latest.ok_or_else(|| ResolveError::UnknownTitle(uri.title.clone()))
+            }
+            VersionSpec::Exact(v) => versions
+                .get(&v)
+                .ok_or_else(|| ResolveError::UnknownVersion {
+                    title: uri.title.clone(),
+                    version: v,
+                    latest: latest.map(|s| s.version).unwrap_or(v),
+                }),
         }
     }
 
@@ -212,7 +249,10 @@ impl Documents {
 struct RepoRetriever(Arc<Documents>);
 
 impl Retrieve for RepoRetriever {
-    fn retrieve(&self, uri: &Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    fn retrieve(
+        &self,
+        uri: &Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         let text = uri.as_str();
         let outside = || -> Box<dyn std::error::Error + Send + Sync> {
             format!("`{text}` is outside the loaded schema repositories; only /<title>/<version> paths in them resolve").into()
@@ -237,14 +277,22 @@ impl Retrieve for RepoRetriever {
 fn normalize_draft(document: &Value) -> Value {
     let mut doc = document.clone();
     if let Some(obj) = doc.as_object_mut() {
-        obj.insert("$schema".to_owned(), Value::String("http://json-schema.org/draft-07/schema#".to_owned()));
+        obj.insert(
+            "$schema".to_owned(),
+            Value::String("http://json-schema.org/draft-07/schema#".to_owned()),
+        );
     }
     doc
 }
 
-fn compile(documents: &Arc<Documents>, title: &str, version: Version, document: &Value) -> Result<Validator, String> {
+fn compile(
+    documents: &Arc<Documents>,
+    title: &str,
+    version: Version,
+    document: &Value,
+) -> Result<Validator<TapeJson>, String> {
     let doc = normalize_draft(document);
-    jsonschema::options()
+    jsonschema::options_for::<TapeJson>()
         .with_draft(Draft::Draft7)
         .with_base_uri(format!("{BASE_URI}/{title}/{version}"))
         .with_retriever(RepoRetriever(documents.clone()))

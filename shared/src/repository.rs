@@ -58,7 +58,10 @@ pub const MAX_SCHEMA_FILE_BYTES: usize = 8 * 1024 * 1024;
 
 impl SchemaRepository {
     /// Reads a repository from its files; bad files are returned beside the repository.
-    pub fn from_files<P, B>(name: &str, files: impl IntoIterator<Item = (P, B)>) -> (SchemaRepository, Vec<RepositoryError>)
+    pub fn from_files<P, B>(
+        name: &str,
+        files: impl IntoIterator<Item = (P, B)>,
+    ) -> (SchemaRepository, Vec<RepositoryError>)
     where
         P: AsRef<str>,
         B: AsRef<[u8]>,
@@ -97,7 +100,8 @@ impl SchemaRepository {
                 continue;
             }
             if bytes.len() > MAX_SCHEMA_FILE_BYTES {
-                errors.push(repo.error(&path, format!("file is over {MAX_SCHEMA_FILE_BYTES} bytes")));
+                errors
+                    .push(repo.error(&path, format!("file is over {MAX_SCHEMA_FILE_BYTES} bytes")));
                 continue;
             }
             let document = match parse_document(bytes, ext) {
@@ -111,7 +115,10 @@ impl SchemaRepository {
                 errors.push(repo.error(&path, "a schema must be a YAML or JSON object".to_owned()));
                 continue;
             }
-            let file = SchemaFile { path: path.clone(), document };
+            let file = SchemaFile {
+                path: path.clone(),
+                document,
+            };
             match version {
                 Some(v) => {
                     let slot = repo.versions.entry(title.to_owned()).or_default();
@@ -138,16 +145,26 @@ impl SchemaRepository {
         let config: Value = parse_document(bytes, "yaml")?;
         if let Some(base) = config.get("schemaBasePath").and_then(Value::as_str) {
             let base = base.trim_start_matches("./").trim_end_matches('/');
-            self.base_path = if base.is_empty() { String::new() } else { format!("{base}/") };
+            self.base_path = if base.is_empty() {
+                String::new()
+            } else {
+                format!("{base}/")
+            };
         }
         if let Some(skips) = config.get("skipSchemaTestCases").and_then(Value::as_object) {
             for (pattern, cases) in skips {
                 let anchored = format!("^/?(?:{})$", pattern.trim_start_matches('/'));
-                let pattern = regex::Regex::new(&anchored)
-                    .map_err(|e| format!("skipSchemaTestCases pattern `{pattern}` is not a regex: {e}"))?;
+                let pattern = regex::Regex::new(&anchored).map_err(|e| {
+                    format!("skipSchemaTestCases pattern `{pattern}` is not a regex: {e}")
+                })?;
                 let cases = cases
                     .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 self.skip.push(SkipRule { pattern, cases });
             }

@@ -41,7 +41,10 @@ mod tests {
         assert_eq!(in_sample("80000000abcdef", 0.5), Some(false));
         assert_eq!(in_sample("19999999", 0.1), Some(true)); // 0x19999999 / 0xffffffff = 0.0999999998836
         assert_eq!(in_sample("1999999a", 0.1), Some(false)); // 0.1000000001164
-        assert_eq!(in_sample("3f2a1b4c-0000-4000-8000-000000000000", 0.25), Some(true)); // 0.2467
+        assert_eq!(
+            in_sample("3f2a1b4c-0000-4000-8000-000000000000", 0.25),
+            Some(true)
+        ); // 0.2467
         assert_eq!(in_sample("40f00000", 0.25), Some(false)); // 0.2537
         assert_eq!(in_sample("ffffffff", 1.0), Some(true));
         assert_eq!(in_sample("00000000", 0.0), Some(false));

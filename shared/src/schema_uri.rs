@@ -6,7 +6,9 @@
 use std::fmt;
 
 /// A semantic version `major.minor.patch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Version {
     /// Major version: breaking changes.
     pub major: u32,
@@ -82,24 +84,36 @@ impl SchemaUri {
         }
         let s = uri.strip_suffix('#').unwrap_or(uri);
         if s.contains(':') {
-            return Err(err("URIs with a scheme are not resolved; use a path inside the schema repositories"));
+            return Err(err(
+                "URIs with a scheme are not resolved; use a path inside the schema repositories",
+            ));
         }
         if s.contains(['\\', '?', '#', '%']) || s.chars().any(char::is_control) {
             return Err(err("it contains a character not allowed in schema paths"));
         }
-        let s = s.strip_prefix('/').ok_or_else(|| err("it must start with `/`"))?;
+        let s = s
+            .strip_prefix('/')
+            .ok_or_else(|| err("it must start with `/`"))?;
         let s = [".yaml", ".yml", ".json"]
             .iter()
             .find_map(|ext| s.strip_suffix(ext))
             .unwrap_or(s);
-        let (title, version) = s.rsplit_once('/').ok_or_else(|| err("it has no version segment"))?;
-        if title.is_empty() || title.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        let (title, version) = s
+            .rsplit_once('/')
+            .ok_or_else(|| err("it has no version segment"))?;
+        if title.is_empty()
+            || title
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err(err("its title has an empty, `.` or `..` segment"));
         }
         let version = if version == "latest" {
             VersionSpec::Latest
         } else {
-            VersionSpec::Exact(Version::parse(version).ok_or_else(|| err("its version is not X.Y.Z or latest"))?)
+            VersionSpec::Exact(
+                Version::parse(version).ok_or_else(|| err("its version is not X.Y.Z or latest"))?,
+            )
         };
         Ok(SchemaUri {
             title: title.to_owned(),
@@ -123,12 +137,27 @@ mod tests {
 
     #[test]
     fn parses_the_repository_forms() {
-        for uri in ["/analytics/test/2.0.0", "/analytics/test/2.0.0.yaml", "/analytics/test/2.0.0.json", "/analytics/test/2.0.0#"] {
+        for uri in [
+            "/analytics/test/2.0.0",
+            "/analytics/test/2.0.0.yaml",
+            "/analytics/test/2.0.0.json",
+            "/analytics/test/2.0.0#",
+        ] {
             let u = SchemaUri::parse(uri).unwrap();
             assert_eq!(u.title, "analytics/test");
-            assert_eq!(u.version, VersionSpec::Exact(Version { major: 2, minor: 0, patch: 0 }));
+            assert_eq!(
+                u.version,
+                VersionSpec::Exact(Version {
+                    major: 2,
+                    minor: 0,
+                    patch: 0
+                })
+            );
         }
-        assert_eq!(SchemaUri::parse("/test/event/latest").unwrap().version, VersionSpec::Latest);
+        assert_eq!(
+            SchemaUri::parse("/test/event/latest").unwrap().version,
+            VersionSpec::Latest
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! stream and key path.
 
 use crate::field_path::FieldPath;
-use crate::windows::{self, Window};
 use crate::timestamp::Timestamp;
+use crate::windows::{self, Window};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -62,13 +62,13 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RateLimit>,
     let v = Value::deserialize(d)?;
     match v {
         Value::Array(_) => Vec::<RateLimit>::deserialize(v).map_err(serde::de::Error::custom),
-        Value::Object(_) => RateLimit::deserialize(v).map(|r| vec![r]).map_err(serde::de::Error::custom),
-        other => {
-            Err(serde::de::Error::custom(format!(
-                "expected a rate limit object or a list of them, found {}",
-                crate::json::json_type_name(&other)
-            )))
-        }
+        Value::Object(_) => RateLimit::deserialize(v)
+            .map(|r| vec![r])
+            .map_err(serde::de::Error::custom),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a rate limit object or a list of them, found {}",
+            crate::json::json_type_name(&other)
+        ))),
     }
 }
 
@@ -126,8 +126,11 @@ pub struct RateLimit {
 impl RateLimit {
     /// The burst in effect.
     pub fn burst(&self) -> u32 {
-        self.burst
-            .unwrap_or_else(|| self.events_per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+        self.burst.unwrap_or_else(|| {
+            self.events_per_second
+                .ceil()
+                .clamp(1.0, f64::from(u32::MAX)) as u32
+        })
     }
 }
 
@@ -161,6 +164,10 @@ pub struct StreamConfigError {
 pub struct StreamEntry {
     /// The key it was configured under: the name or the `/regex/`.
     pub key: String,
+    /// Fields filled from request headers: (path of keys, lower-case header name).
+    pub header_fields: Vec<(Vec<String>, String)>,
+    /// The produce topic, precomputed for streams configured by exact name.
+    topic: Option<String>,
     /// Settings with defaults merged.
     pub settings: StreamSettings,
     /// The merged settings as given, for serving EventStreamConfig.
@@ -176,11 +183,18 @@ impl StreamEntry {
         if self.settings.topic_prefixes.is_empty() {
             return vec![name.to_owned()];
         }
-        self.settings.topic_prefixes.iter().map(|p| format!("{p}{name}")).collect()
+        self.settings
+            .topic_prefixes
+            .iter()
+            .map(|p| format!("{p}{name}"))
+            .collect()
     }
 
     /// The topic events of stream `name` are produced to: the first of [`Self::topics`].
     pub fn produce_topic(&self, name: &str) -> String {
+        if let Some(t) = &self.topic {
+            return t.clone();
+        }
         match (&self.settings.topics, self.settings.topic_prefixes.first()) {
             (Some(t), _) if !t.is_empty() => t[0].clone(),
             (_, Some(p)) => format!("{p}{name}"),
@@ -221,16 +235,22 @@ impl StreamConfig {
             path: path.to_owned(),
             message,
         };
-        let doc: Value = crate::repository::parse_document(text.as_bytes(), "yaml").map_err(|m| vec![top("", m)])?;
-        let doc: Document = serde_path_to_error::deserialize(doc).map_err(|e| {
-            vec![top(&e.path().to_string(), e.inner().to_string())]
-        })?;
+        let doc: Value = crate::repository::parse_document(text.as_bytes(), "yaml")
+            .map_err(|m| vec![top("", m)])?;
+        let doc: Document = serde_path_to_error::deserialize(doc)
+            .map_err(|e| vec![top(&e.path().to_string(), e.inner().to_string())])?;
         let mut errors = Vec::new();
         let defaults = match doc.defaults {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v,
             Some(other) => {
-                errors.push(top("defaults", format!("must be a map of settings, not {}", crate::json::json_type_name(&other))));
+                errors.push(top(
+                    "defaults",
+                    format!(
+                        "must be a map of settings, not {}",
+                        crate::json::json_type_name(&other)
+                    ),
+                ));
                 Value::Object(Map::new())
             }
         };
@@ -238,7 +258,10 @@ impl StreamConfig {
         if let Some(units) = doc.sample_units {
             match serde_path_to_error::deserialize::<_, BTreeMap<String, FieldPath>>(units) {
                 Ok(u) => sample_units.extend(u),
-                Err(e) => errors.push(top(&format!("sample_units.{}", e.path()), e.inner().to_string())),
+                Err(e) => errors.push(top(
+                    &format!("sample_units.{}", e.path()),
+                    e.inner().to_string(),
+                )),
             }
         }
         let mut config = StreamConfig {
@@ -257,44 +280,81 @@ impl StreamConfig {
                 Ok(s) => s,
                 Err(e) => {
                     let path = e.path().to_string();
-                    errors.push(err(if path == "." { String::new() } else { path }, e.inner().to_string()));
+                    errors.push(err(
+                        if path == "." { String::new() } else { path },
+                        e.inner().to_string(),
+                    ));
                     continue;
                 }
             };
             for (path, message) in check(&settings, &config.sample_units) {
                 errors.push(err(path, message));
             }
-            let entry = Arc::new(StreamEntry {
+            let header_fields = settings
+                .producers
+                .eventgate
+                .enrich_fields_from_http_headers
+                .iter()
+                .filter_map(|(field, source)| match source {
+                    HeaderSource::Header(h) => Some((
+                        field.split('.').map(str::to_owned).collect(),
+                        h.to_ascii_lowercase(),
+                    )),
+                    HeaderSource::Off(_) => None,
+                })
+                .collect();
+            let mut entry = StreamEntry {
                 key: key.clone(),
+                header_fields,
+                topic: None,
                 settings,
                 raw,
-            });
+            };
+            if !key.starts_with('/') {
+                entry.topic = Some(entry.produce_topic(&key));
+            }
+            let entry = Arc::new(entry);
             if let Some(pattern) = key.strip_prefix('/').and_then(|k| k.strip_suffix('/')) {
                 match regex::Regex::new(pattern) {
                     Ok(re) => config.patterns.push((re, entry)),
-                    Err(e) => errors.push(err(String::new(), format!("the stream pattern is not a valid regex: {e}"))),
+                    Err(e) => errors.push(err(
+                        String::new(),
+                        format!("the stream pattern is not a valid regex: {e}"),
+                    )),
                 }
             } else if key.is_empty() {
-                errors.push(err(String::new(), "stream names cannot be empty".to_owned()));
+                errors.push(err(
+                    String::new(),
+                    "stream names cannot be empty".to_owned(),
+                ));
             } else {
                 config.exact.insert(key, entry);
             }
         }
-        if errors.is_empty() { Ok(config) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
     }
 
     /// The settings for stream `name`: an exact key first, then the first matching pattern.
     pub fn get(&self, name: &str) -> Option<&Arc<StreamEntry>> {
-        self.exact
-            .get(name)
-            .or_else(|| self.patterns.iter().find(|(re, _)| re.is_match(name)).map(|(_, e)| e))
+        self.exact.get(name).or_else(|| {
+            self.patterns
+                .iter()
+                .find(|(re, _)| re.is_match(name))
+                .map(|(_, e)| e)
+        })
     }
 
     /// Every configured entry: names, then patterns.
     pub fn entries(&self) -> impl Iterator<Item = &Arc<StreamEntry>> {
         let mut names: Vec<_> = self.exact.values().collect();
         names.sort_by(|a, b| a.key.cmp(&b.key));
-        names.into_iter().chain(self.patterns.iter().map(|(_, e)| e))
+        names
+            .into_iter()
+            .chain(self.patterns.iter().map(|(_, e)| e))
     }
 }
 
@@ -318,29 +378,51 @@ pub fn merge(base: &mut Value, over: Value) {
 fn check(s: &StreamSettings, units: &BTreeMap<String, FieldPath>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if s.schema_title.is_empty() || s.schema_title.starts_with('/') {
-        out.push(("schema_title".into(), "must be a schema title such as `analytics/test`, without a leading /".into()));
+        out.push((
+            "schema_title".into(),
+            "must be a schema title such as `analytics/test`, without a leading /".into(),
+        ));
     }
     if let Some(sample) = &s.sample {
         if !(0.0..=1.0).contains(&sample.rate) {
-            out.push(("sample.rate".into(), format!("must be between 0 and 1, not {}", sample.rate)));
+            out.push((
+                "sample.rate".into(),
+                format!("must be between 0 and 1, not {}", sample.rate),
+            ));
         }
         if !units.contains_key(&sample.unit) {
             let known: Vec<_> = units.keys().map(String::as_str).collect();
-            out.push(("sample.unit".into(), format!("`{}` is not a sampling unit; known units: {}", sample.unit, known.join(", "))));
+            out.push((
+                "sample.unit".into(),
+                format!(
+                    "`{}` is not a sampling unit; known units: {}",
+                    sample.unit,
+                    known.join(", ")
+                ),
+            ));
         }
     }
     for (i, r) in s.rate_limit.iter().enumerate() {
         if !(r.events_per_second.is_finite() && r.events_per_second > 0.0) {
-            out.push((format!("rate_limit[{i}].events_per_second"), format!("must be above 0, not {}", r.events_per_second)));
+            out.push((
+                format!("rate_limit[{i}].events_per_second"),
+                format!("must be above 0, not {}", r.events_per_second),
+            ));
         }
         if r.burst == Some(0) {
-            out.push((format!("rate_limit[{i}].burst"), "must be at least 1".into()));
+            out.push((
+                format!("rate_limit[{i}].burst"),
+                "must be at least 1".into(),
+            ));
         }
         if let Some(k) = &r.key
             && k != "client"
             && let Err(m) = FieldPath::parse(k)
         {
-            out.push((format!("rate_limit[{i}].key"), format!("must be `client` or a field path: {m}")));
+            out.push((
+                format!("rate_limit[{i}].key"),
+                format!("must be `client` or a field path: {m}"),
+            ));
         }
     }
     for (i, w) in s.windows.iter().enumerate() {
@@ -350,7 +432,10 @@ fn check(s: &StreamSettings, units: &BTreeMap<String, FieldPath>) -> Vec<(String
     }
     for (field, source) in &s.producers.eventgate.enrich_fields_from_http_headers {
         if let Err(m) = FieldPath::parse(field) {
-            out.push((format!("producers.eventgate.enrich_fields_from_http_headers.{field}"), m));
+            out.push((
+                format!("producers.eventgate.enrich_fields_from_http_headers.{field}"),
+                m,
+            ));
         }
         if source == &HeaderSource::Off(true) {
             out.push((
@@ -362,7 +447,10 @@ fn check(s: &StreamSettings, units: &BTreeMap<String, FieldPath>) -> Vec<(String
     if let Some(topics) = &s.topics
         && topics.is_empty()
     {
-        out.push(("topics".into(), "is empty: list at least one topic or leave it out".into()));
+        out.push((
+            "topics".into(),
+            "is empty: list at least one topic or leave it out".into(),
+        ));
     }
     out
 }
@@ -403,14 +491,23 @@ streams:
         assert_eq!(t.topics("test.event"), vec!["local.test.event"]);
         assert_eq!(t.settings.rate_limit[0].burst(), 100);
         assert_eq!(
-            t.settings.producers.eventgate.enrich_fields_from_http_headers["http.request_headers.user-agent"],
+            t.settings
+                .producers
+                .eventgate
+                .enrich_fields_from_http_headers["http.request_headers.user-agent"],
             HeaderSource::Header("user-agent".into())
         );
         let job = c.get("mediawiki.job.refresh").unwrap();
         assert_eq!(job.key, "/^mediawiki\\.job\\..+/");
-        assert_eq!(job.produce_topic("mediawiki.job.refresh"), "local.mediawiki.job.refresh");
         assert_eq!(
-            job.settings.producers.eventgate.enrich_fields_from_http_headers["http.request_headers.user-agent"],
+            job.produce_topic("mediawiki.job.refresh"),
+            "local.mediawiki.job.refresh"
+        );
+        assert_eq!(
+            job.settings
+                .producers
+                .eventgate
+                .enrich_fields_from_http_headers["http.request_headers.user-agent"],
             HeaderSource::Off(false)
         );
         let special = c.get("mediawiki.job.special").unwrap();
@@ -436,16 +533,40 @@ streams:
 "#;
         let errs = StreamConfig::parse(bad).unwrap_err();
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        assert!(text.iter().any(|t| t.starts_with("stream `a`, key `rate_limit")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("stream `b`, key `sample.rate`: must be between 0 and 1")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("stream `c`, key `windows[0].hours`")), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("stream `d`, key `schema_title`")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("stream `a`, key `rate_limit")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("stream `b`, key `sample.rate`: must be between 0 and 1")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("stream `c`, key `windows[0].hours`")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("stream `d`, key `schema_title`")),
+            "{text:?}"
+        );
     }
 
     #[test]
     fn unknown_sampling_units_and_top_level_keys_are_refused() {
-        let errs = StreamConfig::parse("streams: {a: {schema_title: a/b, sample: {unit: moon, rate: 0.1}}}").unwrap_err();
-        assert!(errs[0].to_string().contains("`moon` is not a sampling unit"), "{errs:?}");
+        let errs = StreamConfig::parse(
+            "streams: {a: {schema_title: a/b, sample: {unit: moon, rate: 0.1}}}",
+        )
+        .unwrap_err();
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("`moon` is not a sampling unit"),
+            "{errs:?}"
+        );
         let errs = StreamConfig::parse("stream: {}").unwrap_err();
         assert!(errs[0].to_string().contains("unknown field"), "{errs:?}");
     }

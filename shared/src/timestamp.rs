@@ -6,7 +6,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// An instant in UTC, as nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp(i64);
 
 /// A timestamp text that is not an RFC 3339 date-time.
@@ -58,9 +60,13 @@ impl Timestamp {
 
     /// Parses an RFC 3339 date-time with any offset.
     pub fn parse_rfc3339(text: &str) -> Result<Self, TimestampError> {
-        let err = || TimestampError { text: text.to_owned() };
+        let err = || TimestampError {
+            text: text.to_owned(),
+        };
         let dt = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| err())?;
-        i64::try_from(dt.unix_timestamp_nanos()).map(Timestamp).map_err(|_| err())
+        i64::try_from(dt.unix_timestamp_nanos())
+            .map(Timestamp)
+            .map_err(|_| err())
     }
 
     /// The date-time, when representable.
@@ -123,7 +129,10 @@ mod tests {
     fn formats_millis_in_utc() {
         let t = Timestamp::parse_rfc3339("2026-11-27T12:34:56.789+01:00").unwrap();
         assert_eq!(t.to_rfc3339_millis(), "2026-11-27T11:34:56.789Z");
-        assert_eq!(Timestamp::EPOCH.to_rfc3339_millis(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::EPOCH.to_rfc3339_millis(),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

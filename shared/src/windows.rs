@@ -53,7 +53,8 @@ impl Window {
 
     /// Checks the bounds make sense together.
     pub fn check(&self) -> Result<(), String> {
-        if self.start.is_none() && self.end.is_none() && self.days.is_none() && self.hours.is_none() {
+        if self.start.is_none() && self.end.is_none() && self.days.is_none() && self.hours.is_none()
+        {
             return Err("a window needs at least one of start, end, days, hours".to_owned());
         }
         if let (Some(s), Some(e)) = (self.start, self.end)
@@ -62,7 +63,9 @@ impl Window {
             return Err(format!("start {s} is not before end {e}"));
         }
         if self.days.as_ref().is_some_and(Vec::is_empty) {
-            return Err("days is empty: list weekdays such as [mon, tue] or leave it out".to_owned());
+            return Err(
+                "days is empty: list weekdays such as [mon, tue] or leave it out".to_owned(),
+            );
         }
         Ok(())
     }
@@ -75,7 +78,9 @@ pub fn is_open(windows: &[Window], t: Timestamp) -> bool {
 
 fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
     let s = String::deserialize(d)?;
-    Timestamp::parse_rfc3339(&s).map(Some).map_err(serde::de::Error::custom)
+    Timestamp::parse_rfc3339(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn weekdays<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Weekday>>, D::Error> {
@@ -90,7 +95,9 @@ fn weekdays<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Weekday>>, D::
             Some("fri") => Ok(Weekday::Friday),
             Some("sat") => Ok(Weekday::Saturday),
             Some("sun") => Ok(Weekday::Sunday),
-            _ => Err(serde::de::Error::custom(format!("`{n}` is not a weekday (mon … sun)"))),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{n}` is not a weekday (mon … sun)"
+            ))),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -98,14 +105,21 @@ fn weekdays<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Weekday>>, D::
 
 fn hours<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u32, u32)>, D::Error> {
     let s = String::deserialize(d)?;
-    let bad = || serde::de::Error::custom(format!("`{s}` is not an hour range such as 08:00-20:00 (UTC)"));
+    let bad = || {
+        serde::de::Error::custom(format!(
+            "`{s}` is not an hour range such as 08:00-20:00 (UTC)"
+        ))
+    };
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let minute = |t: &str| -> Option<u32> {
         let (h, m) = t.trim().split_once(':')?;
         let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
         (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
     };
-    Ok(Some((minute(a).ok_or_else(bad)? % (24 * 60), minute(b).ok_or_else(bad)? % (24 * 60))))
+    Ok(Some((
+        minute(a).ok_or_else(bad)? % (24 * 60),
+        minute(b).ok_or_else(bad)? % (24 * 60),
+    )))
 }
 
 #[cfg(test)]
@@ -149,7 +163,10 @@ mod tests {
         assert!(!w.contains(at("2026-11-28T10:00:00Z")));
         assert!(!w.contains(at("2026-11-27T18:00:00Z")));
         assert!(is_open(&[], at("2026-11-28T10:00:00Z")));
-        assert!(is_open(&[w.clone(), window("{days: [sat]}")], at("2026-11-28T10:00:00Z")));
+        assert!(is_open(
+            &[w.clone(), window("{days: [sat]}")],
+            at("2026-11-28T10:00:00Z")
+        ));
     }
 
     #[test]

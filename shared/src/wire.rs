@@ -191,17 +191,25 @@ fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8], limits: &WireLimits) -> Re
                 limit: limits.max_frame_bytes,
             });
         }
-        decompressed = lz4_flex::block::decompress(payload, size).map_err(|e| WireError::Compression(e.to_string()))?;
+        decompressed = lz4_flex::block::decompress(payload, size)
+            .map_err(|e| WireError::Compression(e.to_string()))?;
         if decompressed.len() != size {
-            return Err(WireError::Compression(format!("{} bytes, not the {size} stated", decompressed.len())));
+            return Err(WireError::Compression(format!(
+                "{} bytes, not the {size} stated",
+                decompressed.len()
+            )));
         }
         decompressed.as_slice()
     } else {
         rest
     };
-    let (msg, extra) = postcard::take_from_bytes::<T>(body).map_err(|e| WireError::Payload(e.to_string()))?;
+    let (msg, extra) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| WireError::Payload(e.to_string()))?;
     if !extra.is_empty() {
-        return Err(WireError::Payload(format!("{} bytes after the message", extra.len())));
+        return Err(WireError::Payload(format!(
+            "{} bytes after the message",
+            extra.len()
+        )));
     }
     Ok(msg)
 }
@@ -221,7 +229,11 @@ impl Batch {
                 limit: limits.max_events,
             });
         }
-        if let Some(e) = batch.events.iter().find(|e| e.json.len() > limits.max_event_bytes) {
+        if let Some(e) = batch
+            .events
+            .iter()
+            .find(|e| e.json.len() > limits.max_event_bytes)
+        {
             return Err(WireError::TooLarge {
                 what: "event",
                 size: e.json.len(),
@@ -239,7 +251,11 @@ impl BatchAck {
     }
 
     /// Decodes an acknowledgement and checks it answers every event of `batch`.
-    pub fn decode_for(frame: &[u8], batch: &Batch, limits: &WireLimits) -> Result<BatchAck, WireError> {
+    pub fn decode_for(
+        frame: &[u8],
+        batch: &Batch,
+        limits: &WireLimits,
+    ) -> Result<BatchAck, WireError> {
         let ack: BatchAck = decode(frame, limits)?;
         if ack.verdicts.len() != batch.events.len() || ack.batch_id != batch.id {
             return Err(WireError::AckMismatch {
@@ -307,40 +323,88 @@ mod tests {
     fn round_trips_plain_and_compressed() {
         let batch = Batch {
             id: [9; 16],
-            events: (0..100).map(|i| event(i, r#"{"$schema":"/test/event/1.0.0","meta":{"stream":"test.event"}}"#)).collect(),
+            events: (0..100)
+                .map(|i| {
+                    event(
+                        i,
+                        r#"{"$schema":"/test/event/1.0.0","meta":{"stream":"test.event"}}"#,
+                    )
+                })
+                .collect(),
         };
         let limits = WireLimits::default();
         let plain = batch.encode(false);
         let packed = batch.encode(true);
-        assert!(packed.len() < plain.len() / 4, "{} vs {}", packed.len(), plain.len());
+        assert!(
+            packed.len() < plain.len() / 4,
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
         assert_eq!(Batch::decode(&plain, &limits).unwrap(), batch);
         assert_eq!(Batch::decode(&packed, &limits).unwrap(), batch);
         let ack = BatchAck {
             batch_id: batch.id,
-            verdicts: (0..100).map(|_| EventAck::RateLimited { retry_after_ms: 5 }).collect(),
+            verdicts: (0..100)
+                .map(|_| EventAck::RateLimited { retry_after_ms: 5 })
+                .collect(),
         };
-        assert_eq!(BatchAck::decode_for(&ack.encode(), &batch, &limits).unwrap(), ack);
+        assert_eq!(
+            BatchAck::decode_for(&ack.encode(), &batch, &limits).unwrap(),
+            ack
+        );
     }
 
     #[test]
     fn refuses_bad_frames_with_reasons() {
         let limits = WireLimits::default();
-        let good = Batch { id: [1; 16], events: vec![event(1, "{}")] }.encode(false);
+        let good = Batch {
+            id: [1; 16],
+            events: vec![event(1, "{}")],
+        }
+        .encode(false);
         assert_eq!(Batch::decode(&[], &limits), Err(WireError::Truncated(0)));
         let mut v2 = good.clone();
         v2[0] = 2;
-        assert_eq!(Batch::decode(&v2, &limits), Err(WireError::UnsupportedVersion { found: 2 }));
-        assert!(matches!(Batch::decode(&good[..good.len() - 3], &limits), Err(WireError::Payload(_))));
+        assert_eq!(
+            Batch::decode(&v2, &limits),
+            Err(WireError::UnsupportedVersion { found: 2 })
+        );
+        assert!(matches!(
+            Batch::decode(&good[..good.len() - 3], &limits),
+            Err(WireError::Payload(_))
+        ));
         let mut extra = good.clone();
         extra.push(0);
-        assert!(matches!(Batch::decode(&extra, &limits), Err(WireError::Payload(_))));
+        assert!(matches!(
+            Batch::decode(&extra, &limits),
+            Err(WireError::Payload(_))
+        ));
         // A compressed frame that claims 4 GiB is refused before any allocation.
         let bomb = [WIRE_VERSION, FLAG_LZ4, 0xff, 0xff, 0xff, 0xff, 0x00];
-        assert!(matches!(Batch::decode(&bomb, &limits), Err(WireError::TooLarge { what: "decompressed payload", .. })));
-        let few = WireLimits { max_events: 0, ..limits };
-        assert_eq!(Batch::decode(&good, &few), Err(WireError::TooManyEvents { count: 1, limit: 0 }));
-        let small = WireLimits { max_event_bytes: 1, ..limits };
-        assert!(matches!(Batch::decode(&good, &small), Err(WireError::TooLarge { what: "event", .. })));
+        assert!(matches!(
+            Batch::decode(&bomb, &limits),
+            Err(WireError::TooLarge {
+                what: "decompressed payload",
+                ..
+            })
+        ));
+        let few = WireLimits {
+            max_events: 0,
+            ..limits
+        };
+        assert_eq!(
+            Batch::decode(&good, &few),
+            Err(WireError::TooManyEvents { count: 1, limit: 0 })
+        );
+        let small = WireLimits {
+            max_event_bytes: 1,
+            ..limits
+        };
+        assert!(matches!(
+            Batch::decode(&good, &small),
+            Err(WireError::TooLarge { what: "event", .. })
+        ));
     }
 
     proptest! {

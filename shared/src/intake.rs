@@ -1,0 +1,562 @@
+//! The intake pipeline as a pure function: request metadata and a body in,
+//! a verdict per event and the accepted, enriched events out.
+//!
+//! For each event: parse strictly; resolve the stream (`meta.stream` or the
+//! `stream` parameter) and refuse unknown, disabled or closed streams;
+//! resolve the schema (`$schema` or `schema_uri`) and refuse titles the
+//! stream does not take; enrich (server-filled fields go in before
+//! validation, since schemas may require them); validate; sample; compute
+//! topic, partition key and rate-limit key. Accepted events keep the bytes
+//! the client sent, with server-filled fields spliced in.
+
+use crate::json::{BodyError, BodyLimits};
+use crate::registry::{ResolveError, SchemaRegistry};
+use crate::sampling;
+use crate::stream_config::StreamConfig;
+use crate::tape::{Entry, EventSpan, Tape, TapeError};
+use crate::tape_json::TapeNode;
+use crate::timestamp::Timestamp;
+use crate::validation::Violations;
+use crate::wire::BatchEvent;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+/// Namespace for UUIDv5 ids derived from `meta.id`s that are not UUIDs.
+pub const EVENT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5c1e_0000_7a1d_4b1e_9e0f_e7e0_1d5e_1ce0);
+
+/// What the host knows about the request, besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// Headers as (lower-case name, value).
+    pub headers: Vec<(String, String)>,
+    /// The `stream` query parameter.
+    pub stream: Option<String>,
+    /// The `schema_uri` query parameter.
+    pub schema_uri: Option<String>,
+    /// The client's address, as the host determined it (trusted proxies only).
+    pub client_ip: Option<String>,
+    /// When the request arrived.
+    pub received: Timestamp,
+}
+
+impl RequestMeta {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Settings of the pipeline itself.
+#[derive(Debug, Clone, Default)]
+pub struct IntakeOptions {
+    /// Body and event size limits.
+    pub limits: BodyLimits,
+    /// Seed of the keyed hash that turns client addresses into rate-limit keys;
+    /// share it across edges so per-client limits agree.
+    pub client_hash_seed: u64,
+}
+
+/// Why an event was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionKind {
+    /// Over the per-event size limit.
+    TooLarge,
+    /// Not parseable as an event (duplicate keys and the like).
+    Malformed,
+    /// Not a JSON object.
+    NotAnObject,
+    /// No `meta.stream` and no `stream` parameter.
+    NoStream,
+    /// The stream is not configured.
+    UnknownStream,
+    /// The stream is configured with `enabled: false`.
+    StreamDisabled,
+    /// The stream is outside its producing windows.
+    StreamClosed,
+    /// No `$schema` and no `schema_uri` parameter.
+    NoSchema,
+    /// The schema URI does not resolve in the repositories.
+    UnknownSchema,
+    /// The schema's title is not the stream's `schema_title`.
+    SchemaNotAllowed,
+    /// The event does not validate.
+    Invalid,
+}
+
+/// A refused event's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The kind of refusal.
+    pub kind: RejectionKind,
+    /// A sentence naming what was wrong.
+    pub message: String,
+    /// Schema violations, for `Invalid`.
+    pub violations: Option<Violations>,
+}
+
+impl Rejection {
+    fn new(kind: RejectionKind, message: String) -> Self {
+        Rejection {
+            kind,
+            message,
+            violations: None,
+        }
+    }
+
+    /// The EventGate-style `context` object: message, and for invalid events `errors` and `errorsText`.
+    pub fn context(&self) -> Value {
+        let mut ctx = Map::new();
+        ctx.insert(
+            "kind".into(),
+            serde_json::to_value(self.kind).unwrap_or(Value::Null),
+        );
+        ctx.insert("message".into(), Value::String(self.message.clone()));
+        if let Some(v) = &self.violations {
+            ctx.insert(
+                "errors".into(),
+                serde_json::to_value(&v.0).unwrap_or(Value::Null),
+            );
+            ctx.insert("errorsText".into(), Value::String(v.errors_text()));
+        }
+        Value::Object(ctx)
+    }
+}
+
+/// The verdict on one event of a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted: the event is in [`EventOutcome::event`] and goes on to the aggregator.
+    Accepted,
+    /// Valid but outside the stream's sample: acknowledged and dropped.
+    SampledOut,
+    /// Refused, with the reason.
+    Rejected(Rejection),
+}
+
+/// One event's outcome.
+#[derive(Debug, Clone)]
+pub struct EventOutcome {
+    /// Position in the body.
+    pub index: usize,
+    /// The stream, when it could be told.
+    pub stream: Option<String>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The enriched event, when accepted.
+    pub event: Option<BatchEvent>,
+}
+
+/// The schemas and stream config that intake works from; swapped whole on reload.
+#[derive(Debug)]
+pub struct Intake {
+    registry: Arc<SchemaRegistry>,
+    streams: Arc<StreamConfig>,
+    options: IntakeOptions,
+    client_hasher: foldhash::quality::FixedState,
+}
+
+impl Intake {
+    /// A pipeline over these schemas and streams.
+    pub fn new(
+        registry: Arc<SchemaRegistry>,
+        streams: Arc<StreamConfig>,
+        options: IntakeOptions,
+    ) -> Self {
+        let client_hasher = foldhash::quality::FixedState::with_seed(options.client_hash_seed);
+        Intake {
+            registry,
+            streams,
+            options,
+            client_hasher,
+        }
+    }
+
+    /// The schema registry.
+    pub fn registry(&self) -> &Arc<SchemaRegistry> {
+        &self.registry
+    }
+
+    /// The stream config.
+    pub fn streams(&self) -> &Arc<StreamConfig> {
+        &self.streams
+    }
+
+    /// The options.
+    pub fn options(&self) -> &IntakeOptions {
+        &self.options
+    }
+
+    /// Runs a body through the pipeline. `ids` supplies `meta.id`s for events without one.
+    pub fn process(
+        &self,
+        req: &RequestMeta,
+        body: &[u8],
+        ids: &mut EventIds,
+    ) -> Result<Vec<EventOutcome>, BodyError> {
+        let limits = &self.options.limits;
+        if body.len() > limits.max_body_bytes {
+            return Err(BodyError::TooLarge {
+                size: body.len(),
+                limit: limits.max_body_bytes,
+            });
+        }
+        let text = std::str::from_utf8(body).map_err(|e| {
+            let valid = &body[..e.valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+            BodyError::Malformed {
+                line,
+                column: String::from_utf8_lossy(&valid[line_start..])
+                    .chars()
+                    .count()
+                    + 1,
+                message: "invalid UTF-8".to_owned(),
+            }
+        })?;
+        let first = text.trim_start().as_bytes().first().copied();
+        match first {
+            None => return Err(BodyError::Empty),
+            Some(b'{' | b'[') => {}
+            Some(_) => {
+                // Say what the scalar is if it parses, else where it breaks.
+                let tape = Tape::parse(text).map_err(|e| malformed(text, &e))?;
+                return Err(BodyError::NotEventOrArray {
+                    found: tape_type_name(&tape, 0),
+                });
+            }
+        }
+        let (mut tape, spans) = Tape::parse_body(text, limits.max_events).map_err(|e| {
+            if e.too_many_events {
+                BodyError::TooManyEvents {
+                    limit: limits.max_events,
+                }
+            } else {
+                malformed(text, &e)
+            }
+        })?;
+        if spans.is_empty() {
+            return Err(BodyError::EmptyArray);
+        }
+        let mut out = Vec::with_capacity(spans.len());
+        for (index, span) in spans.iter().enumerate() {
+            let mut outcome = EventOutcome {
+                index,
+                stream: None,
+                verdict: Verdict::Accepted,
+                event: None,
+            };
+            match self.run(&mut tape, span, req, ids, &mut outcome.stream) {
+                Ok(Some(event)) => outcome.event = Some(event),
+                Ok(None) => outcome.verdict = Verdict::SampledOut,
+                Err(r) => outcome.verdict = Verdict::Rejected(r),
+            }
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
+    fn run(
+        &self,
+        tape: &mut Tape<'_>,
+        span: &EventSpan,
+        req: &RequestMeta,
+        ids: &mut EventIds,
+        stream_out: &mut Option<String>,
+    ) -> Result<Option<BatchEvent>, Rejection> {
+        use RejectionKind as K;
+        let raw = &tape.source()[span.start..span.end];
+        let node = span.node;
+        let limit = self.options.limits.max_event_bytes;
+        if raw.len() > limit {
+            return Err(Rejection::new(
+                K::TooLarge,
+                format!(
+                    "the event is {} bytes, over the limit of {limit} bytes",
+                    raw.len()
+                ),
+            ));
+        }
+        if !tape.is_object(node) {
+            return Err(Rejection::new(
+                K::NotAnObject,
+                format!(
+                    "an event must be a JSON object, not a {}",
+                    tape_type_name(tape, node)
+                ),
+            ));
+        }
+        let meta = tape.get(node, "meta");
+        if meta.is_some_and(|m| !tape.is_object(m)) {
+            return Err(Rejection::new(
+                K::Invalid,
+                "`meta` must be an object".into(),
+            ));
+        }
+        let meta_get = |key: &str| meta.and_then(|m| tape.get(m, key));
+        let event_stream = meta_get("stream").and_then(|i| tape.str_at(i));
+        let stream = event_stream
+            .or(req.stream.as_deref())
+            .ok_or_else(|| {
+                Rejection::new(
+                    K::NoStream,
+                    "the event has no meta.stream and the request has no stream parameter".into(),
+                )
+            })?
+            .to_owned();
+        let stream_given = event_stream.is_some();
+        *stream_out = Some(stream.clone());
+        let entry = self.streams.get(&stream).ok_or_else(|| {
+            Rejection::new(
+                K::UnknownStream,
+                format!("stream `{stream}` is not configured"),
+            )
+        })?;
+        if !entry.settings.enabled {
+            return Err(Rejection::new(
+                K::StreamDisabled,
+                format!("stream `{stream}` is disabled"),
+            ));
+        }
+        if !entry.is_open(req.received) {
+            return Err(Rejection::new(
+                K::StreamClosed,
+                format!(
+                    "stream `{stream}` takes events only inside its producing windows, and {} is outside them",
+                    req.received
+                ),
+            ));
+        }
+        let event_schema = tape.get(node, "$schema").and_then(|i| tape.str_at(i));
+        let schema_given = event_schema.is_some();
+        let schema_uri = event_schema
+            .or(req.schema_uri.as_deref())
+            .ok_or_else(|| {
+                Rejection::new(
+                    K::NoSchema,
+                    "the event has no $schema and the request has no schema_uri parameter".into(),
+                )
+            })?
+            .to_owned();
+        let schema = self.registry.resolve(&schema_uri).map_err(|e| match e {
+            ResolveError::Uri(e) => Rejection::new(K::UnknownSchema, e.to_string()),
+            other => Rejection::new(
+                K::UnknownSchema,
+                format!("$schema `{schema_uri}` does not resolve: {other}"),
+            ),
+        })?;
+        if schema.title != entry.settings.schema_title {
+            return Err(Rejection::new(
+                K::SchemaNotAllowed,
+                format!(
+                    "schema `{}` is not allowed in stream `{stream}`, which takes schema title `{}`",
+                    schema.title, entry.settings.schema_title
+                ),
+            ));
+        }
+        let given_id = meta_get("id");
+        let id = match given_id {
+            Some(i) => match tape.str_at(i) {
+                Some(text) => uuid::Uuid::try_parse(text)
+                    .unwrap_or_else(|_| uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, text.as_bytes())),
+                // A non-string meta.id fails validation in any schema that types it; hash its text meanwhile.
+                None => {
+                    uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, tape.to_value(i).to_string().as_bytes())
+                }
+            },
+            None => ids.next_uuid(),
+        };
+        let dt_given = meta_get("dt").is_some();
+
+        let mark = tape.ext_mark();
+        if !schema_given {
+            add_text(tape, node, &["$schema"], schema_uri.clone());
+        }
+        if !stream_given {
+            add_text(tape, node, &["meta", "stream"], stream.clone());
+        }
+        if given_id.is_none() {
+            add_text(tape, node, &["meta", "id"], id.hyphenated().to_string());
+        }
+        if !dt_given {
+            add_text(
+                tape,
+                node,
+                &["meta", "dt"],
+                req.received.to_rfc3339_millis(),
+            );
+        }
+        for (path, header) in &entry.header_fields {
+            if !schema.has_property(path) || !can_insert(tape, node, path) {
+                continue;
+            }
+            let value = if header == "x-client-ip" {
+                req.client_ip.as_deref()
+            } else {
+                req.header(header)
+            };
+            if let Some(v) = value {
+                add_text(tape, node, path, v.to_owned());
+            }
+        }
+
+        schema
+            .validate_node(TapeNode::new(tape, node))
+            .map_err(|v| Rejection {
+                kind: K::Invalid,
+                message: format!(
+                    "the event does not validate against {}: {}",
+                    schema.uri,
+                    v.errors_text()
+                ),
+                violations: Some(v),
+            })?;
+
+        if let Some(sample) = &entry.settings.sample {
+            let unit_id = self
+                .streams
+                .sample_units
+                .get(&sample.unit)
+                .and_then(|p| tape.get_path(node, p.keys()))
+                .and_then(|i| tape_text(tape, i));
+            let position = unit_id
+                .as_deref()
+                .and_then(sampling::unit_position)
+                .unwrap_or_else(|| id_position(&id));
+            if !sampling::position_in_sample(position, sample.rate) {
+                return Ok(None);
+            }
+        }
+
+        let field_text = |path: &crate::field_path::FieldPath| {
+            tape.get_path(node, path.keys())
+                .and_then(|i| tape_text(tape, i))
+        };
+        let partition_key = entry.settings.partition_key.as_ref().and_then(field_text);
+        let rate_key = entry
+            .settings
+            .rate_limit
+            .iter()
+            .find_map(|r| match r.key.as_deref() {
+                Some("client") => req
+                    .client_ip
+                    .as_deref()
+                    .map(|ip| format!("{:016x}", self.client_hasher.hash_one(ip))),
+                Some(path) => crate::field_path::FieldPath::parse(path)
+                    .ok()
+                    .as_ref()
+                    .and_then(field_text),
+                None => None,
+            });
+        let json = if tape.ext_mark() == mark {
+            tape.source()[span.start..span.end].as_bytes().to_vec()
+        } else {
+            tape.splice(span.start, span.end, mark).into_bytes()
+        };
+        Ok(Some(BatchEvent {
+            topic: entry.produce_topic(&stream),
+            stream,
+            partition_key,
+            rate_key,
+            id: *id.as_bytes(),
+            received_ms: req.received.unix_millis(),
+            schema_uri,
+            dedupe: entry.settings.dedupe,
+            json,
+        }))
+    }
+}
+
+fn malformed(text: &str, e: &TapeError) -> BodyError {
+    let (line, column) = e.line_column(text);
+    BodyError::Malformed {
+        line,
+        column,
+        message: e.message.to_string(),
+    }
+}
+
+/// The JSON type name of a tape entry, for messages.
+fn tape_type_name(tape: &Tape<'_>, i: u32) -> &'static str {
+    match tape.entry(i) {
+        Entry::Null => "null",
+        Entry::Bool(_) => "boolean",
+        Entry::Int(_) | Entry::UInt(_) | Entry::Float(_) => "number",
+        Entry::Str { .. } | Entry::Owned(_) => "string",
+        Entry::Array { .. } => "array",
+        Entry::Object { .. } => "object",
+    }
+}
+
+/// A scalar's text: strings as they are, numbers and booleans printed.
+fn tape_text(tape: &Tape<'_>, i: u32) -> Option<String> {
+    match tape.entry(i) {
+        Entry::Str { .. } | Entry::Owned(_) => tape.str_at(i).map(str::to_owned),
+        Entry::Int(n) => Some(n.to_string()),
+        Entry::UInt(n) => Some(n.to_string()),
+        Entry::Float(f) => Some(f.to_string()),
+        Entry::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Adds `text` at `path` under the object `node`, creating missing parent objects.
+fn add_text<S: AsRef<str>>(tape: &mut Tape<'_>, node: u32, path: &[S], text: String) {
+    let Some((leaf, parents)) = path.split_last() else {
+        return;
+    };
+    let mut object = node;
+    for key in parents {
+        object = match tape.get(object, key.as_ref()) {
+            Some(child) if tape.is_object(child) => child,
+            Some(_) => return,
+            None => tape.add_object(object, key.as_ref()),
+        };
+    }
+    tape.add_string(object, leaf.as_ref(), text);
+}
+
+/// Whether `path` is absent under `node` and every parent present is an object.
+fn can_insert<S: AsRef<str>>(tape: &Tape<'_>, node: u32, path: &[S]) -> bool {
+    let mut object = node;
+    for (i, key) in path.iter().enumerate() {
+        if !tape.is_object(object) {
+            return false;
+        }
+        match tape.get(object, key.as_ref()) {
+            None => return true,
+            Some(child) if i + 1 < path.len() => object = child,
+            Some(_) => return false,
+        }
+    }
+    false
+}
+
+/// A sampling position for events whose unit id is missing: from the event id, so retries decide alike.
+fn id_position(id: &uuid::Uuid) -> f64 {
+    let b = id.as_bytes();
+    f64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])) / f64::from(u32::MAX)
+}
+
+/// A source of random UUIDv4 `meta.id`s, seeded by the host.
+#[derive(Debug, Clone)]
+pub struct EventIds(fastrand::Rng);
+
+impl EventIds {
+    /// Ids from a seed; hosts seed from the operating system's random source.
+    pub fn with_seed(seed: u64) -> Self {
+        EventIds(fastrand::Rng::with_seed(seed))
+    }
+
+    /// A fresh UUIDv4.
+    pub fn next_uuid(&mut self) -> uuid::Uuid {
+        let bytes = self.0.u128(..).to_le_bytes();
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}

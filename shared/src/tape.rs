@@ -1,0 +1,1056 @@
+//! A one-pass JSON parser into a flat tape, and members the server adds.
+//!
+//! The tape borrows every string without escapes from the source text, so
+//! parsing a typical event allocates only the tape itself. It enforces what
+//! intake needs while parsing: nesting depth, no duplicate keys, finite
+//! numbers, no control characters in strings, and, for bodies, the event
+//! count. Members that enrichment adds are appended to the tape and linked to
+//! their object, so validation sees the enriched event without copying it.
+//!
+//! Layout: a container entry is followed by its children; an object's
+//! children alternate key and value. Every container records the index just
+//! past its subtree, so a sibling is one step away.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Deepest nesting accepted, as in serde_json.
+pub const MAX_DEPTH: usize = 128;
+
+/// One tape entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Entry {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    /// A string without escapes: a byte range of the source.
+    Str {
+        start: u32,
+        len: u32,
+    },
+    /// An unescaped or added string, by index into the owned strings.
+    Owned(u32),
+    Array {
+        len: u32,
+        end: u32,
+    },
+    /// `pos` is the byte offset of the `{` in the source, or `u32::MAX` for an added object.
+    Object {
+        len: u32,
+        end: u32,
+        pos: u32,
+    },
+}
+
+/// A member added to an object after parsing.
+#[derive(Debug, Clone, Copy)]
+struct Ext {
+    object: u32,
+    key: u32,
+    value: u32,
+}
+
+/// A parsed JSON text.
+#[derive(Debug, Clone)]
+pub struct Tape<'s> {
+    src: &'s str,
+    pub(crate) nodes: Vec<Entry>,
+    owned: Vec<String>,
+    ext: Vec<Ext>,
+}
+
+/// Where a top-level event sits in a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSpan {
+    /// Tape index of the event's value.
+    pub node: u32,
+    /// Byte range of its text in the body.
+    pub start: usize,
+    /// End of the byte range.
+    pub end: usize,
+}
+
+/// A syntax error, at a byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapeError {
+    /// Byte offset of the error.
+    pub offset: usize,
+    /// What is wrong.
+    pub message: Cow<'static, str>,
+    /// Set when the only problem is too many events.
+    pub too_many_events: bool,
+}
+
+impl TapeError {
+    fn at(offset: usize, message: impl Into<Cow<'static, str>>) -> Self {
+        TapeError {
+            offset,
+            message: message.into(),
+            too_many_events: false,
+        }
+    }
+
+    /// 1-based line and column (in characters) of the error in `src`.
+    pub fn line_column(&self, src: &str) -> (usize, usize) {
+        let upto = &src.as_bytes()[..self.offset.min(src.len())];
+        let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = upto.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let column = String::from_utf8_lossy(&upto[line_start..]).chars().count() + 1;
+        (line, column)
+    }
+}
+
+impl fmt::Display for TapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.message, self.offset)
+    }
+}
+
+impl<'s> Tape<'s> {
+    /// Parses one JSON text.
+    pub fn parse(src: &'s str) -> Result<Tape<'s>, TapeError> {
+        let mut p = Parser::new(src, usize::MAX);
+        p.run(false)?;
+        Ok(p.tape)
+    }
+
+    /// Parses a body: a top-level array's elements are its events (at most
+    /// `max_events`), and any other value is one event.
+    pub fn parse_body(
+        src: &'s str,
+        max_events: usize,
+    ) -> Result<(Tape<'s>, Vec<EventSpan>), TapeError> {
+        let mut p = Parser::new(src, max_events);
+        p.run(true)?;
+        let spans = std::mem::take(&mut p.spans);
+        Ok((p.tape, spans))
+    }
+
+    /// The source text.
+    pub fn source(&self) -> &'s str {
+        self.src
+    }
+
+    pub(crate) fn entry(&self, i: u32) -> Entry {
+        self.nodes[i as usize]
+    }
+
+    /// Index just past the subtree at `i`.
+    pub(crate) fn next(&self, i: u32) -> u32 {
+        match self.nodes[i as usize] {
+            Entry::Array { end, .. } | Entry::Object { end, .. } => end,
+            _ => i + 1,
+        }
+    }
+
+    /// The text of the string entry at `i`.
+    pub(crate) fn str_at(&self, i: u32) -> Option<&str> {
+        match self.nodes[i as usize] {
+            Entry::Str { start, len } => self.src.get(start as usize..(start + len) as usize),
+            Entry::Owned(k) => self.owned.get(k as usize).map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// Members of the object at `i` as (key index, value index), parsed ones then added ones.
+    pub(crate) fn members(&self, i: u32) -> Members<'_, 's> {
+        let (len, pos) = match self.nodes[i as usize] {
+            Entry::Object { len, .. } => (len, i + 1),
+            _ => (0, i + 1),
+        };
+        Members {
+            tape: self,
+            object: i,
+            left: len,
+            pos,
+            ext: 0,
+        }
+    }
+
+    /// Number of members of the object at `i`, added ones included.
+    pub(crate) fn object_len(&self, i: u32) -> usize {
+        let native = match self.nodes[i as usize] {
+            Entry::Object { len, .. } => len as usize,
+            _ => 0,
+        };
+        native + self.ext.iter().filter(|e| e.object == i).count()
+    }
+
+    /// The value of member `key` of the object at `i`.
+    pub(crate) fn get(&self, i: u32, key: &str) -> Option<u32> {
+        self.members(i)
+            .find(|&(k, _)| self.str_at(k) == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    /// The value at a path of keys from the object at `i`.
+    pub(crate) fn get_path<S: AsRef<str>>(&self, i: u32, path: &[S]) -> Option<u32> {
+        path.iter().try_fold(i, |node, key| {
+            matches!(self.nodes[node as usize], Entry::Object { .. }).then_some(())?;
+            self.get(node, key.as_ref())
+        })
+    }
+
+    /// Whether the entry at `i` is an object.
+    pub(crate) fn is_object(&self, i: u32) -> bool {
+        matches!(self.nodes[i as usize], Entry::Object { .. })
+    }
+
+    /// Adds `key: "text"` to the object at `object`; returns the value's index.
+    pub(crate) fn add_string(&mut self, object: u32, key: &str, text: String) -> u32 {
+        let key_idx = self.push_owned(key.to_owned());
+        let value = self.push_owned(text);
+        self.ext.push(Ext {
+            object,
+            key: key_idx,
+            value,
+        });
+        value
+    }
+
+    /// Adds `key: {}` to the object at `object`; returns the new object's index.
+    pub(crate) fn add_object(&mut self, object: u32, key: &str) -> u32 {
+        let key_idx = self.push_owned(key.to_owned());
+        let value = self.nodes.len() as u32;
+        self.nodes.push(Entry::Object {
+            len: 0,
+            end: value + 1,
+            pos: u32::MAX,
+        });
+        self.ext.push(Ext {
+            object,
+            key: key_idx,
+            value,
+        });
+        value
+    }
+
+    fn push_owned(&mut self, s: String) -> u32 {
+        let k = self.owned.len() as u32;
+        self.owned.push(s);
+        let i = self.nodes.len() as u32;
+        self.nodes.push(Entry::Owned(k));
+        i
+    }
+
+    /// How many members have been added so far; [`Tape::splice`] writes those added after it.
+    pub(crate) fn ext_mark(&self) -> usize {
+        self.ext.len()
+    }
+
+    /// The source text `start..end` with the members added since `mark` written into the
+    /// parsed objects they belong to, right after each object's `{`.
+    pub(crate) fn splice(&self, start: usize, end: usize, mark: usize) -> String {
+        let added = &self.ext[mark..];
+        let mut targets: Vec<(u32, u32)> = added
+            .iter()
+            .filter_map(|e| match self.nodes[e.object as usize] {
+                Entry::Object { pos, .. } if pos != u32::MAX => Some((pos, e.object)),
+                _ => None,
+            })
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let mut out = String::with_capacity(end - start + 64 * added.len());
+        let mut cursor = start;
+        for (pos, object) in targets {
+            let at = pos as usize + 1;
+            out.push_str(&self.src[cursor..at]);
+            for (n, e) in added.iter().filter(|e| e.object == object).enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                self.write_member(e.key, e.value, mark, &mut out);
+            }
+            if matches!(self.nodes[object as usize], Entry::Object { len, .. } if len > 0) {
+                out.push(',');
+            }
+            cursor = at;
+        }
+        out.push_str(&self.src[cursor..end]);
+        out
+    }
+
+    fn write_member(&self, key: u32, value: u32, mark: usize, out: &mut String) {
+        write_json_string(self.str_at(key).unwrap_or_default(), out);
+        out.push(':');
+        match self.nodes[value as usize] {
+            Entry::Str { .. } | Entry::Owned(_) => {
+                write_json_string(self.str_at(value).unwrap_or_default(), out)
+            }
+            Entry::Object { pos: u32::MAX, .. } => {
+                out.push('{');
+                for (n, e) in self.ext[mark..]
+                    .iter()
+                    .filter(|e| e.object == value)
+                    .enumerate()
+                {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    self.write_member(e.key, e.value, mark, out);
+                }
+                out.push('}');
+            }
+            _ => out.push_str(&self.to_value(value).to_string()),
+        }
+    }
+
+    /// Converts the subtree at `i` to a serde value (for cold paths).
+    pub fn to_value(&self, i: u32) -> serde_json::Value {
+        use serde_json::Value;
+        match self.nodes[i as usize] {
+            Entry::Null => Value::Null,
+            Entry::Bool(b) => Value::Bool(b),
+            Entry::Int(n) => Value::from(n),
+            Entry::UInt(n) => Value::from(n),
+            Entry::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+            Entry::Str { .. } | Entry::Owned(_) => {
+                Value::String(self.str_at(i).unwrap_or_default().to_owned())
+            }
+            Entry::Array { .. } => {
+                let mut out = Vec::new();
+                let mut c = i + 1;
+                for _ in 0..self.array_len(i) {
+                    out.push(self.to_value(c));
+                    c = self.next(c);
+                }
+                Value::Array(out)
+            }
+            Entry::Object { .. } => Value::Object(
+                self.members(i)
+                    .map(|(k, v)| {
+                        (
+                            self.str_at(k).unwrap_or_default().to_owned(),
+                            self.to_value(v),
+                        )
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    pub(crate) fn array_len(&self, i: u32) -> u32 {
+        match self.nodes[i as usize] {
+            Entry::Array { len, .. } => len,
+            _ => 0,
+        }
+    }
+}
+
+/// Iterator over an object's members.
+pub(crate) struct Members<'t, 's> {
+    tape: &'t Tape<'s>,
+    object: u32,
+    left: u32,
+    pos: u32,
+    ext: usize,
+}
+
+impl Iterator for Members<'_, '_> {
+    type Item = (u32, u32);
+
+    fn next(&mut self) -> Option<(u32, u32)> {
+        if self.left > 0 {
+            self.left -= 1;
+            let key = self.pos;
+            let value = key + 1;
+            self.pos = self.tape.next(value);
+            return Some((key, value));
+        }
+        while let Some(e) = self.tape.ext.get(self.ext) {
+            self.ext += 1;
+            if e.object == self.object {
+                return Some((e.key, e.value));
+            }
+        }
+        None
+    }
+}
+
+struct Frame {
+    index: u32,
+    len: u32,
+    object: bool,
+    /// Where this object's keys start on the parser's key stack.
+    keys: usize,
+}
+
+struct Parser<'s> {
+    tape: Tape<'s>,
+    bytes: &'s [u8],
+    pos: usize,
+    stack: Vec<Frame>,
+    spans: Vec<EventSpan>,
+    max_events: usize,
+    /// Fingerprint and tape index of the keys of every open object.
+    keys: Vec<(u64, u32)>,
+}
+
+/// Bytes that end the fast scan of a string: quote, backslash and control characters.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `v` is a quote, a backslash or a control character.
+#[inline]
+fn has_special(v: u64) -> bool {
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let quote = zero(v ^ (LO * u64::from(b'"')));
+    let slash = zero(v ^ (LO * u64::from(b'\\')));
+    let control = v.wrapping_sub(LO * 0x20) & !v & HI;
+    (quote | slash | control) != 0
+}
+
+impl<'s> Parser<'s> {
+    fn new(src: &'s str, max_events: usize) -> Self {
+        Parser {
+            tape: Tape {
+                src,
+                nodes: Vec::with_capacity(src.len() / 6 + 8),
+                owned: Vec::new(),
+                ext: Vec::new(),
+            },
+            bytes: src.as_bytes(),
+            pos: 0,
+            stack: Vec::with_capacity(16),
+            spans: Vec::new(),
+            max_events,
+            keys: Vec::with_capacity(64),
+        }
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if b == b' ' || b == b'\n' || b == b'\r' || b == b'\t' {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn err(&self, message: impl Into<Cow<'static, str>>) -> TapeError {
+        TapeError::at(self.pos, message)
+    }
+
+    fn run(&mut self, body: bool) -> Result<(), TapeError> {
+        if u32::try_from(self.bytes.len()).is_err() {
+            return Err(TapeError::at(0, "the text is over 4 GiB"));
+        }
+        self.skip_ws();
+        let top_is_array = body && self.bytes.get(self.pos) == Some(&b'[');
+        if body && !top_is_array {
+            let start = self.pos;
+            self.value_tree(false)?;
+            self.spans.push(EventSpan {
+                node: 0,
+                start,
+                end: self.pos,
+            });
+        } else if top_is_array {
+            self.value_tree(true)?;
+        } else {
+            self.value_tree(false)?;
+        }
+        self.skip_ws();
+        if self.pos != self.bytes.len() {
+            return Err(self.err("trailing characters after the JSON value"));
+        }
+        Ok(())
+    }
+
+    /// Parses one complete value, iteratively.
+    fn value_tree(&mut self, record_events: bool) -> Result<(), TapeError> {
+        let mut event_start = 0usize;
+        let mut event_node = 0u32;
+        'value: loop {
+            self.skip_ws();
+            if record_events && self.stack.len() == 1 {
+                if self.spans.len() == self.max_events {
+                    let mut e = self.err(format!("more than {} events", self.max_events));
+                    e.too_many_events = true;
+                    return Err(e);
+                }
+                event_start = self.pos;
+                event_node = self.tape.nodes.len() as u32;
+            }
+            let Some(&b) = self.bytes.get(self.pos) else {
+                return Err(self.err("unexpected end of input: expected a value"));
+            };
+            match b {
+                b'{' | b'[' => {
+                    if self.stack.len() >= MAX_DEPTH {
+                        return Err(self.err(format!("nesting is deeper than {MAX_DEPTH} levels")));
+                    }
+                    let index = self.tape.nodes.len() as u32;
+                    let object = b == b'{';
+                    self.tape.nodes.push(if object {
+                        Entry::Object {
+                            len: 0,
+                            end: 0,
+                            pos: self.pos as u32,
+                        }
+                    } else {
+                        Entry::Array { len: 0, end: 0 }
+                    });
+                    self.pos += 1;
+                    self.stack.push(Frame {
+                        index,
+                        len: 0,
+                        object,
+                        keys: self.keys.len(),
+                    });
+                    self.skip_ws();
+                    let close = if object { b'}' } else { b']' };
+                    if self.bytes.get(self.pos) == Some(&close) {
+                        self.pos += 1;
+                        self.close()?;
+                    } else {
+                        if object {
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                }
+                b'"' => {
+                    let e = self.string()?;
+                    self.tape.nodes.push(e);
+                }
+                b't' => self.literal(b"true", Entry::Bool(true))?,
+                b'f' => self.literal(b"false", Entry::Bool(false))?,
+                b'n' => self.literal(b"null", Entry::Null)?,
+                b'-' | b'0'..=b'9' => {
+                    let e = self.number()?;
+                    self.tape.nodes.push(e);
+                }
+                _ => {
+                    return Err(self.err(format!(
+                        "expected a value, found `{}`",
+                        char_at(self.bytes, self.pos)
+                    )));
+                }
+            }
+            // A value is complete: climb out of finished containers.
+            loop {
+                if record_events && self.stack.len() == 1 {
+                    self.spans.push(EventSpan {
+                        node: event_node,
+                        start: event_start,
+                        end: self.pos,
+                    });
+                }
+                let Some(top) = self.stack.last_mut() else {
+                    return Ok(());
+                };
+                top.len += 1;
+                let object = top.object;
+                self.skip_ws();
+                match self.bytes.get(self.pos) {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if object {
+                            self.skip_ws();
+                            self.key()?;
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if object => {
+                        self.pos += 1;
+                        self.close()?;
+                    }
+                    Some(b']') if !object => {
+                        self.pos += 1;
+                        self.close()?;
+                    }
+                    Some(_) => {
+                        let expected = if object { "`,` or `}`" } else { "`,` or `]`" };
+                        return Err(self.err(format!(
+                            "expected {expected}, found `{}`",
+                            char_at(self.bytes, self.pos)
+                        )));
+                    }
+                    None => return Err(self.err("unexpected end of input inside a container")),
+                }
+            }
+        }
+    }
+
+    /// Finishes the container on top of the stack; the caller then counts it as a value of its parent.
+    fn close(&mut self) -> Result<(), TapeError> {
+        let Some(frame) = self.stack.pop() else {
+            return Ok(());
+        };
+        let end = self.tape.nodes.len() as u32;
+        self.tape.nodes[frame.index as usize] = match self.tape.nodes[frame.index as usize] {
+            Entry::Object { pos, .. } => {
+                self.check_unique_keys(frame.keys)?;
+                self.keys.truncate(frame.keys);
+                Entry::Object {
+                    len: frame.len,
+                    end,
+                    pos,
+                }
+            }
+            _ => Entry::Array {
+                len: frame.len,
+                end,
+            },
+        };
+        Ok(())
+    }
+
+    fn key(&mut self) -> Result<(), TapeError> {
+        if self.bytes.get(self.pos) != Some(&b'"') {
+            return Err(self.err(format!(
+                "expected a string key, found `{}`",
+                char_at(self.bytes, self.pos)
+            )));
+        }
+        let key_start = self.pos + 1;
+        let e = self.string()?;
+        let index = self.tape.nodes.len() as u32;
+        self.tape.nodes.push(e);
+        // An escaped key gets fingerprint 0, which the duplicate check always compares in full.
+        let fp = match e {
+            Entry::Str { .. } => fingerprint(&self.bytes[key_start..self.pos - 1]),
+            _ => 0,
+        };
+        self.keys.push((fp, index));
+        self.skip_ws();
+        if self.bytes.get(self.pos) != Some(&b':') {
+            return Err(self.err(format!(
+                "expected `:` after an object key, found `{}`",
+                char_at(self.bytes, self.pos)
+            )));
+        }
+        self.pos += 1;
+        Ok(())
+    }
+
+    fn check_unique_keys(&self, from: usize) -> Result<(), TapeError> {
+        let keys = &self.keys[from..];
+        if keys.len() < 2 {
+            return Ok(());
+        }
+        let text = |i: u32| self.tape.str_at(i).unwrap_or_default();
+        let dup = if keys.len() <= 32 {
+            (1..keys.len()).find_map(|i| {
+                let (fp, k) = keys[i];
+                keys[..i]
+                    .iter()
+                    .any(|&(other_fp, j)| {
+                        (other_fp == fp || fp == 0 || other_fp == 0) && text(j) == text(k)
+                    })
+                    .then(|| text(k))
+            })
+        } else {
+            let mut sorted: Vec<&str> = keys.iter().map(|&(_, i)| text(i)).collect();
+            sorted.sort_unstable();
+            sorted
+                .windows(2)
+                .find_map(|w| (w[0] == w[1]).then_some(w[0]))
+        };
+        match dup {
+            Some(key) => Err(self.err(format!(
+                "duplicate key `{}` in an object",
+                truncate(key, 64)
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], entry: Entry) -> Result<(), TapeError> {
+        if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            self.tape.nodes.push(entry);
+            Ok(())
+        } else {
+            Err(self.err(format!(
+                "expected a value, found `{}`",
+                char_at(self.bytes, self.pos)
+            )))
+        }
+    }
+
+    #[inline]
+    fn string(&mut self) -> Result<Entry, TapeError> {
+        let bytes = self.bytes;
+        let start = self.pos + 1;
+        let mut i = start;
+        // Long strings go eight bytes at a time; the tail and short strings byte by byte.
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            if has_special(u64::from_le_bytes(word)) {
+                break;
+            }
+            i += 8;
+        }
+        while let Some(&b) = bytes.get(i) {
+            if SPECIAL[b as usize] {
+                break;
+            }
+            i += 1;
+        }
+        match bytes.get(i) {
+            Some(b'"') => {
+                self.pos = i + 1;
+                Ok(Entry::Str {
+                    start: start as u32,
+                    len: (i - start) as u32,
+                })
+            }
+            Some(b'\\') => self.escaped_string(start, i),
+            Some(_) => {
+                self.pos = i;
+                Err(self.err("control character in a string: escape it"))
+            }
+            None => {
+                self.pos = i;
+                Err(self.err("unexpected end of input inside a string"))
+            }
+        }
+    }
+
+    fn escaped_string(&mut self, start: usize, first_escape: usize) -> Result<Entry, TapeError> {
+        let bytes = self.bytes;
+        let mut out = String::with_capacity(first_escape - start + 16);
+        out.push_str(&self.tape.src[start..first_escape]);
+        let mut i = first_escape;
+        let mut run = i;
+        loop {
+            match bytes.get(i) {
+                Some(b'"') => {
+                    out.push_str(&self.tape.src[run..i]);
+                    self.pos = i + 1;
+                    let k = self.tape.owned.len() as u32;
+                    self.tape.owned.push(out);
+                    return Ok(Entry::Owned(k));
+                }
+                Some(b'\\') => {
+                    out.push_str(&self.tape.src[run..i]);
+                    self.pos = i;
+                    let esc = bytes.get(i + 1).copied();
+                    i += 2;
+                    match esc {
+                        Some(b'"') => out.push('"'),
+                        Some(b'\\') => out.push('\\'),
+                        Some(b'/') => out.push('/'),
+                        Some(b'b') => out.push('\u{8}'),
+                        Some(b'f') => out.push('\u{c}'),
+                        Some(b'n') => out.push('\n'),
+                        Some(b'r') => out.push('\r'),
+                        Some(b't') => out.push('\t'),
+                        Some(b'u') => {
+                            let hi = self.hex4(i)?;
+                            i += 4;
+                            let c = if (0xD800..0xDC00).contains(&hi) {
+                                if bytes.get(i..i + 2) != Some(b"\\u") {
+                                    self.pos = i;
+                                    return Err(self.err("lone leading surrogate in a \\u escape"));
+                                }
+                                let lo = self.hex4(i + 2)?;
+                                if !(0xDC00..0xE000).contains(&lo) {
+                                    self.pos = i;
+                                    return Err(
+                                        self.err("invalid trailing surrogate in a \\u escape")
+                                    );
+                                }
+                                i += 6;
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            } else if (0xDC00..0xE000).contains(&hi) {
+                                return Err(self.err("lone trailing surrogate in a \\u escape"));
+                            } else {
+                                hi
+                            };
+                            out.push(
+                                char::from_u32(c).ok_or_else(|| self.err("invalid \\u escape"))?,
+                            );
+                        }
+                        _ => return Err(self.err("invalid escape in a string")),
+                    }
+                    run = i;
+                }
+                Some(&c) if c < 0x20 => {
+                    self.pos = i;
+                    return Err(self.err("control character in a string: escape it"));
+                }
+                Some(_) => i += 1,
+                None => {
+                    self.pos = i;
+                    return Err(self.err("unexpected end of input inside a string"));
+                }
+            }
+        }
+    }
+
+    fn hex4(&self, i: usize) -> Result<u32, TapeError> {
+        let digits = self
+            .bytes
+            .get(i..i + 4)
+            .ok_or_else(|| TapeError::at(i, "truncated \\u escape"))?;
+        let text =
+            std::str::from_utf8(digits).map_err(|_| TapeError::at(i, "invalid \\u escape"))?;
+        if !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(TapeError::at(i, "invalid \\u escape"));
+        }
+        u32::from_str_radix(text, 16).map_err(|_| TapeError::at(i, "invalid \\u escape"))
+    }
+
+    fn number(&mut self) -> Result<Entry, TapeError> {
+        let bytes = self.bytes;
+        let start = self.pos;
+        let mut i = start;
+        let negative = bytes[i] == b'-';
+        if negative {
+            i += 1;
+        }
+        let digits = |i: &mut usize| {
+            let s = *i;
+            while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i - s
+        };
+        let int_start = i;
+        let n_int = digits(&mut i);
+        if n_int == 0 {
+            self.pos = i;
+            return Err(self.err("invalid number: expected digits"));
+        }
+        if n_int > 1 && bytes[int_start] == b'0' {
+            self.pos = int_start;
+            return Err(self.err("invalid number: leading zero"));
+        }
+        let mut float = false;
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            float = true;
+            if digits(&mut i) == 0 {
+                self.pos = i;
+                return Err(self.err("invalid number: expected digits after `.`"));
+            }
+        }
+        if matches!(bytes.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            float = true;
+            if matches!(bytes.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if digits(&mut i) == 0 {
+                self.pos = i;
+                return Err(self.err("invalid number: expected exponent digits"));
+            }
+        }
+        self.pos = i;
+        let text = &self.tape.src[start..i];
+        if !float && n_int <= 19 {
+            let mut v: u64 = 0;
+            for &d in &bytes[int_start..i] {
+                v = v * 10 + u64::from(d - b'0');
+            }
+            if !negative {
+                return Ok(Entry::UInt(v));
+            }
+            if v <= i64::MAX as u64 + 1 {
+                return Ok(Entry::Int((v as i64).wrapping_neg()));
+            }
+        } else if !float
+            && !negative
+            && let Ok(v) = text.parse::<u64>()
+        {
+            return Ok(Entry::UInt(v));
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Entry::Float(f)),
+            _ => {
+                self.pos = start;
+                Err(self.err("number out of range: beyond a 64-bit float"))
+            }
+        }
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+pub(crate) fn write_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        if esc.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(esc);
+        }
+        run = i + 1;
+    }
+    out.push_str(&s[run..]);
+    out.push('"');
+}
+
+/// Length and first seven bytes of a key: unequal fingerprints mean unequal keys.
+#[inline]
+fn fingerprint(b: &[u8]) -> u64 {
+    let head = match b.first_chunk::<8>() {
+        Some(first) => u64::from_le_bytes(*first) & 0x00ff_ffff_ffff_ffff,
+        None => b
+            .iter()
+            .enumerate()
+            .fold(0u64, |h, (i, &c)| h | u64::from(c) << (8 * i)),
+    };
+    // Never 0, which marks an escaped key.
+    head << 8 | (b.len() as u64 & 0xff) | 1 << 63
+}
+
+fn char_at(bytes: &[u8], pos: usize) -> char {
+    std::str::from_utf8(&bytes[pos..bytes.len().min(pos + 4)])
+        .ok()
+        .and_then(|s| s.chars().next())
+        .or_else(|| bytes.get(pos).map(|&b| char::from(b)))
+        .unwrap_or('?')
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn body(src: &str) -> Result<(Tape<'_>, Vec<EventSpan>), TapeError> {
+        Tape::parse_body(src, 100)
+    }
+
+    #[test]
+    fn parses_like_serde_json() {
+        let src = r#"{"a":[1,-2,3.5,1e3,18446744073709551615,-9223372036854775808,123456789012345678901234],"b":{"c":null,"d":true,"e":false},"s":"x\"y\u00e9\ud83e\udd80\n","":{}}"#;
+        let tape = Tape::parse(src).unwrap();
+        let expected: Value = serde_json::from_str(src).unwrap();
+        assert_eq!(tape.to_value(0), expected);
+    }
+
+    #[test]
+    fn records_event_spans_in_arrays() {
+        let src = r#" [ {"a":1} , {"b":[{"c":2}]},3 ] "#;
+        let (tape, spans) = body(src).unwrap();
+        let texts: Vec<&str> = spans.iter().map(|s| &src[s.start..s.end]).collect();
+        assert_eq!(texts, [r#"{"a":1}"#, r#"{"b":[{"c":2}]}"#, "3"]);
+        assert_eq!(tape.to_value(spans[1].node), json!({"b":[{"c":2}]}));
+        let (_, one) = body(r#"  {"x":1}  "#).unwrap();
+        assert_eq!(
+            one,
+            vec![EventSpan {
+                node: 0,
+                start: 2,
+                end: 9
+            }]
+        );
+    }
+
+    #[test]
+    fn refuses_what_intake_must_refuse() {
+        let cases = [
+            (r#"{"a":1,"a":2}"#, "duplicate key `a`"),
+            (r#"{"b":{"k":1,"x":2,"k":3}}"#, "duplicate key `k`"),
+            (r#"{"a\u0062":1,"ab":2}"#, "duplicate key `ab`"),
+            ("[NaN]", "expected a value"),
+            ("[Infinity]", "expected a value"),
+            ("[1e400]", "number out of range"),
+            ("[01]", "leading zero"),
+            ("[1.]", "expected digits after"),
+            ("{\"a\":\"\u{1}\"}", "control character"),
+            ("{\"a\":\"tab\there\"}", "control character"),
+            (r#"{"a":"\ud800"}"#, "lone leading surrogate"),
+            (r#"{"a":"\x"}"#, "invalid escape"),
+            (r#"{"a":1} x"#, "trailing characters"),
+            (r#"{"a":1"#, "unexpected end of input"),
+            (r#"{"a" 1}"#, "expected `:`"),
+            (r#"{1:2}"#, "expected a string key"),
+        ];
+        for (src, expected) in cases {
+            let err = Tape::parse(src).unwrap_err();
+            assert!(err.message.contains(expected), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn bounds_nesting_without_recursion() {
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        let err = Tape::parse(&deep).unwrap_err();
+        assert!(err.message.contains("deeper than 128"), "{err}");
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(Tape::parse(&ok).is_ok());
+    }
+
+    #[test]
+    fn counts_events_against_the_limit() {
+        let err = Tape::parse_body("[1,2,3]", 2).unwrap_err();
+        assert!(err.too_many_events);
+        assert!(Tape::parse_body("[1,2]", 2).is_ok());
+    }
+
+    #[test]
+    fn error_positions_are_lines_and_columns() {
+        let src = "{\n  \"a\": tru\n}";
+        let err = Tape::parse(src).unwrap_err();
+        assert_eq!(err.line_column(src), (2, 8));
+    }
+
+    #[test]
+    fn added_members_are_seen_and_spliced() {
+        let src = r#"{"q\"":"}{","meta":{"stream":"s"},"n":[{"meta":1}]}"#;
+        let mut tape = Tape::parse(src).unwrap();
+        let mark = tape.ext_mark();
+        let meta = tape.get(0, "meta").unwrap();
+        tape.add_string(meta, "id", "i\"d".to_owned());
+        let http = tape.add_object(0, "http");
+        tape.add_string(http, "ua", "Mozilla\n".to_owned());
+        assert_eq!(tape.object_len(0), 4);
+        assert_eq!(
+            tape.get_path(0, &["http", "ua"])
+                .and_then(|i| tape.str_at(i)),
+            Some("Mozilla\n")
+        );
+        let spliced = tape.splice(0, src.len(), mark);
+        let v: Value = serde_json::from_str(&spliced).unwrap();
+        assert_eq!(v, tape.to_value(0));
+        assert_eq!(v["meta"], json!({"id": "i\"d", "stream": "s"}));
+        assert_eq!(v["http"]["ua"], "Mozilla\n");
+        assert_eq!(v["n"][0]["meta"], 1);
+
+        let mut empty = Tape::parse("{}").unwrap();
+        let meta = empty.add_object(0, "meta");
+        empty.add_string(meta, "dt", "t".to_owned());
+        assert_eq!(empty.splice(0, 2, 0), r#"{"meta":{"dt":"t"}}"#);
+    }
+}
