@@ -207,19 +207,16 @@ impl Intake {
                 limit: limits.max_body_bytes,
             });
         }
-        let text = std::str::from_utf8(body).map_err(|e| {
-            let valid = &body[..e.valid_up_to()];
-            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-            BodyError::Malformed {
-                line,
-                column: String::from_utf8_lossy(&valid[line_start..])
-                    .chars()
-                    .count()
-                    + 1,
-                message: "invalid UTF-8".to_owned(),
+        // Invalid UTF-8 is confined to the events holding it: decode lossily, remember where.
+        let lossy;
+        let (text, bad_utf8) = match std::str::from_utf8(body) {
+            Ok(text) => (text, Vec::new()),
+            Err(_) => {
+                let (decoded, bad) = decode_lossy(body);
+                lossy = decoded;
+                (lossy.as_str(), bad)
             }
-        })?;
+        };
         let first = text.trim_start().as_bytes().first().copied();
         match first {
             None => return Err(BodyError::Empty),
@@ -252,6 +249,20 @@ impl Intake {
                 verdict: Verdict::Accepted,
                 event: None,
             };
+            let problem = span.problem.clone().or_else(|| {
+                bad_utf8
+                    .iter()
+                    .any(|&at| (span.start..span.end).contains(&at))
+                    .then(|| "the event holds bytes that are not valid UTF-8".to_owned())
+            });
+            if let Some(problem) = problem {
+                outcome.verdict = Verdict::Rejected(Rejection::new(
+                    RejectionKind::Malformed,
+                    format!("the event is not valid JSON: {problem}"),
+                ));
+                out.push(outcome);
+                continue;
+            }
             match self.run(&mut tape, span, req, ids, &mut outcome.stream) {
                 Ok(Some(event)) => outcome.event = Some(event),
                 Ok(None) => outcome.verdict = Verdict::SampledOut,
@@ -455,7 +466,7 @@ impl Intake {
                 None => None,
             });
         let json = if tape.ext_mark() == mark {
-            tape.source()[span.start..span.end].as_bytes().to_vec()
+            tape.source().as_bytes()[span.start..span.end].to_vec()
         } else {
             tape.splice(span.start, span.end, mark).into_bytes()
         };
@@ -471,6 +482,20 @@ impl Intake {
             json,
         }))
     }
+}
+
+/// `body` with each invalid UTF-8 sequence replaced by U+FFFD, and the offsets of the replacements.
+fn decode_lossy(body: &[u8]) -> (String, Vec<usize>) {
+    let mut out = String::with_capacity(body.len() + 16);
+    let mut bad = Vec::new();
+    for chunk in body.utf8_chunks() {
+        out.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            bad.push(out.len());
+            out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    (out, bad)
 }
 
 fn malformed(text: &str, e: &TapeError) -> BodyError {

@@ -62,11 +62,14 @@ impl CompiledSchema {
         }
     }
 
-    /// Whether the schema declares the property at `path` (object keys from the root).
+    /// Whether the schema declares the property at `path` (object keys from the root),
+    /// by name or, in a map type, through `additionalProperties`.
     pub fn has_property(&self, path: &[impl AsRef<str>]) -> bool {
         let mut node = self.document.as_ref();
         for key in path {
-            match node.get("properties").and_then(|p| p.get(key.as_ref())) {
+            let named = node.get("properties").and_then(|p| p.get(key.as_ref()));
+            let map_values = node.get("additionalProperties").filter(|a| a.is_object());
+            match named.or(map_values) {
                 Some(next) => node = next,
                 None => return false,
             }

@@ -188,10 +188,14 @@ impl SchemaRepository {
 
 /// Parses a YAML or JSON schema document.
 pub fn parse_document(bytes: &[u8], ext: &str) -> Result<Value, String> {
-    if ext == "json" {
-        return serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"));
-    }
     use serde::de::DeserializeSeed;
+    if ext == "json" {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        return crate::json::StrictSeed
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v))
+            .map_err(|e| format!("not valid JSON: {e}"));
+    }
     crate::json::StrictSeed
         .deserialize(serde_yaml_ng::Deserializer::from_slice(bytes))
         .map_err(|e| format!("not valid YAML: {e}"))

@@ -62,7 +62,7 @@ pub struct Tape<'s> {
 }
 
 /// Where a top-level event sits in a body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventSpan {
     /// Tape index of the event's value.
     pub node: u32,
@@ -70,6 +70,9 @@ pub struct EventSpan {
     pub start: usize,
     /// End of the byte range.
     pub end: usize,
+    /// A problem confined to this event (a duplicate key, a number beyond
+    /// f64): the body still parses, and only this event is refused.
+    pub problem: Option<String>,
 }
 
 /// A syntax error, at a byte offset.
@@ -387,6 +390,8 @@ struct Parser<'s> {
     max_events: usize,
     /// Fingerprint and tape index of the keys of every open object.
     keys: Vec<(u64, u32)>,
+    /// The first event-confined problem since the current event began.
+    problem: Option<String>,
 }
 
 /// Bytes that end the fast scan of a string: quote, backslash and control characters.
@@ -430,6 +435,7 @@ impl<'s> Parser<'s> {
             spans: Vec::new(),
             max_events,
             keys: Vec::with_capacity(64),
+            problem: None,
         }
     }
 
@@ -457,15 +463,20 @@ impl<'s> Parser<'s> {
         if body && !top_is_array {
             let start = self.pos;
             self.value_tree(false)?;
+            let problem = self.problem.take();
             self.spans.push(EventSpan {
                 node: 0,
                 start,
                 end: self.pos,
+                problem,
             });
         } else if top_is_array {
             self.value_tree(true)?;
         } else {
             self.value_tree(false)?;
+            if let Some(problem) = self.problem.take() {
+                return Err(TapeError::at(0, problem));
+            }
         }
         self.skip_ws();
         if self.pos != self.bytes.len() {
@@ -548,10 +559,12 @@ impl<'s> Parser<'s> {
             // A value is complete: climb out of finished containers.
             loop {
                 if record_events && self.stack.len() == 1 {
+                    let problem = self.problem.take();
                     self.spans.push(EventSpan {
                         node: event_node,
                         start: event_start,
                         end: self.pos,
+                        problem,
                     });
                 }
                 let Some(top) = self.stack.last_mut() else {
@@ -642,7 +655,7 @@ impl<'s> Parser<'s> {
         Ok(())
     }
 
-    fn check_unique_keys(&self, from: usize) -> Result<(), TapeError> {
+    fn check_unique_keys(&mut self, from: usize) -> Result<(), TapeError> {
         let keys = &self.keys[from..];
         if keys.len() < 2 {
             return Ok(());
@@ -665,13 +678,11 @@ impl<'s> Parser<'s> {
                 .windows(2)
                 .find_map(|w| (w[0] == w[1]).then_some(w[0]))
         };
-        match dup {
-            Some(key) => Err(self.err(format!(
-                "duplicate key `{}` in an object",
-                truncate(key, 64)
-            ))),
-            None => Ok(()),
+        if let Some(key) = dup {
+            let message = format!("duplicate key `{}` in an object", truncate(key, 64));
+            self.problem.get_or_insert(message);
         }
+        Ok(())
     }
 
     fn literal(&mut self, word: &[u8], entry: Entry) -> Result<(), TapeError> {
@@ -879,8 +890,12 @@ impl<'s> Parser<'s> {
         match text.parse::<f64>() {
             Ok(f) if f.is_finite() => Ok(Entry::Float(f)),
             _ => {
-                self.pos = start;
-                Err(self.err("number out of range: beyond a 64-bit float"))
+                let message = format!(
+                    "number `{}` is out of range: beyond a 64-bit float",
+                    truncate(text, 40)
+                );
+                self.problem.get_or_insert(message);
+                Ok(Entry::Null)
             }
         }
     }
@@ -972,7 +987,8 @@ mod tests {
             vec![EventSpan {
                 node: 0,
                 start: 2,
-                end: 9
+                end: 9,
+                problem: None
             }]
         );
     }
@@ -985,7 +1001,7 @@ mod tests {
             (r#"{"a\u0062":1,"ab":2}"#, "duplicate key `ab`"),
             ("[NaN]", "expected a value"),
             ("[Infinity]", "expected a value"),
-            ("[1e400]", "number out of range"),
+            ("[1e400]", "number `1e400` is out of range"),
             ("[01]", "leading zero"),
             ("[1.]", "expected digits after"),
             ("{\"a\":\"\u{1}\"}", "control character"),
@@ -1001,6 +1017,21 @@ mod tests {
             let err = Tape::parse(src).unwrap_err();
             assert!(err.message.contains(expected), "{src}: {err}");
         }
+    }
+
+    #[test]
+    fn confines_duplicate_keys_and_huge_numbers_to_their_event() {
+        let src = r#"[{"a":1},{"b":{"k":1,"k":2}},{"n":1e400},{"c":3}]"#;
+        let (_, spans) = body(src).unwrap();
+        let problems: Vec<Option<&str>> = spans.iter().map(|s| s.problem.as_deref()).collect();
+        assert_eq!(problems[0], None);
+        assert!(problems[1].unwrap().contains("duplicate key `k`"));
+        assert!(
+            problems[2]
+                .unwrap()
+                .contains("number `1e400` is out of range")
+        );
+        assert_eq!(problems[3], None);
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! Wikimedia's real schema repositories load, compile and check unchanged.
+//! The corpus lives beside the project (`../shared/corpus/wmf-schemas`);
+//! `SLUICE_CORPUS` points elsewhere.
+
+use serde_json::Value;
+use sluice_shared::{SchemaRegistry, SchemaRepository, Version, check_examples, fs};
+use std::path::{Path, PathBuf};
+
+fn corpus() -> PathBuf {
+    std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/wmf-schemas")
+        })
+}
+
+fn wikimedia() -> Vec<SchemaRepository> {
+    ["primary", "secondary"]
+        .iter()
+        .map(|name| {
+            let (repo, errors) =
+                fs::load_dir(&corpus().join(name)).expect("the corpus is readable");
+            assert!(errors.is_empty(), "{errors:?}");
+            repo
+        })
+        .collect()
+}
+
+#[test]
+fn every_version_compiles_and_every_example_validates() {
+    let repos = wikimedia();
+    let (registry, report) = check_examples(&repos, &[]);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert_eq!(report.summary(), "versions=510 examples=546 failed=0");
+    assert_eq!(registry.len(), 510);
+    assert_eq!(
+        registry.resolve("/analytics/test/latest").unwrap().uri,
+        "/analytics/test/2.0.0"
+    );
+    assert_eq!(
+        registry
+            .resolve("/test/event/1.0.0.yaml")
+            .unwrap()
+            .repository,
+        "primary"
+    );
+}
+
+#[test]
+fn current_sources_resolve_refs_across_repositories() {
+    let repos = wikimedia();
+    let secondary = &repos[1];
+    // Its current.yaml refers to fragments of both repositories.
+    let title = "analytics/mediawiki/accountcreation/block";
+    let current = &secondary.current[title].document;
+    let text = serde_json::to_string(current).unwrap();
+    assert!(text.contains("\"$ref\""), "{text}");
+    let version =
+        Version::parse(current["$id"].as_str().unwrap().rsplit('/').next().unwrap()).unwrap();
+    SchemaRegistry::compile_document(&repos, title, version, current)
+        .expect("refs resolve in the loaded repositories");
+
+    // Without the primary repository, the same source names the ref it cannot resolve.
+    let err =
+        SchemaRegistry::compile_document(std::slice::from_ref(secondary), title, version, current)
+            .unwrap_err();
+    assert!(err.contains("/fragment/"), "{err}");
+}
+
+#[test]
+fn a_ref_outside_the_repositories_is_a_load_error_not_a_fetch() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/outside_ref");
+    let (repo, errors) = fs::load_dir(&dir).unwrap();
+    assert!(errors.is_empty());
+    let (registry, errors) = SchemaRegistry::load(&[repo]);
+    assert!(registry.is_empty());
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].path, "jsonschema/sluice/leaky/1.0.0.yaml");
+    assert!(
+        errors[0].message.contains("http://127.0.0.1:9/evil/1.0.0"),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[0]
+            .message
+            .contains("outside the loaded schema repositories"),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[test]
+fn skip_rules_come_from_the_tools_config() {
+    let repos = wikimedia();
+    let v = |s: &str| Version::parse(s).unwrap();
+    assert!(repos[0].skips(
+        "mediawiki/recentchange",
+        v("1.0.0"),
+        "schema-deterministic-types"
+    ));
+    assert!(repos[0].skips(
+        "change-prop/retry",
+        v("1.0.0"),
+        "schema-deterministic-types"
+    ));
+    assert!(!repos[0].skips("test/event", v("1.0.0"), "schema-deterministic-types"));
+    assert!(repos[1].skips(
+        "analytics/legacy/test",
+        v("1.1.0"),
+        "schema-version-compatibility"
+    ));
+}
+
+#[test]
+fn hostile_schema_files_are_errors() {
+    let laughs = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n";
+    let files = vec![
+        ("jsonschema/a/b/1.0.0.yaml", laughs.as_bytes().to_vec()),
+        ("jsonschema/a/c/1.0.0.yaml", b"title: [unclosed".to_vec()),
+        ("jsonschema/a/d/1.0.0.json", b"{\"a\":1,\"a\":2}".to_vec()),
+        ("jsonschema/a/e/1.0.0.yaml", b"just a string".to_vec()),
+    ];
+    let (repo, errors) = SchemaRepository::from_files("hostile", files);
+    let loaded: Vec<&String> = repo.versions.keys().collect();
+    assert!(loaded.is_empty(), "{loaded:?}");
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "jsonschema/a/b/1.0.0.yaml",
+            "jsonschema/a/c/1.0.0.yaml",
+            "jsonschema/a/d/1.0.0.json",
+            "jsonschema/a/e/1.0.0.yaml"
+        ]
+    );
+    assert!(errors.iter().all(|e| !e.message.is_empty()));
+    let _: Option<Value> = None;
+}
