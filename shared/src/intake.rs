@@ -63,7 +63,7 @@ pub struct IntakeOptions {
 }
 
 /// Why an event was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectionKind {
     /// Over the per-event size limit.
@@ -583,5 +583,49 @@ impl EventIds {
     pub fn next_uuid(&mut self) -> uuid::Uuid {
         let bytes = self.0.u128(..).to_le_bytes();
         uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+}
+
+/// Counts of verdicts per stream, for hosts to export as metrics: every
+/// event is accepted, sampled out or rejected, and each lands in one count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Per stream (`""` when the stream could not be told): counts by outcome.
+    pub streams: std::collections::BTreeMap<String, StreamTally>,
+}
+
+/// One stream's counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamTally {
+    /// Accepted and sent on.
+    pub accepted: u64,
+    /// Valid, outside the sample, dropped.
+    pub sampled_out: u64,
+    /// Refused, by kind.
+    pub rejected: std::collections::BTreeMap<RejectionKind, u64>,
+}
+
+impl Tally {
+    /// Adds the outcomes of one body.
+    pub fn add(&mut self, outcomes: &[EventOutcome]) {
+        for o in outcomes {
+            let s = self
+                .streams
+                .entry(o.stream.clone().unwrap_or_default())
+                .or_default();
+            match &o.verdict {
+                Verdict::Accepted => s.accepted += 1,
+                Verdict::SampledOut => s.sampled_out += 1,
+                Verdict::Rejected(r) => *s.rejected.entry(r.kind).or_default() += 1,
+            }
+        }
+    }
+
+    /// Events counted in all.
+    pub fn total(&self) -> u64 {
+        self.streams
+            .values()
+            .map(|s| s.accepted + s.sampled_out + s.rejected.values().sum::<u64>())
+            .sum()
     }
 }

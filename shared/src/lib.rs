@@ -10,46 +10,54 @@
 //! in a Cloudflare Worker, in the native edge and in the aggregator.
 #![warn(missing_docs)]
 
-mod dedupe;
+// Schema repositories, their schemas, and validation.
 mod examples;
-mod field_path;
-mod intake;
-mod json;
-mod rate_limit;
 mod registry;
 mod repository;
-mod sampling;
 mod schema_uri;
-mod stream_config;
-mod tape;
-mod tape_json;
-mod timestamp;
 mod validation;
-mod windows;
-mod wire;
-
-pub use dedupe::{DedupeSet, GENERATIONS, Seen};
 pub use examples::{EXAMPLES_CASE, ExampleFailure, ExamplesReport, check_examples};
-pub use field_path::FieldPath;
-pub use intake::{
-    EVENT_ID_NAMESPACE, EventIds, EventOutcome, Intake, IntakeOptions, Rejection, RejectionKind,
-    RequestMeta, Verdict,
-};
-pub use json::{BodyError, BodyLimits, json_type_name};
-pub use rate_limit::{OVERFLOW_KEY, Quota, RateLimiter, RetryAfter};
 pub use registry::{BASE_URI, CompiledSchema, ResolveError, SchemaLoadError, SchemaRegistry};
 #[cfg(feature = "fs")]
 pub use repository::fs;
 pub use repository::{RepositoryError, SchemaFile, SchemaRepository, SkipRule, parse_document};
-pub use sampling::{in_sample, position_in_sample, unit_position};
 pub use schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
+pub use validation::{SchemaViolation, Violations};
+
+// Stream configuration.
+mod field_path;
+mod stream_config;
+mod windows;
+pub use field_path::FieldPath;
 pub use stream_config::{
     EventGateProducer, HeaderSource, Producers, RateLimit, Sample, StreamConfig, StreamConfigError,
     StreamEntry, StreamSettings, default_sample_units, merge,
 };
+pub use windows::{Window, is_open};
+
+// The intake pipeline: parse, resolve, enrich, validate, sample.
+mod intake;
+mod json;
+mod sampling;
+mod tape;
+mod tape_json;
+pub use intake::{
+    EVENT_ID_NAMESPACE, EventIds, EventOutcome, Intake, IntakeOptions, Rejection, RejectionKind,
+    RequestMeta, StreamTally, Tally, Verdict,
+};
+pub use json::{BodyError, BodyLimits, json_type_name};
+pub use sampling::{in_sample, position_in_sample, unit_position};
 pub use tape::{EventSpan, MAX_DEPTH, Tape, TapeError};
 pub use tape_json::{TapeJson, TapeNode, TapeNumber};
-pub use timestamp::{Timestamp, TimestampError};
-pub use validation::{SchemaViolation, Violations};
-pub use windows::{Window, is_open};
+
+// Edge to aggregator.
+mod wire;
 pub use wire::{Batch, BatchAck, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits};
+
+// The aggregator's algorithms, and time.
+mod dedupe;
+mod rate_limit;
+mod timestamp;
+pub use dedupe::{DedupeSet, GENERATIONS, Seen};
+pub use rate_limit::{OVERFLOW_KEY, Quota, RateLimiter, RetryAfter};
+pub use timestamp::{Timestamp, TimestampError};

@@ -404,6 +404,15 @@ fn a_mixed_body_gets_a_verdict_per_event_in_order() {
     assert!(rejection(&out[2]).1.contains("duplicate key `a`"));
     assert!(rejection(&out[4]).1.contains("out of range"));
     assert!(out[0].event.is_some() && out[3].event.is_some());
+    let mut tally = sluice_shared::Tally::default();
+    tally.add(&out);
+    assert_eq!(tally.total(), 5);
+    assert_eq!(tally.streams["sluice.keywords"].accepted, 2);
+    assert_eq!(
+        tally.streams["sluice.keywords"].rejected[&RejectionKind::Invalid],
+        1
+    );
+    assert_eq!(tally.streams[""].rejected[&RejectionKind::Malformed], 2);
     assert_ne!(
         out[0].event.as_ref().unwrap().id,
         out[3].event.as_ref().unwrap().id
