@@ -263,6 +263,7 @@ impl Intake {
                 out.push(outcome);
                 continue;
             }
+            tape.reset_added();
             match self.run(&mut tape, span, req, ids, &mut outcome.stream) {
                 Ok(Some(event)) => outcome.event = Some(event),
                 Ok(None) => outcome.verdict = Verdict::SampledOut,

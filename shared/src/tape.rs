@@ -59,6 +59,8 @@ pub struct Tape<'s> {
     pub(crate) nodes: Vec<Entry>,
     owned: Vec<String>,
     ext: Vec<Ext>,
+    /// Lengths of `nodes` and `owned` when parsing ended; what lies past them was added.
+    parsed: (usize, usize),
 }
 
 /// Where a top-level event sits in a body.
@@ -236,6 +238,14 @@ impl<'s> Tape<'s> {
         let i = self.nodes.len() as u32;
         self.nodes.push(Entry::Owned(k));
         i
+    }
+
+    /// Forgets every added member, so that the next event's additions are
+    /// looked through alone (and the tape does not grow with the body).
+    pub(crate) fn reset_added(&mut self) {
+        self.ext.clear();
+        self.nodes.truncate(self.parsed.0);
+        self.owned.truncate(self.parsed.1);
     }
 
     /// How many members have been added so far; [`Tape::splice`] writes those added after it.
@@ -428,6 +438,7 @@ impl<'s> Parser<'s> {
                 nodes: Vec::with_capacity(src.len() / 6 + 8),
                 owned: Vec::new(),
                 ext: Vec::new(),
+                parsed: (0, 0),
             },
             bytes: src.as_bytes(),
             pos: 0,
@@ -486,6 +497,7 @@ impl<'s> Parser<'s> {
         if self.pos != self.bytes.len() {
             return Err(self.err("trailing characters after the JSON value"));
         }
+        self.tape.parsed = (self.tape.nodes.len(), self.tape.owned.len());
         Ok(())
     }
 
