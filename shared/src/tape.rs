@@ -17,8 +17,10 @@ use std::fmt;
 /// Deepest nesting accepted, as in serde_json.
 pub const MAX_DEPTH: usize = 128;
 
-/// One tape entry.
+/// One tape entry. `repr(u32)` lays every variant out as a tag word followed by
+/// aligned fields in 16 bytes, so entries move as two aligned words.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(u32)]
 pub(crate) enum Entry {
     Null,
     Bool(bool),
@@ -362,6 +364,8 @@ pub(crate) struct Members<'t, 's> {
     ext: usize,
 }
 
+const _: () = assert!(std::mem::size_of::<Entry>() == 16);
+
 impl Iterator for Members<'_, '_> {
     type Item = (u32, u32);
 
@@ -420,14 +424,34 @@ static SPECIAL: [bool; 256] = {
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `v` is a quote, a backslash or a control character.
-#[inline]
-fn has_special(v: u64) -> bool {
+/// High bits set at the bytes of `v` that are a quote, a backslash or a control
+/// character; the lowest set bit is exact (higher ones may be borrow artefacts).
+#[inline(always)]
+fn special_mask(v: u64) -> u64 {
     let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
     let quote = zero(v ^ (LO * u64::from(b'"')));
     let slash = zero(v ^ (LO * u64::from(b'\\')));
     let control = v.wrapping_sub(LO * 0x20) & !v & HI;
-    (quote | slash | control) != 0
+    quote | slash | control
+}
+
+/// Index of the first quote, backslash or control character at or after `i` (or the end).
+#[inline(always)]
+fn scan_plain(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = bytes.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let mask = special_mask(u64::from_le_bytes(*chunk));
+        if mask != 0 {
+            return i + (mask.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if SPECIAL[b as usize] {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 impl<'s> Parser<'s> {
@@ -718,22 +742,7 @@ impl<'s> Parser<'s> {
     fn string(&mut self) -> Result<Entry, TapeError> {
         let bytes = self.bytes;
         let start = self.pos + 1;
-        let mut i = start;
-        // Long strings go eight bytes at a time; the tail and short strings byte by byte.
-        while let Some(chunk) = bytes.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            if has_special(u64::from_le_bytes(word)) {
-                break;
-            }
-            i += 8;
-        }
-        while let Some(&b) = bytes.get(i) {
-            if SPECIAL[b as usize] {
-                break;
-            }
-            i += 1;
-        }
+        let i = scan_plain(bytes, start);
         match bytes.get(i) {
             Some(b'"') => {
                 self.pos = i + 1;
@@ -1022,6 +1031,11 @@ mod tests {
             ("[1.]", "expected digits after"),
             ("{\"a\":\"\u{1}\"}", "control character"),
             ("{\"a\":\"tab\there\"}", "control character"),
+            (
+                "{\"a\":\"long enough to scan by words\u{7f}\u{1f}\"}",
+                "control character",
+            ),
+            ("{\"a\":\"ééééééé\u{0}\"}", "control character"),
             (r#"{"a":"\ud800"}"#, "lone leading surrogate"),
             (r#"{"a":"\x"}"#, "invalid escape"),
             (r#"{"a":1} x"#, "trailing characters"),
