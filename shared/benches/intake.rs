@@ -6,7 +6,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_shared::{
-    EventIds, Intake, IntakeOptions, RequestMeta, SchemaRegistry, StreamConfig, Timestamp, fs,
+    EventIds, Intake, IntakeOptions, RequestMeta, SchemaRegistry, StreamConfig, Tape, TapeNode,
+    Timestamp, fs,
 };
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -111,6 +112,28 @@ fn bench(c: &mut Criterion) {
     println!("product-metrics web event: {} bytes", PM_WEB.len());
     group.bench_function("product_metrics_web_1kb", |b| {
         b.iter(|| intake.process(&req, black_box(PM_WEB.as_bytes()), &mut ids))
+    });
+    // The two largest stages alone, to see where the time goes.
+    group.bench_function("stage_parse_1kb", |b| {
+        b.iter(|| Tape::parse(black_box(PM_WEB)))
+    });
+    let enriched = PM_WEB.replacen(
+        "\"meta\":{",
+        "\"meta\":{\"id\":\"3c1f9a02-b4e6-4d8a-8c5e-1c1f9a02b4e6\",\"dt\":\"2026-11-27T10:15:00.123Z\",",
+        1,
+    );
+    let tape = Tape::parse(&enriched).expect("the bench event parses");
+    let schema = intake
+        .registry()
+        .resolve("/analytics/product_metrics/web/base/1.3.0")
+        .expect("the product-metrics schema is loaded");
+    assert!(schema.validate_node(TapeNode::new(&tape, 0)).is_ok());
+    group.bench_function("stage_validate_1kb", |b| {
+        b.iter(|| {
+            schema
+                .validate_node(TapeNode::new(black_box(&tape), 0))
+                .is_ok()
+        })
     });
     let mixed: Vec<&str> = (0..500)
         .map(|i| match i % 10 {

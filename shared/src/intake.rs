@@ -20,6 +20,7 @@ use crate::validation::Violations;
 use crate::wire::BatchEvent;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -160,6 +161,9 @@ pub struct Intake {
     streams: Arc<StreamConfig>,
     options: IntakeOptions,
     client_hasher: foldhash::quality::FixedState,
+    /// Stream key → schema URI → which of the stream's header fields the schema has,
+    /// worked out once rather than per event.
+    header_plan: HashMap<String, HashMap<String, Vec<usize>>>,
 }
 
 impl Intake {
@@ -170,11 +174,25 @@ impl Intake {
         options: IntakeOptions,
     ) -> Self {
         let client_hasher = foldhash::quality::FixedState::with_seed(options.client_hash_seed);
+        let mut header_plan: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+        for entry in streams.entries() {
+            let title = &entry.settings.schema_title;
+            for schema in registry.iter().filter(|s| &s.title == title) {
+                let fields = (0..entry.header_fields.len())
+                    .filter(|&i| schema.has_property(&entry.header_fields[i].0))
+                    .collect();
+                header_plan
+                    .entry(entry.key.clone())
+                    .or_default()
+                    .insert(schema.uri.clone(), fields);
+            }
+        }
         Intake {
             registry,
             streams,
             options,
             client_hasher,
+            header_plan,
         }
     }
 
@@ -404,8 +422,16 @@ impl Intake {
                 req.received.to_rfc3339_millis(),
             );
         }
-        for (path, header) in &entry.header_fields {
-            if !schema.has_property(path) || !can_insert(tape, node, path) {
+        let planned = self
+            .header_plan
+            .get(&entry.key)
+            .and_then(|m| m.get(&schema.uri));
+        for (path, header) in planned
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| entry.header_fields.get(i))
+        {
+            if !can_insert(tape, node, path) {
                 continue;
             }
             let value = if header == "x-client-ip" {

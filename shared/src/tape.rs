@@ -188,7 +188,7 @@ impl<'s> Tape<'s> {
     /// The value of member `key` of the object at `i`.
     pub(crate) fn get(&self, i: u32, key: &str) -> Option<u32> {
         self.members(i)
-            .find(|&(k, _)| self.str_at(k) == Some(key))
+            .find(|&(k, _)| self.str_at(k).is_some_and(|name| same_key(name, key)))
             .map(|(_, v)| v)
     }
 
@@ -926,29 +926,38 @@ impl<'s> Parser<'s> {
     }
 }
 
+/// Key equality that settles most mismatches on length and first byte, without a `memcmp` call.
+#[inline(always)]
+pub(crate) fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+}
+
 /// Writes `s` as a JSON string literal.
 pub(crate) fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
+    let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
+    loop {
+        let i = scan_plain(bytes, run);
         out.push_str(&s[run..i]);
-        if esc.is_empty() {
-            out.push_str(&format!("\\u{b:04x}"));
-        } else {
-            out.push_str(esc);
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
         }
         run = i + 1;
     }
-    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -1096,7 +1105,13 @@ mod tests {
         tape.add_string(meta, "id", "i\"d".to_owned());
         let http = tape.add_object(0, "http");
         tape.add_string(http, "ua", "Mozilla\n".to_owned());
+        tape.add_string(
+            http,
+            "raw",
+            "bell\u{7}, quote \" and slash \\ past eight bytes".to_owned(),
+        );
         assert_eq!(tape.object_len(0), 4);
+        assert_eq!(tape.object_len(http), 2);
         assert_eq!(
             tape.get_path(0, &["http", "ua"])
                 .and_then(|i| tape.str_at(i)),
