@@ -9,6 +9,7 @@
 //! topic, partition key and rate-limit key. Accepted events keep the bytes
 //! the client sent, with server-filled fields spliced in.
 
+use crate::FastMap;
 use crate::json::{BodyError, BodyLimits};
 use crate::registry::{ResolveError, SchemaRegistry};
 use crate::sampling;
@@ -20,7 +21,6 @@ use crate::validation::Violations;
 use crate::wire::BatchEvent;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -163,7 +163,7 @@ pub struct Intake {
     client_hasher: foldhash::quality::FixedState,
     /// Stream key → schema URI → which of the stream's header fields the schema has,
     /// worked out once rather than per event.
-    header_plan: HashMap<String, HashMap<String, Vec<usize>>>,
+    header_plan: FastMap<String, FastMap<String, Vec<usize>>>,
 }
 
 impl Intake {
@@ -174,7 +174,7 @@ impl Intake {
         options: IntakeOptions,
     ) -> Self {
         let client_hasher = foldhash::quality::FixedState::with_seed(options.client_hash_seed);
-        let mut header_plan: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+        let mut header_plan: FastMap<String, FastMap<String, Vec<usize>>> = FastMap::default();
         for entry in streams.entries() {
             let title = &entry.settings.schema_title;
             for schema in registry.iter().filter(|s| &s.title == title) {

@@ -10,6 +10,9 @@
 //! in a Cloudflare Worker, in the native edge and in the aggregator.
 #![warn(missing_docs)]
 
+/// Hash maps keyed by configuration (stream names, schema URIs): a fast, fixed hasher.
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
 // Schema repositories, their schemas, and validation.
 mod examples;
 mod registry;

@@ -2,6 +2,7 @@
 //! version compiled once, `$schema` URIs resolved against them in order, and
 //! `$ref`s resolved only to documents of those repositories.
 
+use crate::FastMap;
 use crate::repository::SchemaRepository;
 use crate::schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
 use crate::tape::Tape;
@@ -114,9 +115,9 @@ pub enum ResolveError {
 /// All loaded schemas, compiled.
 #[derive(Debug, Default)]
 pub struct SchemaRegistry {
-    schemas: HashMap<String, BTreeMap<Version, Arc<CompiledSchema>>>,
+    schemas: FastMap<String, BTreeMap<Version, Arc<CompiledSchema>>>,
     /// Every version by its canonical URI `/title/X.Y.Z`, the form events use.
-    by_uri: HashMap<String, Arc<CompiledSchema>>,
+    by_uri: FastMap<String, Arc<CompiledSchema>>,
 }
 
 impl SchemaRegistry {

@@ -5,12 +5,13 @@
 //! `dedupe`, `windows`). Every wrong type or value is reported with its
 //! stream and key path.
 
+use crate::FastMap;
 use crate::field_path::FieldPath;
 use crate::timestamp::Timestamp;
 use crate::windows::{self, Window};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A stream's settings, defaults merged in.
@@ -211,7 +212,7 @@ impl StreamEntry {
 /// All configured streams.
 #[derive(Debug, Clone, Default)]
 pub struct StreamConfig {
-    exact: HashMap<String, Arc<StreamEntry>>,
+    exact: FastMap<String, Arc<StreamEntry>>,
     patterns: Vec<(regex::Regex, Arc<StreamEntry>)>,
     /// Sampling unit name → field holding the unit's id.
     pub sample_units: BTreeMap<String, FieldPath>,

@@ -187,9 +187,33 @@ impl<'s> Tape<'s> {
 
     /// The value of member `key` of the object at `i`.
     pub(crate) fn get(&self, i: u32, key: &str) -> Option<u32> {
-        self.members(i)
-            .find(|&(k, _)| self.str_at(k).is_some_and(|name| same_key(name, key)))
-            .map(|(_, v)| v)
+        let Entry::Object { len, .. } = self.nodes[i as usize] else {
+            return None;
+        };
+        let src = self.src.as_bytes();
+        let want = key.as_bytes();
+        let mut k = i + 1;
+        for _ in 0..len {
+            let found = match self.nodes[k as usize] {
+                Entry::Str { start, len } => {
+                    len as usize == want.len()
+                        && src.get(start as usize..(start + len) as usize) == Some(want)
+                }
+                Entry::Owned(o) => self
+                    .owned
+                    .get(o as usize)
+                    .is_some_and(|s| s.as_bytes() == want),
+                _ => false,
+            };
+            if found {
+                return Some(k + 1);
+            }
+            k = self.next(k + 1);
+        }
+        self.ext
+            .iter()
+            .find(|e| e.object == i && self.str_at(e.key).is_some_and(|name| same_key(name, key)))
+            .map(|e| e.value)
     }
 
     /// The value at a path of keys from the object at `i`.
