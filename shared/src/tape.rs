@@ -603,15 +603,14 @@ impl<'s> Parser<'s> {
                     }
                 }
                 b'"' => {
-                    let e = self.string()?;
-                    self.tape.nodes.push(e);
+                    self.string()?;
                 }
                 b't' => self.literal(b"true", Entry::Bool(true))?,
                 b'f' => self.literal(b"false", Entry::Bool(false))?,
                 b'n' => self.literal(b"null", Entry::Null)?,
                 b'-' | b'0'..=b'9' => {
                     let e = self.number()?;
-                    self.tape.nodes.push(e);
+                    self.push_number(e);
                 }
                 _ => {
                     return Err(self.err(format!(
@@ -699,13 +698,13 @@ impl<'s> Parser<'s> {
             )));
         }
         let key_start = self.pos + 1;
-        let e = self.string()?;
         let index = self.tape.nodes.len() as u32;
-        self.tape.nodes.push(e);
+        let plain = self.string()?;
         // An escaped key gets fingerprint 0, which the duplicate check always compares in full.
-        let fp = match e {
-            Entry::Str { .. } => fingerprint(&self.bytes[key_start..self.pos - 1]),
-            _ => 0,
+        let fp = if plain {
+            fingerprint(&self.bytes[key_start..self.pos - 1])
+        } else {
+            0
         };
         self.keys.push((fp, index));
         self.skip_ws();
@@ -762,20 +761,26 @@ impl<'s> Parser<'s> {
         }
     }
 
+    /// Parses the string at `self.pos` onto the tape; says whether it had no escapes.
     #[inline]
-    fn string(&mut self) -> Result<Entry, TapeError> {
+    fn string(&mut self) -> Result<bool, TapeError> {
         let bytes = self.bytes;
         let start = self.pos + 1;
         let i = scan_plain(bytes, start);
         match bytes.get(i) {
             Some(b'"') => {
                 self.pos = i + 1;
-                Ok(Entry::Str {
+                self.tape.nodes.push(Entry::Str {
                     start: start as u32,
                     len: (i - start) as u32,
-                })
+                });
+                Ok(true)
             }
-            Some(b'\\') => self.escaped_string(start, i),
+            Some(b'\\') => {
+                let e = self.escaped_string(start, i)?;
+                self.tape.nodes.push(e);
+                Ok(false)
+            }
             Some(_) => {
                 self.pos = i;
                 Err(self.err("control character in a string: escape it"))
@@ -870,6 +875,11 @@ impl<'s> Parser<'s> {
             return Err(TapeError::at(i, "invalid \\u escape"));
         }
         u32::from_str_radix(text, 16).map_err(|_| TapeError::at(i, "invalid \\u escape"))
+    }
+
+    #[inline(always)]
+    fn push_number(&mut self, e: Entry) {
+        self.tape.nodes.push(e);
     }
 
     fn number(&mut self) -> Result<Entry, TapeError> {
