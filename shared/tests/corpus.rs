@@ -137,3 +137,38 @@ fn hostile_schema_files_are_errors() {
     assert!(errors.iter().all(|e| !e.message.is_empty()));
     let _: Option<Value> = None;
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+    use sluice_shared::{SchemaRegistry, SchemaRepository, StreamConfig};
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn loading_arbitrary_schema_files(files in proptest::collection::vec((
+            prop_oneof![Just("jsonschema/a/b/1.0.0.yaml"), Just("jsonschema/a/b/2.0.0.json"), Just("jsonschema/a/c/current.yaml"), Just(".jsonschema-tools.yaml")],
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..128),
+                "\\PC{0,128}".prop_map(String::into_bytes),
+                Just(b"type: object\nproperties: {a: {$ref: '#/definitions/x'}}".to_vec()),
+                Just(b"{\"$ref\": \"/a/b/1.0.0\"}".to_vec()),
+                Just(b"skipSchemaTestCases: {'(': [x]}".to_vec()),
+                Just(b"type: object\nproperties: {a: {pattern: '(?<!x)y', type: string}}".to_vec()),
+            ],
+        ), 0..4)) {
+            let (repo, _) = SchemaRepository::from_files("fuzz", files);
+            let _ = SchemaRegistry::load(&[repo]);
+        }
+
+        #[test]
+        fn parsing_arbitrary_stream_config(text in prop_oneof![
+            "\\PC{0,256}",
+            Just("streams: {a: {schema_title: x/y, windows: [{hours: '23:59-00:00'}], rate_limit: [{events_per_second: 1e308, burst: 4294967295}]}}".to_owned()),
+            Just("streams: {'/[/': {schema_title: x/y}}".to_owned()),
+            Just("defaults: [1]\nstreams: {a: 7}".to_owned()),
+        ]) {
+            let _ = StreamConfig::parse(&text);
+        }
+    }
+}
