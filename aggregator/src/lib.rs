@@ -4,7 +4,10 @@
 //! limits with [`sluice_shared::RateLimiter`], produces to Kafka or the
 //! embedded log, and answers each batch with a [`sluice_shared::BatchAck`].
 //!
-//! This crate holds the aggregator's place in the workspace; its ingest,
-//! sinks and services are built on the core as the next step of the platform.
+//! Built so far: the embedded log ([`log`]), the sink used when no Kafka
+//! brokers are configured. Ingest, the Kafka sink and the services follow.
 
+pub mod log;
+
+pub use log::{EmbeddedLog, LogError, LogOptions, LogRecord, NewRecord};
 pub use sluice_shared::{Batch, BatchAck, DedupeSet, RateLimiter};

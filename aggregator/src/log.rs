@@ -1,0 +1,530 @@
+//! The embedded log: the sink used when no Kafka brokers are configured.
+//!
+//! Each topic is a folder of append-only segment files named by the offset
+//! of their first record. A record on disk is its length (u32), a CRC-32 of
+//! its body (u32), then the body (postcard: timestamp, key, headers, value).
+//! Appends only write; [`EmbeddedLog::sync`] makes everything appended so
+//! far durable with one `fsync` per written file, so a caller commits many
+//! batches as a group and acknowledges them only after `sync` returns.
+//! Opening a log recovers it: a torn or corrupt tail of a topic's last
+//! segment (a crash mid-write) is cut off, and every record before it kept.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Bytes before a record's body: its length and its checksum.
+const FRAME_HEADER: usize = 8;
+/// Extension of segment files.
+const SEGMENT_EXT: &str = "log";
+
+/// Settings of the embedded log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// A segment is closed and a new one started once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// Largest record body accepted, in bytes.
+    pub max_record_bytes: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            segment_bytes: 256 * 1024 * 1024,
+            max_record_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A record to append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewRecord<'a> {
+    /// Record time, Unix milliseconds (the event's `meta.dt`).
+    pub timestamp_ms: i64,
+    /// Message key.
+    pub key: Option<&'a [u8]>,
+    /// Headers, as Kafka carries them.
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// The payload.
+    pub value: &'a [u8],
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Position in its topic, from 0.
+    pub offset: u64,
+    /// Record time, Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// Message key.
+    pub key: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The payload.
+    pub value: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct BodyOut<'a> {
+    timestamp_ms: i64,
+    key: Option<&'a [u8]>,
+    headers: &'a [(&'a str, &'a [u8])],
+    value: &'a [u8],
+}
+
+#[derive(Deserialize)]
+struct BodyIn {
+    timestamp_ms: i64,
+    key: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
+    value: Vec<u8>,
+}
+
+/// What can go wrong with the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A filesystem call failed.
+    #[error("embedded log: {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A topic name that is not a Kafka topic name.
+    #[error(
+        "`{0}` is not a valid topic name: use 1 to 249 of a-z, A-Z, 0-9, `.`, `_` and `-`, and not `.` or `..`"
+    )]
+    BadTopic(String),
+    /// A record over the size limit.
+    #[error("a record of {size} bytes is over the embedded log's limit of {limit} bytes")]
+    RecordTooLarge {
+        /// The record body's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Damage before the last segment's tail, which recovery does not guess about.
+    #[error("embedded log segment {} is damaged at byte {at}: {why}; move it aside to start without it", path.display())]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position of the damage.
+        at: u64,
+        /// What was found.
+        why: String,
+    },
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> LogError + 'p {
+    move |source| LogError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether `name` is a topic name Kafka would accept (and so a safe folder name).
+pub fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[derive(Debug)]
+struct Segment {
+    base: u64,
+    path: PathBuf,
+}
+
+#[derive(Debug)]
+struct Topic {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    /// The open last segment, and its size in bytes.
+    file: File,
+    size: u64,
+    next_offset: u64,
+    dirty: bool,
+}
+
+/// The embedded log of every topic under one folder.
+#[derive(Debug)]
+pub struct EmbeddedLog {
+    dir: PathBuf,
+    options: LogOptions,
+    topics: BTreeMap<String, Topic>,
+    /// Bytes cut from torn tails when the log was opened.
+    recovered_bytes: u64,
+}
+
+impl EmbeddedLog {
+    /// Opens (creating if needed) the log in `dir`, recovering every topic.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<EmbeddedLog, LogError> {
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        let mut log = EmbeddedLog {
+            dir: dir.to_path_buf(),
+            options,
+            topics: BTreeMap::new(),
+            recovered_bytes: 0,
+        };
+        for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
+            let entry = entry.map_err(io_err("listing", dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.path().is_dir() || !valid_topic(&name) {
+                continue;
+            }
+            let (topic, cut) = Topic::recover(&entry.path(), &options)?;
+            log.recovered_bytes += cut;
+            log.topics.insert(name, topic);
+        }
+        Ok(log)
+    }
+
+    /// Bytes cut from torn segment tails when the log was opened.
+    pub fn recovered_bytes(&self) -> u64 {
+        self.recovered_bytes
+    }
+
+    /// The offset the next record of `topic` will get.
+    pub fn next_offset(&self, topic: &str) -> u64 {
+        self.topics.get(topic).map_or(0, |t| t.next_offset)
+    }
+
+    /// Topics that hold or held records.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.keys().map(String::as_str)
+    }
+
+    /// Appends records to `topic` and returns the offset of the first. Not
+    /// durable until [`EmbeddedLog::sync`] returns.
+    pub fn append(&mut self, topic: &str, records: &[NewRecord<'_>]) -> Result<u64, LogError> {
+        if !valid_topic(topic) {
+            return Err(LogError::BadTopic(topic.to_owned()));
+        }
+        let mut frames = Vec::new();
+        for r in records {
+            let body = postcard::to_allocvec(&BodyOut {
+                timestamp_ms: r.timestamp_ms,
+                key: r.key,
+                headers: r.headers,
+                value: r.value,
+            })
+            .map_err(|e| LogError::Io {
+                action: "encoding a record for",
+                path: self.dir.join(topic),
+                source: io::Error::other(e),
+            })?;
+            if body.len() > self.options.max_record_bytes {
+                return Err(LogError::RecordTooLarge {
+                    size: body.len(),
+                    limit: self.options.max_record_bytes,
+                });
+            }
+            frames.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            frames.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            frames.extend_from_slice(&body);
+        }
+        let options = self.options;
+        let t = match self.topics.get_mut(topic) {
+            Some(t) => t,
+            None => {
+                let t = Topic::create(&self.dir.join(topic))?;
+                self.topics.entry(topic.to_owned()).or_insert(t)
+            }
+        };
+        if t.size > 0 && t.size + frames.len() as u64 > options.segment_bytes {
+            t.roll()?;
+        }
+        let first = t.next_offset;
+        let path = t.current_path();
+        if let Err(e) = t.file.write_all(&frames) {
+            // A short write (a full disk, say) must not leave half a record for the next
+            // append to follow: cut the file back to what it held.
+            if let Err(cut) = t.file.set_len(t.size) {
+                tracing::error!(path = %path.display(), error = %cut, "Could not cut a failed append off the embedded log; recovery will on the next start.");
+            }
+            return Err(io_err("appending to", &path)(e));
+        }
+        t.size += frames.len() as u64;
+        t.next_offset += records.len() as u64;
+        t.dirty = true;
+        Ok(first)
+    }
+
+    /// Makes every appended record durable: one `fsync` per file written since the last sync.
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        for t in self.topics.values_mut().filter(|t| t.dirty) {
+            let path = t.current_path();
+            t.file.sync_data().map_err(io_err("syncing", &path))?;
+            t.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Up to `max` records of `topic` from offset `from` on, in order.
+    pub fn read(&self, topic: &str, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let Some(t) = self.topics.get(topic) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let start = t
+            .segments
+            .partition_point(|s| s.base <= from)
+            .saturating_sub(1);
+        for seg in &t.segments[start..] {
+            if out.len() >= max {
+                break;
+            }
+            let file = File::open(&seg.path).map_err(io_err("reading", &seg.path))?;
+            let mut reader = BufReader::new(file);
+            let mut offset = seg.base;
+            let mut at = 0;
+            while out.len() < max && offset < t.next_offset {
+                let frame = match read_frame(&mut reader, &self.options, at) {
+                    Ok(Some(f)) => f,
+                    // The end of what was appended: records of the open segment written
+                    // after this reader started are not torn, just not ours to see yet.
+                    Ok(None) | Err(FrameError::Torn(_)) => break,
+                    Err(FrameError::Io(e)) => return Err(io_err("reading", &seg.path)(e)),
+                };
+                at += frame.len;
+                if offset >= from {
+                    let body: BodyIn =
+                        postcard::from_bytes(&frame.body).map_err(|e| LogError::Corrupt {
+                            path: seg.path.clone(),
+                            at,
+                            why: format!("a record passed its checksum but does not decode: {e}"),
+                        })?;
+                    out.push(LogRecord {
+                        offset,
+                        timestamp_ms: body.timestamp_ms,
+                        key: body.key,
+                        headers: body.headers,
+                        value: body.value,
+                    });
+                }
+                offset += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Frame {
+    body: Vec<u8>,
+    /// Bytes the frame takes on disk.
+    len: u64,
+}
+
+enum FrameError {
+    Io(io::Error),
+    /// The frame at this byte is incomplete or fails its checksum.
+    Torn(String),
+}
+
+/// Reads the frame at the reader's position (`at` bytes into the file); `None` at a clean end.
+fn read_frame(
+    reader: &mut impl Read,
+    options: &LogOptions,
+    at: u64,
+) -> Result<Option<Frame>, FrameError> {
+    let mut header = [0u8; FRAME_HEADER];
+    let mut got = 0;
+    while got < FRAME_HEADER {
+        match reader.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => {
+                return Err(FrameError::Torn(format!(
+                    "a record header at byte {at} is cut short"
+                )));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = header;
+    let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+    if len > options.max_record_bytes {
+        return Err(FrameError::Torn(format!(
+            "a record at byte {at} claims {len} bytes, over the limit"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    if let Err(e) = reader.read_exact(&mut body) {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof => Err(FrameError::Torn(format!(
+                "the record at byte {at} is cut short"
+            ))),
+            _ => Err(FrameError::Io(e)),
+        };
+    }
+    if crc32fast::hash(&body) != crc {
+        return Err(FrameError::Torn(format!(
+            "the record at byte {at} fails its checksum"
+        )));
+    }
+    Ok(Some(Frame {
+        body,
+        len: (FRAME_HEADER + len) as u64,
+    }))
+}
+
+fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.{SEGMENT_EXT}"))
+}
+
+/// Makes a new directory entry durable.
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing the folder", dir))
+}
+
+impl Topic {
+    fn create(dir: &Path) -> Result<Topic, LogError> {
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+        let path = segment_path(dir, 0);
+        let file = open_append(&path)?;
+        sync_dir(dir)?;
+        Ok(Topic {
+            dir: dir.to_path_buf(),
+            segments: vec![Segment { base: 0, path }],
+            file,
+            size: 0,
+            next_offset: 0,
+            dirty: false,
+        })
+    }
+
+    fn current_path(&self) -> PathBuf {
+        self.segments.last().map_or_else(
+            || segment_path(&self.dir, self.next_offset),
+            |s| s.path.clone(),
+        )
+    }
+
+    fn roll(&mut self) -> Result<(), LogError> {
+        let old = self.current_path();
+        self.file.sync_data().map_err(io_err("syncing", &old))?;
+        let path = segment_path(&self.dir, self.next_offset);
+        self.file = open_append(&path)?;
+        sync_dir(&self.dir)?;
+        self.segments.push(Segment {
+            base: self.next_offset,
+            path,
+        });
+        self.size = 0;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Scans a topic's segments; cuts a torn tail off the last one. Returns the topic and the bytes cut.
+    fn recover(dir: &Path, options: &LogOptions) -> Result<(Topic, u64), LogError> {
+        let mut segments = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
+            let path = entry.map_err(io_err("listing", dir))?.path();
+            let base = path
+                .extension()
+                .filter(|e| *e == SEGMENT_EXT)
+                .and(path.file_stem())
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok());
+            if let Some(base) = base {
+                segments.push(Segment { base, path });
+            }
+        }
+        segments.sort_by_key(|s| s.base);
+        if segments.is_empty() {
+            return Topic::create(dir).map(|t| (t, 0));
+        }
+        let mut next_offset = segments[0].base;
+        let mut size = 0;
+        let mut cut = 0;
+        let last = segments.len() - 1;
+        for (i, seg) in segments.iter().enumerate() {
+            if seg.base != next_offset {
+                return Err(LogError::Corrupt {
+                    path: seg.path.clone(),
+                    at: 0,
+                    why: format!(
+                        "it starts at offset {} but the segment before ends at {next_offset}",
+                        seg.base
+                    ),
+                });
+            }
+            let file = File::open(&seg.path).map_err(io_err("reading", &seg.path))?;
+            let total = file.metadata().map_err(io_err("reading", &seg.path))?.len();
+            let mut reader = BufReader::new(file);
+            let mut good = 0u64;
+            loop {
+                match read_frame(&mut reader, options, good) {
+                    Ok(Some(frame)) => {
+                        good += frame.len;
+                        next_offset += 1;
+                    }
+                    Ok(None) => break,
+                    Err(FrameError::Io(e)) => return Err(io_err("reading", &seg.path)(e)),
+                    Err(FrameError::Torn(why)) if i < last => {
+                        return Err(LogError::Corrupt {
+                            path: seg.path.clone(),
+                            at: good,
+                            why,
+                        });
+                    }
+                    Err(FrameError::Torn(why)) => {
+                        tracing::warn!(path = %seg.path.display(), kept_bytes = good, cut_bytes = total - good, %why, "Cutting a torn tail off the embedded log.");
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(&seg.path)
+                            .map_err(io_err("repairing", &seg.path))?;
+                        f.set_len(good).map_err(io_err("repairing", &seg.path))?;
+                        f.sync_all().map_err(io_err("repairing", &seg.path))?;
+                        cut = total - good;
+                        break;
+                    }
+                }
+            }
+            if i == last {
+                size = good;
+            }
+        }
+        let path = segments[last].path.clone();
+        let mut file = open_append(&path)?;
+        file.seek(SeekFrom::End(0))
+            .map_err(io_err("opening", &path))?;
+        Ok((
+            Topic {
+                dir: dir.to_path_buf(),
+                segments,
+                file,
+                size,
+                next_offset,
+                dirty: false,
+            },
+            cut,
+        ))
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, LogError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err("opening", path))
+}
