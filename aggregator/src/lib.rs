@@ -4,10 +4,13 @@
 //! limits with [`sluice_shared::RateLimiter`], produces to Kafka or the
 //! embedded log, and answers each batch with a [`sluice_shared::BatchAck`].
 //!
-//! Built so far: the embedded log ([`log`]), the sink used when no Kafka
-//! brokers are configured. Ingest, the Kafka sink and the services follow.
+//! Built so far: admission ([`admit`]: dedupe and rate limits per batch)
+//! and the embedded log ([`log`]), the sink used when no Kafka brokers are
+//! configured. Ingest, the Kafka sink and the services follow.
 
+pub mod admit;
 pub mod log;
 
+pub use admit::{Admission, Admit};
 pub use log::{EmbeddedLog, LogError, LogOptions, LogRecord, NewRecord};
 pub use sluice_shared::{Batch, BatchAck, DedupeSet, RateLimiter};

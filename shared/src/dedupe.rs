@@ -79,6 +79,17 @@ impl DedupeSet {
         self.generations.iter().any(|g| g.table.contains(id, hash))
     }
 
+    /// Forgets `id` (an event whose write failed, so that its retry is not taken for a
+    /// duplicate); returns whether it was held.
+    pub fn remove(&mut self, id: u128) -> bool {
+        let hash = self.hasher.hash_one(id);
+        let mut removed = false;
+        for g in &mut self.generations {
+            removed |= g.table.remove(id, hash);
+        }
+        removed
+    }
+
     /// Drops generations that have left the window and opens a new one when due.
     pub fn rotate(&mut self, now: Timestamp) {
         let now = now.unix_nanos();
@@ -222,6 +233,51 @@ impl IdTable {
         self.len += 1;
     }
 
+    /// Removes `id` with backward-shift deletion, so probe chains stay unbroken without tombstones.
+    fn remove(&mut self, id: u128, hash: u64) -> bool {
+        if id == 0 {
+            let had = self.has_zero;
+            if had {
+                self.has_zero = false;
+                self.len -= 1;
+            }
+            return had;
+        }
+        let n = self.slots.len();
+        let mut i = self.home(hash);
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                s if s == id => break,
+                _ => i = if i + 1 == n { 0 } else { i + 1 },
+            }
+        }
+        // Move later members of the cluster back into the hole when their home allows it.
+        let mut hole = i;
+        let mut j = i;
+        loop {
+            j = if j + 1 == n { 0 } else { j + 1 };
+            let s = self.slots[j];
+            if s == 0 {
+                break;
+            }
+            let home = self.home(self.hasher.hash_one(s));
+            // `s` may fill the hole if its home is not cyclically within (hole, j].
+            let between = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !between {
+                self.slots[hole] = s;
+                hole = j;
+            }
+        }
+        self.slots[hole] = 0;
+        self.len -= 1;
+        true
+    }
+
     fn place(&mut self, id: u128, hash: u64) {
         let n = self.slots.len();
         let mut i = self.home(hash);
@@ -304,6 +360,30 @@ mod tests {
         assert!(!set.contains(1));
         let per_id = set.memory_bytes() as f64 / set.len() as f64;
         assert!(per_id <= 32.0, "{per_id} bytes per id");
+    }
+
+    #[test]
+    fn removed_ids_are_new_again_and_others_stay() {
+        let mut set = DedupeSet::new(3600 * SEC, 11);
+        // Enough ids in a small table to build long probe clusters.
+        let ids: Vec<u128> = (0..5_000u128)
+            .map(|i| i * 0x9E37_79B9_7F4A_7C15 + 1)
+            .collect();
+        for &id in &ids {
+            set.check_and_insert(id, at(0));
+        }
+        set.check_and_insert(0, at(0));
+        for &id in ids.iter().step_by(3) {
+            assert!(set.remove(id));
+        }
+        assert!(set.remove(0));
+        assert!(!set.remove(0));
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(set.contains(id), i % 3 != 0, "id #{i}");
+        }
+        assert_eq!(set.len(), ids.len() - ids.len().div_ceil(3));
+        assert_eq!(set.check_and_insert(ids[0], at(1)), Seen::New);
+        assert_eq!(set.check_and_insert(ids[1], at(1)), Seen::Duplicate);
     }
 
     #[test]
