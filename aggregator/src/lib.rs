@@ -4,13 +4,19 @@
 //! limits with [`sluice_shared::RateLimiter`], produces to Kafka or the
 //! embedded log, and answers each batch with a [`sluice_shared::BatchAck`].
 //!
-//! Built so far: admission ([`admit`]: dedupe and rate limits per batch)
-//! and the embedded log ([`log`]), the sink used when no Kafka brokers are
-//! configured. Ingest, the Kafka sink and the services follow.
+//! Built so far: admission ([`admit`]: dedupe and rate limits per batch),
+//! the embedded log ([`log`], the sink when no Kafka brokers are
+//! configured), the group-commit loop over them ([`sink`]) and batch ingest
+//! over HTTP ([`http`]). QUIC ingest, the Kafka sink and the schema and
+//! config service follow.
 
 pub mod admit;
+pub mod http;
 pub mod log;
+pub mod sink;
 
 pub use admit::{Admission, Admit};
+pub use http::{BatchService, FRAME_MEDIA_TYPE};
 pub use log::{EmbeddedLog, LogError, LogOptions, LogRecord, NewRecord};
+pub use sink::{Sink, SinkOptions, SubmitError};
 pub use sluice_shared::{Batch, BatchAck, DedupeSet, RateLimiter};

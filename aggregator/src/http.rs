@@ -1,0 +1,127 @@
+//! Batch ingest over HTTP: `POST /v1/batches` with a bearer token, the body
+//! one batch frame, the answer one acknowledgement frame. This is the path
+//! for edges that cannot speak QUIC (Cloudflare Workers).
+//!
+//! 200 carries the acknowledgement; 400 a frame that does not decode; 401 a
+//! missing or wrong token (never logged); 413 a frame over the limit; 503
+//! with `Retry-After` when the sink's queue is full or it has stopped.
+
+use crate::sink::{Sink, SubmitError};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use sluice_shared::{Batch, WireLimits};
+use std::sync::Arc;
+
+/// What the batch endpoint needs.
+#[derive(Clone)]
+pub struct BatchService {
+    sink: Sink,
+    token: Arc<str>,
+    limits: WireLimits,
+}
+
+/// The media type of batch and acknowledgement frames.
+pub const FRAME_MEDIA_TYPE: &str = "application/vnd.sluice.batch";
+
+impl BatchService {
+    /// A service feeding `sink`, accepting edges that present `token`.
+    pub fn new(sink: Sink, token: &str, limits: WireLimits) -> Self {
+        BatchService {
+            sink,
+            token: Arc::from(token),
+            limits,
+        }
+    }
+
+    /// The routes: `POST /v1/batches`.
+    pub fn router(self) -> Router {
+        let max = self.limits.max_frame_bytes;
+        Router::new()
+            .route("/v1/batches", post(post_batch))
+            .layer(DefaultBodyLimit::max(max))
+            .with_state(self)
+    }
+}
+
+fn plain(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compare in time independent of where the strings differ.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn post_batch(State(svc): State<BatchService>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&headers, &svc.token) {
+        tracing::warn!("Refused a batch without the right bearer token.");
+        return plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    }
+    let batch = match Batch::decode(&body, &svc.limits) {
+        Ok(b) => b,
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!("the batch frame does not decode: {e}"),
+            );
+        }
+    };
+    let events = batch.events.len();
+    let ack = match svc.sink.submit(batch) {
+        Ok(rx) => rx.await,
+        Err(SubmitError::Busy) => {
+            let mut r = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the aggregator is busy; retry shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        Err(SubmitError::Stopped) => {
+            let mut r = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the aggregator's sink has stopped",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+    };
+    match ack {
+        Ok(ack) => {
+            tracing::debug!(events, "Batch acknowledged.");
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, FRAME_MEDIA_TYPE)],
+                ack.encode(),
+            )
+                .into_response()
+        }
+        Err(_) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the sink dropped the batch without an answer",
+        ),
+    }
+}

@@ -1,0 +1,168 @@
+//! Batch ingest over real HTTP on loopback, into a real embedded log.
+
+use sluice_aggregator::{BatchService, EmbeddedLog, LogOptions, Sink, SinkOptions};
+use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, StreamConfig, WireLimits};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TOKEN: &str = "edge-secret-token";
+const STREAMS: &str = r#"
+streams:
+  sluice.test.event:
+    schema_title: sluice/test/event
+    rate_limit: {events_per_second: 1, burst: 5}
+"#;
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+async fn post(addr: SocketAddr, token: Option<&str>, body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /v1/batches HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/vnd.sluice.batch\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response");
+    let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = headers[9..12].parse().unwrap();
+    Reply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn event(n: u8) -> BatchEvent {
+    BatchEvent {
+        stream: "sluice.test.event".into(),
+        topic: "local.sluice.test.event".into(),
+        partition_key: Some(format!("key-{n}")),
+        rate_key: None,
+        id: [n; 16],
+        received_ms: 1_795_780_800_000 + i64::from(n),
+        schema_uri: "/sluice/test/event/1.0.0".into(),
+        dedupe: true,
+        json: format!(r#"{{"n":{n}}}"#).into_bytes(),
+    }
+}
+
+async fn start(dir: &Path, limits: WireLimits) -> SocketAddr {
+    let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
+    let streams = Arc::new(StreamConfig::parse(STREAMS).unwrap());
+    let sink = Sink::start(log, streams, SinkOptions::default());
+    let app = BatchService::new(sink, TOKEN, limits).router();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn batches_are_acknowledged_once_durable_and_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), WireLimits::default()).await;
+    let batch = Batch {
+        id: [1; 16],
+        events: (0..4).map(event).collect(),
+    };
+    let reply = post(addr, Some(TOKEN), &batch.encode(true)).await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let ack = BatchAck::decode_for(&reply.body, &batch, &WireLimits::default()).unwrap();
+    assert_eq!(ack.verdicts, vec![EventAck::Accepted; 4]);
+
+    // The same batch again: every event is a duplicate, and nothing is written twice.
+    let reply = post(addr, Some(TOKEN), &batch.encode(false)).await;
+    let ack = BatchAck::decode_for(&reply.body, &batch, &WireLimits::default()).unwrap();
+    assert_eq!(ack.verdicts, vec![EventAck::Duplicate; 4]);
+
+    // Past the stream's burst of 5, events are rate-limited with a retry-after.
+    let more = Batch {
+        id: [2; 16],
+        events: (10..13).map(event).collect(),
+    };
+    let reply = post(addr, Some(TOKEN), &more.encode(false)).await;
+    let ack = BatchAck::decode_for(&reply.body, &more, &WireLimits::default()).unwrap();
+    assert_eq!(ack.verdicts[0], EventAck::Accepted);
+    assert!(
+        matches!(ack.verdicts[1], EventAck::RateLimited { retry_after_ms } if retry_after_ms > 0 && retry_after_ms <= 1000),
+        "{:?}",
+        ack.verdicts
+    );
+
+    // What was acknowledged is in the log, once, with its key and headers.
+    let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let records = log.read("local.sluice.test.event", 0, 100).unwrap();
+    let values: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            r#"{"n":0}"#,
+            r#"{"n":1}"#,
+            r#"{"n":2}"#,
+            r#"{"n":3}"#,
+            r#"{"n":10}"#
+        ]
+    );
+    assert_eq!(records[1].key.as_deref(), Some(&b"key-1"[..]));
+    assert_eq!(records[1].timestamp_ms, 1_795_780_800_001);
+    assert!(
+        records[1]
+            .headers
+            .contains(&("event_id".to_owned(), vec![1; 16]))
+    );
+    assert!(records[1].headers.contains(&(
+        "schema_uri".to_owned(),
+        b"/sluice/test/event/1.0.0".to_vec()
+    )));
+}
+
+#[tokio::test]
+async fn wrong_tokens_bad_frames_and_oversized_bodies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = WireLimits {
+        max_frame_bytes: 4096,
+        ..WireLimits::default()
+    };
+    let addr = start(dir.path(), limits).await;
+    let frame = Batch {
+        id: [3; 16],
+        events: vec![event(1)],
+    }
+    .encode(false);
+    for token in [None, Some("wrong-secret-token"), Some("edge-secret-toke")] {
+        let reply = post(addr, token, &frame).await;
+        assert_eq!(reply.status, 401);
+        assert!(!String::from_utf8_lossy(&reply.body).contains(TOKEN));
+    }
+    let reply = post(addr, Some(TOKEN), b"\x09garbage").await;
+    assert_eq!(reply.status, 400);
+    assert!(String::from_utf8_lossy(&reply.body).contains("format version 9 is not supported"));
+    let reply = post(addr, Some(TOKEN), &vec![1u8; 8192]).await;
+    assert_eq!(reply.status, 413, "{}", reply.headers);
+    // The service is still up and takes good batches.
+    assert_eq!(post(addr, Some(TOKEN), &frame).await.status, 200);
+}
