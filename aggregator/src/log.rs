@@ -528,3 +528,42 @@ fn open_append(path: &Path) -> Result<File, LogError> {
         .open(path)
         .map_err(io_err("opening", path))
 }
+
+impl EmbeddedLog {
+    /// Calls `f` with the event id header and timestamp of every record of
+    /// every topic stamped at or after `since_ms`, to rebuild the dedupe window.
+    pub fn for_each_recent_id(
+        &self,
+        since_ms: i64,
+        mut f: impl FnMut([u8; 16], i64),
+    ) -> Result<(), LogError> {
+        const CHUNK: usize = 10_000;
+        for topic in self.topics.keys() {
+            let mut from = 0;
+            loop {
+                let records = self.read(topic, from, CHUNK)?;
+                let Some(last) = records.last() else {
+                    break;
+                };
+                from = last.offset + 1;
+                for r in &records {
+                    if r.timestamp_ms < since_ms {
+                        continue;
+                    }
+                    let id = r
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k == "event_id")
+                        .and_then(|(_, v)| <[u8; 16]>::try_from(v.as_slice()).ok());
+                    if let Some(id) = id {
+                        f(id, r.timestamp_ms);
+                    }
+                }
+                if records.len() < CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}

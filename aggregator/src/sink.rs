@@ -70,11 +70,27 @@ impl Sink {
     /// Starts the commit loop on its own thread, writing to `log`.
     pub fn start(log: EmbeddedLog, streams: Arc<StreamConfig>, options: SinkOptions) -> Sink {
         let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
-        let admission = Admission::new(
+        let mut admission = Admission::new(
             options.dedupe_window_nanos,
             options.max_rate_keys,
             options.seed,
         );
+        // Retries after a crash must still dedupe: remember what the log holds from the last window.
+        let since_ms = now().add_nanos(-options.dedupe_window_nanos).unix_millis();
+        let mut remembered = 0u64;
+        let rebuilt = log.for_each_recent_id(since_ms, |id, at_ms| {
+            admission.remember(id, Timestamp::from_unix_millis(at_ms));
+            remembered += 1;
+        });
+        match rebuilt {
+            Ok(()) => tracing::info!(
+                ids = remembered,
+                "Dedupe window rebuilt from the embedded log."
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "Could not rebuild the dedupe window from the embedded log; repeats of old events may be written again.")
+            }
+        }
         thread::Builder::new()
             .name("sluice-sink".into())
             .spawn(move || commit_loop(rx, log, admission, streams, options.max_group.max(1)))

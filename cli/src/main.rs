@@ -1,5 +1,6 @@
 //! The `sluice` command: runs and checks a Sluice deployment.
 
+mod aggregator;
 mod schema;
 
 use clap::{Parser, Subcommand};
@@ -18,19 +19,22 @@ enum Command {
     /// Work with schema repositories.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Run the aggregator: batch ingest into the embedded log.
+    Aggregator(aggregator::AggregatorArgs),
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Schema(cmd) => schema::run(cmd),
+        Command::Aggregator(args) => aggregator::run(args),
     };
     match result {
         Ok(code) => code,

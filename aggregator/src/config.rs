@@ -1,0 +1,113 @@
+//! The aggregator's configuration: a TOML file, then `SLUICE_AGGREGATOR_*`
+//! environment variables over it (nested keys joined by `__`, e.g.
+//! `SLUICE_AGGREGATOR_HTTP__LISTEN=127.0.0.1:0`). Every key has a default,
+//! so no file is needed to run on a laptop.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything the aggregator reads at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Where the embedded log and generated state live.
+    pub data_dir: PathBuf,
+    /// The stream config file (EventStreamConfig shape, YAML or JSON).
+    pub streams: PathBuf,
+    /// HTTP batch ingest.
+    pub http: HttpConfig,
+    /// How long repeated event ids are recognized, in seconds.
+    pub dedupe_window_secs: u64,
+    /// Batches that may wait for the sink before senders get 503.
+    pub sink_queue: usize,
+    /// Size at which embedded log segments roll, in bytes.
+    pub segment_bytes: u64,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The bearer token edges present; prefer `token_file` outside development.
+    pub token: Option<String>,
+    /// A file whose first line is the bearer token.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            data_dir: PathBuf::from(".sluice/aggregator"),
+            streams: PathBuf::from("schemas/streams.yaml"),
+            http: HttpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8421)),
+                token: None,
+                token_file: None,
+            },
+            dedupe_window_secs: 3600,
+            sink_queue: 1024,
+            segment_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable has a wrong key or value.
+    #[error("aggregator configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// No token is configured for HTTP ingest.
+    #[error(
+        "aggregator configuration: set http.token_file (or http.token) so that edges can authenticate"
+    )]
+    NoToken,
+    /// The token file cannot be read.
+    #[error("aggregator configuration: cannot read http.token_file {}: {source}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AggregatorConfig {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<AggregatorConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(AggregatorConfig::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("SLUICE_AGGREGATOR_").split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The bearer token, from `token_file` or `token`.
+    pub fn token(&self) -> Result<String, ConfigError> {
+        if let Some(path) = &self.http.token_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                path: path.clone(),
+                source,
+            })?;
+            let token = text.lines().next().unwrap_or_default().trim().to_owned();
+            if token.is_empty() {
+                return Err(ConfigError::NoToken);
+            }
+            return Ok(token);
+        }
+        self.http
+            .token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .ok_or(ConfigError::NoToken)
+    }
+}

@@ -1,0 +1,57 @@
+//! `sluice aggregator`: runs the aggregator until Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use clap::Args;
+use sluice_aggregator::AggregatorConfig;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Options of `sluice aggregator`.
+#[derive(Args, Debug)]
+pub struct AggregatorArgs {
+    /// A TOML config file; `SLUICE_AGGREGATOR_*` variables override it (see `aggregator.example.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Runs the aggregator.
+pub fn run(args: AggregatorArgs) -> anyhow::Result<ExitCode> {
+    let config = AggregatorConfig::load(args.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(s) => s,
+                        Err(_) => return ctrl_c.await.unwrap_or_default(),
+                    };
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            ctrl_c.await.unwrap_or_default();
+            tracing::info!("Stopping: no new batches; in-flight batches finish.");
+        };
+        sluice_aggregator::run(
+            config,
+            |addr| {
+                // Scripts and tests read this line to find the port.
+                println!("aggregator listening on http://{addr}");
+                let _ = std::io::stdout().flush();
+            },
+            shutdown,
+        )
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

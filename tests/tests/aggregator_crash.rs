@@ -1,0 +1,193 @@
+//! The aggregator process is killed (SIGKILL) while batches stream in, then
+//! restarted; every batch is sent again. Every event must be in the embedded
+//! log exactly once: nothing acknowledged is lost, nothing is written twice.
+
+use sluice_aggregator::{EmbeddedLog, LogOptions};
+use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, WireLimits};
+use sluice_tests::{binary, http_post};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+
+const TOKEN: &str = "crash-test-token";
+const BATCHES: usize = 400;
+const PER_BATCH: usize = 50;
+
+/// A child process that is killed when dropped, so a failing test leaves nothing running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(data: &Path, streams: &Path) -> (Proc, SocketAddr) {
+    let mut child = Command::new(binary("sluice"))
+        .arg("aggregator")
+        .env("SLUICE_AGGREGATOR_DATA_DIR", data)
+        .env("SLUICE_AGGREGATOR_STREAMS", streams)
+        .env("SLUICE_AGGREGATOR_HTTP__LISTEN", "127.0.0.1:0")
+        .env("SLUICE_AGGREGATOR_HTTP__TOKEN", TOKEN)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sluice aggregator starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let child = Proc(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the aggregator prints its address")
+            .expect("stdout is readable");
+        if let Some(a) = line.strip_prefix("aggregator listening on http://") {
+            break a.parse().expect("a socket address");
+        }
+    };
+    (child, addr)
+}
+
+fn batch(b: usize) -> Batch {
+    let events = (0..PER_BATCH)
+        .map(|i| {
+            let n = (b * PER_BATCH + i) as u128;
+            BatchEvent {
+                stream: "crash.test".into(),
+                topic: "local.crash.test".into(),
+                partition_key: None,
+                rate_key: None,
+                id: (n + 1).to_be_bytes(),
+                received_ms: now_ms(),
+                schema_uri: "/sluice/test/event/1.0.0".into(),
+                dedupe: true,
+                json: format!(r#"{{"n":{n}}}"#).into_bytes(),
+            }
+        })
+        .collect();
+    Batch {
+        id: [b as u8; 16],
+        events,
+    }
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn send(addr: SocketAddr, b: &Batch) -> Option<BatchAck> {
+    let auth = format!("Bearer {TOKEN}");
+    let (status, body) = http_post(
+        addr,
+        "/v1/batches",
+        &[("Authorization", &auth)],
+        &b.encode(true),
+    )
+    .ok()?;
+    (status == 200).then_some(())?;
+    BatchAck::decode_for(&body, b, &WireLimits::default()).ok()
+}
+
+#[test]
+fn killed_mid_stream_then_restarted_keeps_every_event_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams = dir.path().join("streams.yaml");
+    std::fs::write(
+        &streams,
+        "streams:\n  crash.test:\n    schema_title: sluice/test/event\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+
+    // Round one: stream batches from a sender thread; kill the aggregator once a third are acknowledged.
+    let (mut child, addr) = start(&data, &streams);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    let sender = {
+        let acked = acked.clone();
+        std::thread::spawn(move || {
+            let mut results = Vec::new();
+            for b in 0..BATCHES {
+                let ack = send(addr, &batch(b));
+                if ack.is_some() {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                if ack.is_none() {
+                    let _ = tx.send(());
+                }
+                results.push(ack);
+            }
+            results
+        })
+    };
+    while acked.load(Ordering::SeqCst) < BATCHES / 3 {
+        assert!(
+            !sender.is_finished(),
+            "the sender stopped before a third of the batches were acknowledged"
+        );
+        std::thread::yield_now();
+    }
+    child.0.kill().expect("SIGKILL is delivered");
+    child.0.wait().unwrap();
+    let first_round = sender.join().unwrap();
+    assert!(
+        rx.try_recv().is_ok(),
+        "some batches must have failed after the kill"
+    );
+    let acked_first: Vec<usize> = first_round
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.is_some())
+        .map(|(b, _)| b)
+        .collect();
+    for b in &acked_first {
+        let ack = first_round[*b].as_ref().unwrap();
+        assert!(
+            ack.verdicts.iter().all(|v| *v == EventAck::Accepted),
+            "batch {b}: {:?}",
+            ack.verdicts
+        );
+    }
+
+    // Round two: restart on the same data and send everything again, as retrying clients would.
+    let (child, addr) = start(&data, &streams);
+    for b in 0..BATCHES {
+        let ack = send(addr, &batch(b))
+            .unwrap_or_else(|| panic!("batch {b} is acknowledged after the restart"));
+        // Acknowledged before the kill: all duplicates. Unacknowledged: new, or duplicates where the
+        // batch reached the disk but its answer did not reach the sender.
+        let ok = if acked_first.contains(&b) {
+            ack.verdicts.iter().all(|v| *v == EventAck::Duplicate)
+        } else {
+            ack.verdicts
+                .iter()
+                .all(|v| matches!(v, EventAck::Accepted | EventAck::Duplicate))
+        };
+        assert!(ok, "batch {b}: {:?}", ack.verdicts);
+    }
+    drop(child);
+
+    // The log holds every event exactly once.
+    let log = EmbeddedLog::open(&data.join("log"), LogOptions::default()).unwrap();
+    let records = log.read("local.crash.test", 0, usize::MAX).unwrap();
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    for r in &records {
+        *seen.entry(r.value.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        records.len(),
+        BATCHES * PER_BATCH,
+        "{} records",
+        records.len()
+    );
+    assert!(seen.values().all(|&c| c == 1));
+}
