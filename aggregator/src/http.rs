@@ -5,6 +5,8 @@
 //! 200 carries the acknowledgement; 400 a frame that does not decode; 401 a
 //! missing or wrong token (never logged); 413 a frame over the limit; 503
 //! with `Retry-After` when the sink's queue is full or it has stopped.
+//! Beside it: Prometheus `/metrics`, `/healthz` (the process is up) and
+//! `/readyz` (the sink took its last write).
 
 use crate::sink::{Sink, SubmitError};
 use axum::Router;
@@ -12,9 +14,10 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use sluice_shared::{Batch, WireLimits};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What the batch endpoint needs.
 #[derive(Clone)]
@@ -37,12 +40,15 @@ impl BatchService {
         }
     }
 
-    /// The routes: `POST /v1/batches`.
+    /// The routes: `POST /v1/batches`, `GET /metrics`, `/healthz` and `/readyz`.
     pub fn router(self) -> Router {
         let max = self.limits.max_frame_bytes;
         Router::new()
             .route("/v1/batches", post(post_batch))
             .layer(DefaultBodyLimit::max(max))
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { plain(StatusCode::OK, "ok") }))
+            .route("/readyz", get(ready))
             .with_state(self)
     }
 }
@@ -73,7 +79,31 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
             == 0
 }
 
+async fn metrics(State(svc): State<BatchService>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        svc.sink.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn ready(State(svc): State<BatchService>) -> Response {
+    if svc.sink.metrics().writable() {
+        plain(StatusCode::OK, "ready")
+    } else {
+        plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the sink's last write failed",
+        )
+    }
+}
+
 async fn post_batch(State(svc): State<BatchService>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
     if !authorized(&headers, &svc.token) {
         tracing::warn!("Refused a batch without the right bearer token.");
         return plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
@@ -111,6 +141,10 @@ async fn post_batch(State(svc): State<BatchService>, headers: HeaderMap, body: B
     };
     match ack {
         Ok(ack) => {
+            svc.sink
+                .metrics()
+                .ack_seconds
+                .observe(started.elapsed().as_secs_f64());
             tracing::debug!(events, "Batch acknowledged.");
             (
                 StatusCode::OK,

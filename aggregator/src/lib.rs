@@ -14,6 +14,7 @@ pub mod admit;
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod server;
 pub mod sink;
 
@@ -21,6 +22,7 @@ pub use admit::{Admission, Admit};
 pub use config::{AggregatorConfig, ConfigError, HttpConfig};
 pub use http::{BatchService, FRAME_MEDIA_TYPE};
 pub use log::{EmbeddedLog, LogError, LogOptions, LogRecord, NewRecord};
+pub use metrics::Metrics;
 pub use server::{ServerError, run};
 pub use sink::{Sink, SinkOptions, SubmitError};
 pub use sluice_shared::{Batch, BatchAck, DedupeSet, RateLimiter};

@@ -5,6 +5,7 @@
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::http::BatchService;
 use crate::log::{EmbeddedLog, LogError, LogOptions};
+use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkOptions};
 use sluice_shared::{StreamConfig, WireLimits};
 use std::future::Future;
@@ -85,6 +86,7 @@ pub async fn run(
             seed: std::process::id().into(),
             ..SinkOptions::default()
         },
+        Metrics::new(),
     );
     let app = BatchService::new(sink, &token, WireLimits::default()).router();
     let listener = tokio::net::TcpListener::bind(config.http.listen)

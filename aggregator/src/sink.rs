@@ -9,6 +9,7 @@
 
 use crate::admit::{Admission, Admit};
 use crate::log::{EmbeddedLog, LogError, NewRecord};
+use crate::metrics::Metrics;
 use sluice_shared::{Batch, BatchAck, EventAck, StreamConfig, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,11 +65,17 @@ struct Job {
 #[derive(Clone)]
 pub struct Sink {
     tx: SyncSender<Job>,
+    metrics: Metrics,
 }
 
 impl Sink {
     /// Starts the commit loop on its own thread, writing to `log`.
-    pub fn start(log: EmbeddedLog, streams: Arc<StreamConfig>, options: SinkOptions) -> Sink {
+    pub fn start(
+        log: EmbeddedLog,
+        streams: Arc<StreamConfig>,
+        options: SinkOptions,
+        metrics: Metrics,
+    ) -> Sink {
         let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
         let mut admission = Admission::new(
             options.dedupe_window_nanos,
@@ -91,22 +98,40 @@ impl Sink {
                 tracing::error!(error = %e, "Could not rebuild the dedupe window from the embedded log; repeats of old events may be written again.")
             }
         }
+        let loop_metrics = metrics.clone();
         thread::Builder::new()
             .name("sluice-sink".into())
-            .spawn(move || commit_loop(rx, log, admission, streams, options.max_group.max(1)))
+            .spawn(move || {
+                commit_loop(
+                    rx,
+                    log,
+                    admission,
+                    streams,
+                    options.max_group.max(1),
+                    loop_metrics,
+                )
+            })
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "Could not start the sink thread."));
-        Sink { tx }
+        Sink { tx, metrics }
     }
 
     /// Queues a batch; the returned receiver yields its acknowledgement once durable.
     pub fn submit(&self, batch: Batch) -> Result<oneshot::Receiver<BatchAck>, SubmitError> {
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Job { batch, reply }) {
-            Ok(()) => Ok(rx),
+            Ok(()) => {
+                self.metrics.queue_depth.inc();
+                Ok(rx)
+            }
             Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
         }
+    }
+
+    /// The metrics the sink updates.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -124,6 +149,7 @@ fn commit_loop(
     mut admission: Admission,
     streams: Arc<StreamConfig>,
     max_group: usize,
+    metrics: Metrics,
 ) {
     let mut last_purge = now();
     while let Ok(first) = rx.recv() {
@@ -134,6 +160,7 @@ fn commit_loop(
                 Err(_) => break,
             }
         }
+        metrics.queue_depth.dec_by(group.len() as i64);
         let at = now();
         let admits: Vec<Vec<Admit>> = group
             .iter()
@@ -146,9 +173,20 @@ fn commit_loop(
                 admission.forget(&job.batch, a);
             }
         }
+        metrics.set_writable(written.is_ok());
         let events: usize = group.iter().map(|j| j.batch.events.len()).sum();
         tracing::debug!(batches = group.len(), events, "Group committed.");
         for (job, a) in group.into_iter().zip(admits) {
+            for (event, admit) in job.batch.events.iter().zip(&a) {
+                let outcome = match (admit, &written) {
+                    (Admit::Write, Ok(())) => "accepted",
+                    (Admit::Write, Err(_)) => "failed",
+                    (Admit::Duplicate, _) => "duplicate",
+                    (Admit::RateLimited { .. }, _) => "rate_limited",
+                };
+                metrics.count(&event.stream, "received", 1);
+                metrics.count(&event.stream, outcome, 1);
+            }
             let verdicts = a
                 .iter()
                 .map(|admit| match (admit, &written) {
@@ -168,6 +206,12 @@ fn commit_loop(
                 verdicts,
             });
         }
+        metrics
+            .dedupe_ids
+            .set(i64::try_from(admission.dedupe_len()).unwrap_or(i64::MAX));
+        metrics
+            .dedupe_bytes
+            .set(i64::try_from(admission.dedupe_bytes()).unwrap_or(i64::MAX));
         if at.nanos_since(last_purge) >= 1_000_000_000 {
             admission.purge(at);
             last_purge = at;

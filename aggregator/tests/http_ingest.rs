@@ -1,6 +1,6 @@
 //! Batch ingest over real HTTP on loopback, into a real embedded log.
 
-use sluice_aggregator::{BatchService, EmbeddedLog, LogOptions, Sink, SinkOptions};
+use sluice_aggregator::{BatchService, EmbeddedLog, LogOptions, Metrics, Sink, SinkOptions};
 use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,12 +23,26 @@ struct Reply {
 }
 
 async fn post(addr: SocketAddr, token: Option<&str>, body: &[u8]) -> Reply {
+    request(addr, "POST", "/v1/batches", token, body).await
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, None, b"").await
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> Reply {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let head = format!(
-        "POST /v1/batches HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/vnd.sluice.batch\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/vnd.sluice.batch\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -65,7 +79,7 @@ fn event(n: u8) -> BatchEvent {
 async fn start(dir: &Path, limits: WireLimits) -> SocketAddr {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
     let streams = Arc::new(StreamConfig::parse(STREAMS).unwrap());
-    let sink = Sink::start(log, streams, SinkOptions::default());
+    let sink = Sink::start(log, streams, SinkOptions::default(), Metrics::new());
     let app = BatchService::new(sink, TOKEN, limits).router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -109,6 +123,37 @@ async fn batches_are_acknowledged_once_durable_and_deduplicated() {
         "{:?}",
         ack.verdicts
     );
+
+    // The metrics count every outcome per stream, and the sink is ready.
+    let metrics = String::from_utf8(get(addr, "/metrics").await.body).unwrap();
+    for (outcome, n) in [
+        ("received", 11),
+        ("accepted", 5),
+        ("duplicate", 4),
+        ("rate_limited", 2),
+    ] {
+        let line = format!(
+            "sluice_aggregator_events_total{{stream=\"sluice.test.event\",outcome=\"{outcome}\"}} {n}"
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("sluice_aggregator_batch_ack_seconds_count 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_aggregator_dedupe_ids 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_aggregator_sink_queue_depth 0"),
+        "{metrics}"
+    );
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    assert_eq!(get(addr, "/readyz").await.status, 200);
 
     // What was acknowledged is in the log, once, with its key and headers.
     let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();

@@ -1,0 +1,115 @@
+//! The aggregator's Prometheus metrics, and whether it is ready.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Labels of the per-stream event counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The stream.
+    pub stream: String,
+    /// `received`, `accepted`, `duplicate`, `rate_limited` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Every metric the aggregator exports; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Events by stream and outcome.
+    pub events: Family<EventLabels, Counter>,
+    /// Seconds from a batch's arrival to its acknowledgement.
+    pub ack_seconds: Histogram,
+    /// Batches waiting for the sink.
+    pub queue_depth: Gauge,
+    /// Ids held by the dedupe window.
+    pub dedupe_ids: Gauge,
+    /// Bytes held by the dedupe window.
+    pub dedupe_bytes: Gauge,
+    writable: Arc<AtomicBool>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics, registered under `sluice_aggregator_`.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice_aggregator");
+        let events = Family::<EventLabels, Counter>::default();
+        let ack_seconds = Histogram::new([
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
+        let queue_depth = Gauge::default();
+        let dedupe_ids = Gauge::default();
+        let dedupe_bytes = Gauge::default();
+        registry.register("events", "Events by stream and outcome", events.clone());
+        registry.register(
+            "batch_ack_seconds",
+            "Time from a batch's arrival to its acknowledgement",
+            ack_seconds.clone(),
+        );
+        registry.register(
+            "sink_queue_depth",
+            "Batches waiting for the sink",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "dedupe_ids",
+            "Event ids held in the dedupe window",
+            dedupe_ids.clone(),
+        );
+        registry.register(
+            "dedupe_bytes",
+            "Bytes held by the dedupe window",
+            dedupe_bytes.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            events,
+            ack_seconds,
+            queue_depth,
+            dedupe_ids,
+            dedupe_bytes,
+            writable: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Counts `n` events of `stream` with `outcome`.
+    pub fn count(&self, stream: &str, outcome: &'static str, n: u64) {
+        self.events
+            .get_or_create(&EventLabels {
+                stream: stream.to_owned(),
+                outcome,
+            })
+            .inc_by(n);
+    }
+
+    /// Records whether the last write to the sink succeeded.
+    pub fn set_writable(&self, ok: bool) {
+        self.writable.store(ok, Ordering::Relaxed);
+    }
+
+    /// Whether the sink took its last write.
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.push_str("# metrics could not be encoded\n");
+        }
+        out
+    }
+}
