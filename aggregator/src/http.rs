@@ -11,11 +11,12 @@
 use crate::sink::{Sink, SubmitError};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::RawQuery;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sluice_shared::{Batch, WireLimits};
+use sluice_shared::{Batch, StreamConfig, WireLimits};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,27 +26,30 @@ pub struct BatchService {
     sink: Sink,
     token: Arc<str>,
     limits: WireLimits,
+    streams: Arc<StreamConfig>,
 }
 
 /// The media type of batch and acknowledgement frames.
 pub const FRAME_MEDIA_TYPE: &str = "application/vnd.sluice.batch";
 
 impl BatchService {
-    /// A service feeding `sink`, accepting edges that present `token`.
-    pub fn new(sink: Sink, token: &str, limits: WireLimits) -> Self {
+    /// A service feeding `sink`, accepting edges that present `token`, and serving `streams`.
+    pub fn new(sink: Sink, token: &str, limits: WireLimits, streams: Arc<StreamConfig>) -> Self {
         BatchService {
             sink,
             token: Arc::from(token),
             limits,
+            streams,
         }
     }
 
-    /// The routes: `POST /v1/batches`, `GET /metrics`, `/healthz` and `/readyz`.
+    /// The routes: `POST /v1/batches`, `GET /v1/streams`, `/metrics`, `/healthz` and `/readyz`.
     pub fn router(self) -> Router {
         let max = self.limits.max_frame_bytes;
         Router::new()
             .route("/v1/batches", post(post_batch))
             .layer(DefaultBodyLimit::max(max))
+            .route("/v1/streams", get(streams))
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { plain(StatusCode::OK, "ok") }))
             .route("/readyz", get(ready))
@@ -77,6 +81,52 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
+}
+
+/// `GET /v1/streams?streams=a|b&constraints=key=value|key=value`, as EventStreamConfig answers it.
+async fn streams(State(svc): State<BatchService>, RawQuery(query): RawQuery) -> Response {
+    let mut names: Option<Vec<String>> = None;
+    let mut constraints: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "streams" => {
+                names = Some(
+                    v.split('|')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
+            "constraints" => {
+                for c in v.split('|') {
+                    match c.split_once('=') {
+                        Some((key, value)) => constraints.push((key.to_owned(), value.to_owned())),
+                        None => {
+                            return plain(
+                                StatusCode::BAD_REQUEST,
+                                &format!("constraint `{c}` is not key=value"),
+                            );
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let names: Option<Vec<&str>> = names
+        .as_ref()
+        .map(|n| n.iter().map(String::as_str).collect());
+    let constraints: Vec<(&str, &str)> = constraints
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let body = svc.streams.to_api(names.as_deref(), &constraints);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(svc): State<BatchService>) -> Response {

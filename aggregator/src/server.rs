@@ -74,9 +74,10 @@ pub async fn run(
             "Recovered the embedded log after an unclean stop."
         );
     }
+    let streams = Arc::new(streams);
     let sink = Sink::start(
         log,
-        Arc::new(streams),
+        streams.clone(),
         SinkOptions {
             queue: config.sink_queue,
             dedupe_window_nanos: i64::try_from(
@@ -88,7 +89,7 @@ pub async fn run(
         },
         Metrics::new(),
     );
-    let app = BatchService::new(sink, &token, WireLimits::default()).router();
+    let app = BatchService::new(sink, &token, WireLimits::default(), streams).router();
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServerError::Io {

@@ -79,8 +79,8 @@ fn event(n: u8) -> BatchEvent {
 async fn start(dir: &Path, limits: WireLimits) -> SocketAddr {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
     let streams = Arc::new(StreamConfig::parse(STREAMS).unwrap());
-    let sink = Sink::start(log, streams, SinkOptions::default(), Metrics::new());
-    let app = BatchService::new(sink, TOKEN, limits).router();
+    let sink = Sink::start(log, streams.clone(), SinkOptions::default(), Metrics::new());
+    let app = BatchService::new(sink, TOKEN, limits, streams).router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -153,6 +153,13 @@ async fn batches_are_acknowledged_once_durable_and_deduplicated() {
         "{metrics}"
     );
     assert_eq!(get(addr, "/healthz").await.status, 200);
+    let config: serde_json::Value = serde_json::from_slice(&get(addr, "/v1/streams?streams=sluice.test.event|nope&constraints=schema_title%3Dsluice/test/event").await.body).unwrap();
+    assert_eq!(
+        config["streams"]["sluice.test.event"]["schema_title"],
+        "sluice/test/event"
+    );
+    assert_eq!(config["streams"].as_object().unwrap().len(), 1);
+    assert_eq!(get(addr, "/v1/streams?constraints=oops").await.status, 400);
     assert_eq!(get(addr, "/readyz").await.status, 200);
 
     // What was acknowledged is in the log, once, with its key and headers.

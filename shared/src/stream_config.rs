@@ -357,6 +357,53 @@ impl StreamConfig {
             .into_iter()
             .chain(self.patterns.iter().map(|(_, e)| e))
     }
+
+    /// The config as EventStreamConfig's API answers it: `{"streams": {key: settings}}`.
+    ///
+    /// `names` (the `streams=a|b` parameter) selects streams: an exact key, or a
+    /// concrete name matched by a `/regex/` key, which is then listed under that
+    /// name. `constraints` (`constraints=key=value|…`) keeps only streams whose
+    /// setting at the dotted key equals the value (compared as text).
+    pub fn to_api(&self, names: Option<&[&str]>, constraints: &[(&str, &str)]) -> Value {
+        let selected: Vec<(String, &Arc<StreamEntry>)> = match names {
+            None => self.entries().map(|e| (e.key.clone(), e)).collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| self.get(n).map(|e| ((*n).to_owned(), e)))
+                .collect(),
+        };
+        let mut streams = Map::new();
+        for (name, entry) in selected {
+            let mut settings = entry.raw.clone();
+            if let Value::Object(map) = &mut settings {
+                map.insert("stream".to_owned(), Value::String(name.clone()));
+                if !name.starts_with('/') {
+                    map.insert("topics".to_owned(), entry.topics(&name).into());
+                }
+            }
+            let keep = constraints.iter().all(|(path, want)| {
+                path.split('.')
+                    .try_fold(&settings, |v, k| v.get(k))
+                    .is_some_and(|got| matches_text(got, want))
+            });
+            if keep {
+                streams.insert(name, settings);
+            }
+        }
+        let mut out = Map::new();
+        out.insert("streams".to_owned(), Value::Object(streams));
+        Value::Object(out)
+    }
+}
+
+/// Whether a setting equals a constraint's text: strings as they are, other
+/// values as JSON, and arrays when any element does.
+fn matches_text(v: &Value, want: &str) -> bool {
+    match v {
+        Value::String(s) => s == want,
+        Value::Array(items) => items.iter().any(|i| matches_text(i, want)),
+        other => serde_json::from_str::<Value>(want).is_ok_and(|w| &w == other),
+    }
 }
 
 /// Merges `over` into `base`: objects key by key, recursively; anything else replaces.
@@ -515,6 +562,38 @@ streams:
         assert!(!special.settings.enabled);
         assert_eq!(special.produce_topic("mediawiki.job.special"), "only.this");
         assert!(c.get("nope").is_none());
+    }
+
+    #[test]
+    fn answers_like_the_eventstreamconfig_api() {
+        let c = StreamConfig::parse(CONFIG).unwrap();
+        let all = c.to_api(None, &[]);
+        let keys: Vec<&String> = all["streams"].as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        let some = c.to_api(Some(&["test.event", "mediawiki.job.refresh", "nope"]), &[]);
+        let s = &some["streams"];
+        assert_eq!(s.as_object().unwrap().len(), 2);
+        assert_eq!(s["test.event"]["schema_title"], "test/event");
+        assert_eq!(
+            s["test.event"]["topics"],
+            serde_json::json!(["local.test.event"])
+        );
+        assert_eq!(
+            s["mediawiki.job.refresh"]["stream"],
+            "mediawiki.job.refresh"
+        );
+        assert_eq!(
+            s["mediawiki.job.refresh"]["topics"],
+            serde_json::json!(["local.mediawiki.job.refresh"])
+        );
+        let constrained = c.to_api(
+            None,
+            &[("schema_title", "mediawiki/job"), ("enabled", "false")],
+        );
+        let keys: Vec<&String> = constrained["streams"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["mediawiki.job.special"]);
+        let by_prefix = c.to_api(None, &[("topic_prefixes", "local.")]);
+        assert_eq!(by_prefix["streams"].as_object().unwrap().len(), 3);
     }
 
     #[test]
