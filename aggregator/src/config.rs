@@ -19,12 +19,28 @@ pub struct AggregatorConfig {
     pub streams: PathBuf,
     /// HTTP batch ingest.
     pub http: HttpConfig,
+    /// QUIC batch ingest.
+    pub quic: QuicConfig,
     /// How long repeated event ids are recognized, in seconds.
     pub dedupe_window_secs: u64,
     /// Batches that may wait for the sink before senders get 503.
     pub sink_queue: usize,
     /// Size at which embedded log segments roll, in bytes.
     pub segment_bytes: u64,
+}
+
+/// `[quic]`: certificates default to a development PKI generated under `data_dir/tls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicConfig {
+    /// Address to listen on (UDP).
+    pub listen: SocketAddr,
+    /// CA certificate (PEM) that signs edge client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Server certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub key: Option<PathBuf>,
 }
 
 /// `[http]`.
@@ -48,6 +64,12 @@ impl Default for AggregatorConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8421)),
                 token: None,
                 token_file: None,
+            },
+            quic: QuicConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8422)),
+                client_ca: None,
+                cert: None,
+                key: None,
             },
             dedupe_window_secs: 3600,
             sink_queue: 1024,

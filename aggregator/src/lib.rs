@@ -6,17 +6,20 @@
 //!
 //! Built so far: admission ([`admit`]: dedupe and rate limits per batch),
 //! the embedded log ([`log`], the sink when no Kafka brokers are
-//! configured), the group-commit loop over them ([`sink`]) and batch ingest
-//! over HTTP ([`http`]). QUIC ingest, the Kafka sink and the schema and
-//! config service follow.
+//! configured), the group-commit loop over them ([`sink`]), batch ingest
+//! over QUIC ([`quic`], certificates in [`tls`]) and HTTP ([`http`]), and
+//! metrics. The Kafka sink and the rest of the schema and config service
+//! follow.
 
 pub mod admit;
 pub mod config;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod quic;
 pub mod server;
 pub mod sink;
+pub mod tls;
 
 pub use admit::{Admission, Admit};
 pub use config::{AggregatorConfig, ConfigError, HttpConfig};

@@ -6,7 +6,9 @@ use crate::config::{AggregatorConfig, ConfigError};
 use crate::http::BatchService;
 use crate::log::{EmbeddedLog, LogError, LogOptions};
 use crate::metrics::Metrics;
+use crate::quic::{self, QuicError};
 use crate::sink::{Sink, SinkOptions};
+use crate::tls::{Identity, TlsError, certs_from_pem, ensure_dev_pki, key_from_pem};
 use sluice_shared::{StreamConfig, WireLimits};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +31,12 @@ pub enum ServerError {
     /// The embedded log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Certificates.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// QUIC setup.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
     /// A socket failed.
     #[error("aggregator: {action}: {source}")]
     Io {
@@ -40,10 +48,19 @@ pub enum ServerError {
     },
 }
 
-/// Starts the aggregator; `on_listening` is told the bound HTTP address.
+/// Where the aggregator listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// HTTP batch ingest and services.
+    pub http: SocketAddr,
+    /// QUIC batch ingest.
+    pub quic: SocketAddr,
+}
+
+/// Starts the aggregator; `on_listening` is told the bound addresses.
 pub async fn run(
     config: AggregatorConfig,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(Listening),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let token = config.token()?;
@@ -89,6 +106,31 @@ pub async fn run(
         },
         Metrics::new(),
     );
+    let (server_id, client_ca) = match (&config.quic.cert, &config.quic.key, &config.quic.client_ca)
+    {
+        (Some(cert), Some(key), Some(ca)) => (
+            Identity {
+                chain: certs_from_pem(cert)?,
+                key: key_from_pem(key)?,
+            },
+            certs_from_pem(ca)?.remove(0),
+        ),
+        _ => {
+            let pki = ensure_dev_pki(&config.data_dir.join("tls"))?;
+            (pki.server, pki.ca)
+        }
+    };
+    let endpoint = quic::server_endpoint(config.quic.listen, server_id, client_ca)?;
+    let quic_addr = endpoint.local_addr().map_err(|source| ServerError::Io {
+        action: "reading the bound QUIC address".into(),
+        source,
+    })?;
+    tokio::spawn(quic::serve(
+        endpoint.clone(),
+        sink.clone(),
+        Some(Arc::from(token.as_str())),
+        WireLimits::default(),
+    ));
     let app = BatchService::new(sink, &token, WireLimits::default(), streams).router();
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -100,13 +142,19 @@ pub async fn run(
         action: "reading the bound address".into(),
         source,
     })?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "Aggregator listening for batches over HTTP.");
-    on_listening(addr);
-    axum::serve(listener, app)
+    tracing::info!(http = %addr, quic = %quic_addr, data_dir = %config.data_dir.display(), "Aggregator listening for batches.");
+    on_listening(Listening {
+        http: addr,
+        quic: quic_addr,
+    });
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServerError::Io {
             action: "serving HTTP".into(),
             source,
-        })
+        });
+    endpoint.close(0u32.into(), b"shutting down");
+    endpoint.wait_idle().await;
+    served
 }

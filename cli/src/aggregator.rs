@@ -44,9 +44,10 @@ pub fn run(args: AggregatorArgs) -> anyhow::Result<ExitCode> {
         };
         sluice_aggregator::run(
             config,
-            |addr| {
-                // Scripts and tests read this line to find the port.
-                println!("aggregator listening on http://{addr}");
+            |at| {
+                // Scripts and tests read these lines to find the ports.
+                println!("aggregator listening on quic://{}", at.quic);
+                println!("aggregator listening on http://{}", at.http);
                 let _ = std::io::stdout().flush();
             },
             shutdown,

@@ -1,0 +1,269 @@
+//! Batch ingest over QUIC (TLS 1.3, ALPN `sluice/1`): one bidirectional
+//! stream per batch. The edge writes an authentication byte, then the batch
+//! frame, and finishes its side; the aggregator answers with a status byte
+//! and, on success, the acknowledgement frame.
+//!
+//! Request: `0` (authenticated by the client certificate the handshake
+//! verified against the configured CA) or `1`, a u16 length and a
+//! pre-shared token; then the frame. Response status: `0` then the ack
+//! frame; `1` unauthorized; `2` bad request and a message; `3` busy and a
+//! u32 retry-after in milliseconds; `4` failed and a message.
+
+use crate::sink::{Sink, SubmitError};
+use crate::tls::{Identity, TlsError};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::server::WebPkiClientVerifier;
+use sluice_shared::{Batch, BatchAck, WireLimits};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The ALPN protocol of batch ingest.
+pub const ALPN: &[u8] = b"sluice/1";
+
+/// Response statuses.
+pub mod status {
+    /// The acknowledgement frame follows.
+    pub const OK: u8 = 0;
+    /// Neither a verified client certificate nor the right token.
+    pub const UNAUTHORIZED: u8 = 1;
+    /// The request does not decode; a message follows.
+    pub const BAD_REQUEST: u8 = 2;
+    /// The sink is busy; a u32 retry-after in milliseconds follows.
+    pub const BUSY: u8 = 3;
+    /// The batch was not handled; a message follows.
+    pub const FAILED: u8 = 4;
+}
+
+/// Errors setting up QUIC.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// Certificates or keys.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// rustls refused the configuration.
+    #[error("QUIC TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("QUIC client verification: {0}")]
+    Verifier(String),
+    /// The socket could not be opened.
+    #[error("QUIC socket on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A QUIC server endpoint on `addr` presenting `server`, accepting edge
+/// certificates signed by `client_ca` (and, through tokens, edges without one).
+pub fn server_endpoint(
+    addr: SocketAddr,
+    server: Identity,
+    client_ca: CertificateDer<'static>,
+) -> Result<quinn::Endpoint, QuicError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(client_ca)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| QuicError::Verifier(e.to_string()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(server.chain, server.key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Verifier(e.to_string()))?;
+    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Io { addr, source })
+}
+
+/// A QUIC client endpoint trusting `server_ca`, presenting `identity` when given.
+pub fn client_endpoint(
+    server_ca: CertificateDer<'static>,
+    identity: Option<Identity>,
+) -> Result<quinn::Endpoint, QuicError> {
+    let mut roots = RootCertStore::empty();
+    roots.add(server_ca)?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Verifier(e.to_string()))?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut endpoint =
+        quinn::Endpoint::client(addr).map_err(|source| QuicError::Io { addr, source })?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    Ok(endpoint)
+}
+
+/// Accepts connections until the endpoint closes, feeding batches to `sink`.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    sink: Sink,
+    token: Option<Arc<str>>,
+    limits: WireLimits,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let (sink, token) = (sink.clone(), token.clone());
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Refused a QUIC connection during its handshake.");
+                    return;
+                }
+            };
+            let certified = conn
+                .peer_identity()
+                .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .is_some_and(|chain| !chain.is_empty());
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let (sink, token) = (sink.clone(), token.clone());
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        handle_stream(send, recv, certified, token.as_deref(), &sink, &limits).await
+                    {
+                        tracing::debug!(error = %e, "A QUIC batch stream ended early.");
+                    }
+                });
+            }
+        });
+    }
+}
+
+async fn handle_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    certified: bool,
+    token: Option<&str>,
+    sink: &Sink,
+    limits: &WireLimits,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let request = recv.read_to_end(limits.max_frame_bytes + 512).await?;
+    let reply = |status: u8, body: &[u8]| {
+        let mut out = Vec::with_capacity(body.len() + 1);
+        out.push(status);
+        out.extend_from_slice(body);
+        out
+    };
+    let answer = match authenticate(&request, certified, token) {
+        Err(()) => {
+            tracing::warn!(
+                certified,
+                "Refused a QUIC batch without a valid client certificate or token."
+            );
+            reply(
+                status::UNAUTHORIZED,
+                b"a client certificate from the configured CA, or the edge token, is required",
+            )
+        }
+        Ok(frame) => match Batch::decode(frame, limits) {
+            Err(e) => reply(status::BAD_REQUEST, e.to_string().as_bytes()),
+            Ok(batch) => match sink.submit(batch) {
+                Err(SubmitError::Busy) => reply(status::BUSY, &1000u32.to_le_bytes()),
+                Err(SubmitError::Stopped) => {
+                    reply(status::FAILED, b"the aggregator's sink has stopped")
+                }
+                Ok(rx) => match rx.await {
+                    Ok(ack) => reply(status::OK, &ack.encode()),
+                    Err(_) => reply(
+                        status::FAILED,
+                        b"the sink dropped the batch without an answer",
+                    ),
+                },
+            },
+        },
+    };
+    send.write_all(&answer).await?;
+    send.finish()?;
+    Ok(())
+}
+
+/// Checks the request's authentication and returns the frame after it.
+fn authenticate<'r>(
+    request: &'r [u8],
+    certified: bool,
+    token: Option<&str>,
+) -> Result<&'r [u8], ()> {
+    match request.split_first() {
+        Some((0, frame)) if certified => Ok(frame),
+        Some((1, rest)) => {
+            let [a, b, rest @ ..] = rest else {
+                return Err(());
+            };
+            let len = usize::from(u16::from_le_bytes([*a, *b]));
+            let given = rest.get(..len).ok_or(())?;
+            let want = token.ok_or(())?.as_bytes();
+            let same = given.len() == want.len()
+                && given
+                    .iter()
+                    .zip(want)
+                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                    == 0;
+            if same { Ok(&rest[len..]) } else { Err(()) }
+        }
+        _ => Err(()),
+    }
+}
+
+/// The answer to one batch sent over QUIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuicReply {
+    /// Acknowledged.
+    Ack(BatchAck),
+    /// Refused: neither certificate nor token.
+    Unauthorized,
+    /// Refused: the frame does not decode.
+    BadRequest(String),
+    /// The sink is busy: retry after this many milliseconds.
+    Busy(u32),
+    /// Not handled.
+    Failed(String),
+}
+
+/// Sends one batch on `conn` (authenticating with `token` when given, else by certificate) and reads the answer.
+pub async fn send_batch(
+    conn: &quinn::Connection,
+    batch: &Batch,
+    token: Option<&str>,
+    limits: &WireLimits,
+) -> Result<QuicReply, Box<dyn std::error::Error + Send + Sync>> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut request = Vec::new();
+    match token {
+        Some(t) => {
+            request.push(1);
+            request.extend_from_slice(&u16::try_from(t.len())?.to_le_bytes());
+            request.extend_from_slice(t.as_bytes());
+        }
+        None => request.push(0),
+    }
+    request.extend_from_slice(&batch.encode(true));
+    send.write_all(&request).await?;
+    send.finish()?;
+    let answer = recv.read_to_end(limits.max_frame_bytes + 512).await?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(match answer.split_first() {
+        Some((&status::OK, frame)) => QuicReply::Ack(BatchAck::decode_for(frame, batch, limits)?),
+        Some((&status::UNAUTHORIZED, _)) => QuicReply::Unauthorized,
+        Some((&status::BAD_REQUEST, m)) => QuicReply::BadRequest(text(m)),
+        Some((&status::BUSY, [a, b, c, d, ..])) => {
+            QuicReply::Busy(u32::from_le_bytes([*a, *b, *c, *d]))
+        }
+        Some((_, m)) => QuicReply::Failed(text(m)),
+        None => QuicReply::Failed("empty answer".into()),
+    })
+}
