@@ -45,10 +45,11 @@ pub fn run(args: AggregatorArgs) -> anyhow::Result<ExitCode> {
         sluice_aggregator::run(
             config,
             |at| {
-                // Scripts and tests read these lines to find the ports.
-                println!("aggregator listening on quic://{}", at.quic);
-                println!("aggregator listening on http://{}", at.http);
-                let _ = std::io::stdout().flush();
+                // Scripts and tests read these lines to find the ports; a closed stdout is no reason to stop.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "aggregator listening on quic://{}", at.quic);
+                let _ = writeln!(out, "aggregator listening on http://{}", at.http);
+                let _ = out.flush();
             },
             shutdown,
         )

@@ -40,7 +40,7 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
         .spawn()
         .expect("sluice aggregator starts");
     let stdout = child.stdout.take().expect("stdout is piped");
-    let _child = Proc(child);
+    let mut child = Proc(child);
     let quic_addr: SocketAddr = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
@@ -82,5 +82,9 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
     assert!(
         matches!(reply, QuicReply::Ack(ref a) if a.verdicts == [EventAck::Accepted]),
         "{reply:?}"
+    );
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the aggregator is still running"
     );
 }
