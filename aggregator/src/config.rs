@@ -41,6 +41,10 @@ pub struct QuicConfig {
     pub cert: Option<PathBuf>,
     /// Server private key (PEM).
     pub key: Option<PathBuf>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Batch streams open at once per connection.
+    pub max_streams_per_connection: u32,
 }
 
 /// `[http]`.
@@ -70,6 +74,8 @@ impl Default for AggregatorConfig {
                 client_ca: None,
                 cert: None,
                 key: None,
+                max_connections: 1024,
+                max_streams_per_connection: 64,
             },
             dedupe_window_secs: 3600,
             sink_queue: 1024,

@@ -18,6 +18,7 @@ use rustls::server::WebPkiClientVerifier;
 use sluice_shared::{Batch, BatchAck, WireLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The ALPN protocol of batch ingest.
 pub const ALPN: &[u8] = b"sluice/1";
@@ -63,12 +64,31 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Bounds on what QUIC clients may hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicLimits {
+    /// Connections served at once; more are refused during the handshake.
+    pub max_connections: usize,
+    /// Batch streams open at once on one connection; QUIC flow control holds back the rest.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for QuicLimits {
+    fn default() -> Self {
+        QuicLimits {
+            max_connections: 1024,
+            max_streams_per_connection: 64,
+        }
+    }
+}
+
 /// A QUIC server endpoint on `addr` presenting `server`, accepting edge
 /// certificates signed by `client_ca` (and, through tokens, edges without one).
 pub fn server_endpoint(
     addr: SocketAddr,
     server: Identity,
     client_ca: CertificateDer<'static>,
+    limits: QuicLimits,
 ) -> Result<quinn::Endpoint, QuicError> {
     let mut roots = RootCertStore::empty();
     roots.add(client_ca)?;
@@ -82,7 +102,12 @@ pub fn server_endpoint(
         .with_single_cert(server.chain, server.key)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Verifier(e.to_string()))?;
-    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams_per_connection))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
     quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Io { addr, source })
 }
 
@@ -115,10 +140,22 @@ pub async fn serve(
     sink: Sink,
     token: Option<Arc<str>>,
     limits: WireLimits,
+    quic_limits: QuicLimits,
 ) {
+    let open = Arc::new(AtomicUsize::new(0));
     while let Some(incoming) = endpoint.accept().await {
-        let (sink, token) = (sink.clone(), token.clone());
+        if open.load(Ordering::Acquire) >= quic_limits.max_connections {
+            tracing::warn!(
+                limit = quic_limits.max_connections,
+                "Refused a QUIC connection: at the connection limit."
+            );
+            incoming.refuse();
+            continue;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        let (sink, token, open) = (sink.clone(), token.clone(), open.clone());
         tokio::spawn(async move {
+            let _slot = ConnectionSlot(open);
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
@@ -190,6 +227,15 @@ async fn handle_stream(
     send.write_all(&answer).await?;
     send.finish()?;
     Ok(())
+}
+
+/// Frees a connection's place in the count when the connection ends.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Checks the request's authentication and returns the frame after it.

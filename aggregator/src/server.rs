@@ -6,7 +6,7 @@ use crate::config::{AggregatorConfig, ConfigError};
 use crate::http::BatchService;
 use crate::log::{EmbeddedLog, LogError, LogOptions};
 use crate::metrics::Metrics;
-use crate::quic::{self, QuicError};
+use crate::quic::{self, QuicError, QuicLimits};
 use crate::sink::{Sink, SinkOptions};
 use crate::tls::{Identity, TlsError, certs_from_pem, ensure_dev_pki, key_from_pem};
 use sluice_shared::{StreamConfig, WireLimits};
@@ -120,7 +120,11 @@ pub async fn run(
             (pki.server, pki.ca)
         }
     };
-    let endpoint = quic::server_endpoint(config.quic.listen, server_id, client_ca)?;
+    let quic_limits = QuicLimits {
+        max_connections: config.quic.max_connections,
+        max_streams_per_connection: config.quic.max_streams_per_connection,
+    };
+    let endpoint = quic::server_endpoint(config.quic.listen, server_id, client_ca, quic_limits)?;
     let quic_addr = endpoint.local_addr().map_err(|source| ServerError::Io {
         action: "reading the bound QUIC address".into(),
         source,
@@ -130,6 +134,7 @@ pub async fn run(
         sink.clone(),
         Some(Arc::from(token.as_str())),
         WireLimits::default(),
+        quic_limits,
     ));
     let app = BatchService::new(sink, &token, WireLimits::default(), streams).router();
     let listener = tokio::net::TcpListener::bind(config.http.listen)

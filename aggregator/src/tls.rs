@@ -89,6 +89,16 @@ impl DevCa {
         names: &[&str],
         client: bool,
     ) -> Result<(Identity, String, String), TlsError> {
+        self.issue_valid(names, client, None)
+    }
+
+    /// Issues a certificate valid from `validity.0` to `validity.1` (rcgen's long default when `None`).
+    pub fn issue_valid(
+        &self,
+        names: &[&str],
+        client: bool,
+        validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
+    ) -> Result<(Identity, String, String), TlsError> {
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
         params.distinguished_name.push(
@@ -100,6 +110,10 @@ impl DevCa {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
+        if let Some((from, until)) = validity {
+            params.not_before = from;
+            params.not_after = until;
+        }
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let identity = Identity {

@@ -1,6 +1,6 @@
 //! Batch ingest over real QUIC with TLS 1.3 on loopback: client certificates, tokens and refusals.
 
-use sluice_aggregator::quic::{self, QuicReply};
+use sluice_aggregator::quic::{self, QuicLimits, QuicReply};
 use sluice_aggregator::tls::{DevCa, ensure_dev_pki};
 use sluice_aggregator::{EmbeddedLog, LogOptions, Metrics, Sink, SinkOptions};
 use sluice_shared::{Batch, BatchEvent, EventAck, StreamConfig, WireLimits};
@@ -30,18 +30,28 @@ fn batch(id: u8, n: u8) -> Batch {
 }
 
 async fn server(dir: &Path, ca: &DevCa) -> SocketAddr {
+    server_with(dir, ca, QuicLimits::default()).await
+}
+
+async fn server_with(dir: &Path, ca: &DevCa, quic_limits: QuicLimits) -> SocketAddr {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
     let streams = Arc::new(StreamConfig::parse("streams: {s: {schema_title: a/b}}").unwrap());
     let sink = Sink::start(log, streams, SinkOptions::default(), Metrics::new());
     let (server_id, _, _) = ca.issue(&["localhost", "127.0.0.1"], false).unwrap();
-    let endpoint =
-        quic::server_endpoint("127.0.0.1:0".parse().unwrap(), server_id, ca.certificate()).unwrap();
+    let endpoint = quic::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        server_id,
+        ca.certificate(),
+        quic_limits,
+    )
+    .unwrap();
     let addr = endpoint.local_addr().unwrap();
     tokio::spawn(quic::serve(
         endpoint,
         sink,
         Some(Arc::from(TOKEN)),
         WireLimits::default(),
+        quic_limits,
     ));
     addr
 }
@@ -115,6 +125,83 @@ async fn certified_and_token_edges_are_served_and_others_refused() {
     // Everything accepted is in the log once.
     let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.read("local.s", 0, 100).unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn expired_certificates_and_connections_over_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate("test CA").unwrap();
+    let limits = QuicLimits {
+        max_connections: 1,
+        max_streams_per_connection: 2,
+    };
+    let addr = server_with(dir.path(), &ca, limits).await;
+    let wire = WireLimits::default();
+
+    let now = time::OffsetDateTime::now_utc();
+    let (expired, _, _) = ca
+        .issue_valid(
+            &["edge-old"],
+            true,
+            Some((
+                now - time::Duration::days(30),
+                now - time::Duration::days(1),
+            )),
+        )
+        .unwrap();
+    let client = quic::client_endpoint(ca.certificate(), Some(expired)).unwrap();
+    let refused = match client.connect(addr, "localhost").unwrap().await {
+        Err(_) => true,
+        Ok(conn) => quic::send_batch(&conn, &batch(1, 1), None, &wire)
+            .await
+            .is_err(),
+    };
+    assert!(refused, "an expired certificate must not get in");
+
+    // One connection is served; more streams than the per-connection limit still all complete, in turn.
+    let (edge, _, _) = ca.issue(&["edge-1"], true).unwrap();
+    let client = quic::client_endpoint(ca.certificate(), Some(edge.clone())).unwrap();
+    // The refused handshake's place is freed as the server notices it ended: poll until it has.
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(c) = client.connect(addr, "localhost").unwrap().await {
+            conn = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let conn = conn.expect("a connection within the limit is served");
+    let batches: Vec<Batch> = (10..15).map(|i| batch(i, 3)).collect();
+    let replies = futures_join_all(&conn, batches, &wire).await;
+    assert!(
+        replies.iter().all(|r| matches!(r, QuicReply::Ack(_))),
+        "{replies:?}"
+    );
+
+    // A second connection is refused while the first is open.
+    let second = quic::client_endpoint(ca.certificate(), Some(edge)).unwrap();
+    assert!(second.connect(addr, "localhost").unwrap().await.is_err());
+}
+
+async fn futures_join_all(
+    conn: &quinn::Connection,
+    batches: Vec<Batch>,
+    wire: &WireLimits,
+) -> Vec<QuicReply> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for b in batches {
+        let (conn, wire) = (conn.clone(), *wire);
+        tasks.spawn(async move {
+            quic::send_batch(&conn, &b, None, &wire)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.unwrap().unwrap());
+    }
+    out
 }
 
 #[test]
