@@ -17,6 +17,8 @@ pub struct AggregatorConfig {
     pub data_dir: PathBuf,
     /// The stream config file (EventStreamConfig shape, YAML or JSON).
     pub streams: PathBuf,
+    /// Schema repository folders served to edges, in resolution order.
+    pub repositories: Vec<PathBuf>,
     /// HTTP batch ingest.
     pub http: HttpConfig,
     /// QUIC batch ingest.
@@ -64,6 +66,7 @@ impl Default for AggregatorConfig {
         AggregatorConfig {
             data_dir: PathBuf::from(".sluice/aggregator"),
             streams: PathBuf::from("schemas/streams.yaml"),
+            repositories: vec![PathBuf::from("schemas")],
             http: HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8421)),
                 token: None,

@@ -17,6 +17,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod quic;
+pub mod schemas;
 pub mod server;
 pub mod sink;
 pub mod tls;

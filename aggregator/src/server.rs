@@ -28,6 +28,9 @@ pub enum ServerError {
         /// Every problem found.
         errors: String,
     },
+    /// The schema repositories do not load together with the stream config.
+    #[error("{0}")]
+    Bundle(String),
     /// The embedded log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -69,6 +72,16 @@ pub async fn run(
         path: path.clone(),
         errors: e.to_string(),
     })?;
+    let bundle =
+        crate::schemas::bundle_from_disk(&config.repositories, text.clone()).map_err(|source| {
+            ServerError::Io {
+                action: "reading the schema repositories".into(),
+                source,
+            }
+        })?;
+    bundle
+        .load()
+        .map_err(|e| ServerError::Bundle(e.to_string()))?;
     let streams = StreamConfig::parse(&text).map_err(|errs| ServerError::Streams {
         path,
         errors: errs
@@ -136,7 +149,9 @@ pub async fn run(
         WireLimits::default(),
         quic_limits,
     ));
-    let app = BatchService::new(sink, &token, WireLimits::default(), streams).router();
+    let app = BatchService::new(sink, &token, WireLimits::default(), streams)
+        .router()
+        .merge(crate::schemas::SchemaService::new(&bundle).router());
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServerError::Io {

@@ -218,3 +218,69 @@ async fn wrong_tokens_bad_frames_and_oversized_bodies_are_refused() {
     // The service is still up and takes good batches.
     assert_eq!(post(addr, Some(TOKEN), &frame).await.status, 200);
 }
+
+#[tokio::test]
+async fn the_schema_service_serves_the_bundle_and_repository_files() {
+    use sluice_aggregator::schemas::{SchemaService, bundle_from_disk};
+    use sluice_shared::Bundle;
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+    let streams = std::fs::read_to_string(schemas.join("streams.yaml")).unwrap();
+    let bundle = bundle_from_disk(&[schemas], streams).unwrap();
+    let app = SchemaService::new(&bundle).router();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let reply = get(addr, "/v1/bundle").await;
+    assert_eq!(reply.status, 200);
+    let etag = reply
+        .headers
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("etag:")
+                .then(|| l[5..].trim().to_owned())
+        })
+        .expect("an ETag");
+    let served: Bundle = serde_json::from_slice(&reply.body).unwrap();
+    let (registry, streams) = served.load().unwrap();
+    assert!(registry.resolve("/sluice/test/event/1.0.0").is_ok());
+    assert!(streams.get("sluice.test.event").is_some());
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /v1/bundle HTTP/1.1\r\nHost: {addr}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    assert!(
+        raw.starts_with(b"HTTP/1.1 304"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    let json = get(
+        addr,
+        "/repositories/schemas/jsonschema/sluice/test/event/1.0.0.json",
+    )
+    .await;
+    assert_eq!(json.status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(doc["$id"], "/sluice/test/event/1.0.0");
+    let yaml = get(
+        addr,
+        "/repositories/schemas/jsonschema/sluice/test/event/1.0.0",
+    )
+    .await;
+    assert_eq!(yaml.status, 200);
+    assert!(String::from_utf8_lossy(&yaml.body).contains("title: sluice/test/event"));
+    for path in [
+        "/repositories/schemas/jsonschema/sluice/test/event/9.0.0.json",
+        "/repositories/nope/jsonschema/sluice/test/event/1.0.0",
+        "/repositories/schemas/../../../etc/passwd",
+        "/repositories/schemas/%2e%2e/%2e%2e/etc/passwd",
+    ] {
+        assert_eq!(get(addr, path).await.status, 404, "{path}");
+    }
+}

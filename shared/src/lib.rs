@@ -54,7 +54,9 @@ pub use tape::{EventSpan, MAX_DEPTH, Tape, TapeError};
 pub use tape_json::{TapeJson, TapeNode, TapeNumber};
 
 // Edge to aggregator.
+mod bundle;
 mod wire;
+pub use bundle::{Bundle, BundleError, BundleRepository};
 pub use wire::{Batch, BatchAck, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits};
 
 // The aggregator's algorithms, and time.

@@ -32,6 +32,10 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
         .arg("aggregator")
         .env("SLUICE_AGGREGATOR_DATA_DIR", &data)
         .env("SLUICE_AGGREGATOR_STREAMS", &streams)
+        .env(
+            "SLUICE_AGGREGATOR_REPOSITORIES",
+            format!("[{:?}]", sluice_tests::workspace().join("schemas")),
+        )
         .env("SLUICE_AGGREGATOR_HTTP__LISTEN", "127.0.0.1:0")
         .env("SLUICE_AGGREGATOR_QUIC__LISTEN", "127.0.0.1:0")
         .env("SLUICE_AGGREGATOR_HTTP__TOKEN", "unused-here")
