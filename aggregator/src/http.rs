@@ -66,6 +66,16 @@ fn plain(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// 503 with `Retry-After` in seconds.
+fn unavailable(message: &str, retry_after_secs: &'static str) -> Response {
+    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(retry_after_secs),
+    );
+    r
+}
+
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
@@ -170,24 +180,8 @@ async fn post_batch(State(svc): State<BatchService>, headers: HeaderMap, body: B
     let events = batch.events.len();
     let ack = match svc.sink.submit(batch) {
         Ok(rx) => rx.await,
-        Err(SubmitError::Busy) => {
-            let mut r = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the aggregator is busy; retry shortly",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
-        }
-        Err(SubmitError::Stopped) => {
-            let mut r = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the aggregator's sink has stopped",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
-        }
+        Err(SubmitError::Busy) => return unavailable("the aggregator is busy; retry shortly", "1"),
+        Err(SubmitError::Stopped) => return unavailable("the aggregator's sink has stopped", "5"),
     };
     match ack {
         Ok(ack) => {

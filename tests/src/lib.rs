@@ -16,6 +16,16 @@ pub fn corpus() -> PathBuf {
         .unwrap_or_else(|| workspace().join("../shared/corpus/wmf-schemas"))
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Path of a workspace binary, built first when it is not there yet.
 pub fn binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; binaries one level up.

@@ -4,12 +4,12 @@
 
 use sluice_aggregator::{EmbeddedLog, LogOptions};
 use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, WireLimits};
-use sluice_tests::{binary, http_post};
+use sluice_tests::{KillOnDrop, binary, http_post};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
@@ -17,17 +17,7 @@ const TOKEN: &str = "crash-test-token";
 const BATCHES: usize = 400;
 const PER_BATCH: usize = 50;
 
-/// A child process that is killed when dropped, so a failing test leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(data: &Path, streams: &Path) -> (Proc, SocketAddr) {
+fn start(data: &Path, streams: &Path) -> (KillOnDrop, SocketAddr) {
     let mut child = Command::new(binary("sluice"))
         .arg("aggregator")
         .env("SLUICE_AGGREGATOR_DATA_DIR", data)
@@ -45,7 +35,7 @@ fn start(data: &Path, streams: &Path) -> (Proc, SocketAddr) {
         .spawn()
         .expect("sluice aggregator starts");
     let stdout = child.stdout.take().expect("stdout is piped");
-    let child = Proc(child);
+    let child = KillOnDrop(child);
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
         let line = lines

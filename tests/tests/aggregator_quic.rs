@@ -4,19 +4,10 @@
 use sluice_aggregator::quic::{self, QuicReply};
 use sluice_aggregator::tls::{Identity, certs_from_pem, key_from_pem};
 use sluice_shared::{Batch, BatchEvent, EventAck, WireLimits};
-use sluice_tests::binary;
+use sluice_tests::{KillOnDrop, binary};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Command, Stdio};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
@@ -44,7 +35,7 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
         .spawn()
         .expect("sluice aggregator starts");
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut child = Proc(child);
+    let mut child = KillOnDrop(child);
     let quic_addr: SocketAddr = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
