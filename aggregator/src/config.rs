@@ -29,6 +29,8 @@ pub struct AggregatorConfig {
     pub sink_queue: usize,
     /// Size at which embedded log segments roll, in bytes.
     pub segment_bytes: u64,
+    /// Seconds between reloads of stream config and schemas (SIGHUP reloads at once).
+    pub reload_secs: u64,
 }
 
 /// `[quic]`: certificates default to a development PKI generated under `data_dir/tls`.
@@ -83,6 +85,7 @@ impl Default for AggregatorConfig {
             dedupe_window_secs: 3600,
             sink_queue: 1024,
             segment_bytes: 256 * 1024 * 1024,
+            reload_secs: 60,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! Beside it: Prometheus `/metrics`, `/healthz` (the process is up) and
 //! `/readyz` (the sink took its last write).
 
+use crate::live::Live;
 use crate::sink::{Sink, SubmitError};
 use axum::Router;
 use axum::body::Bytes;
@@ -26,7 +27,7 @@ pub struct BatchService {
     sink: Sink,
     token: Arc<str>,
     limits: WireLimits,
-    streams: Arc<StreamConfig>,
+    streams: Live<StreamConfig>,
 }
 
 /// The media type of batch and acknowledgement frames.
@@ -34,7 +35,7 @@ pub const FRAME_MEDIA_TYPE: &str = "application/vnd.sluice.batch";
 
 impl BatchService {
     /// A service feeding `sink`, accepting edges that present `token`, and serving `streams`.
-    pub fn new(sink: Sink, token: &str, limits: WireLimits, streams: Arc<StreamConfig>) -> Self {
+    pub fn new(sink: Sink, token: &str, limits: WireLimits, streams: Live<StreamConfig>) -> Self {
         BatchService {
             sink,
             token: Arc::from(token),
@@ -130,7 +131,7 @@ async fn streams(State(svc): State<BatchService>, RawQuery(query): RawQuery) -> 
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let body = svc.streams.to_api(names.as_deref(), &constraints);
+    let body = svc.streams.get().to_api(names.as_deref(), &constraints);
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

@@ -14,6 +14,7 @@
 pub mod admit;
 pub mod config;
 pub mod http;
+pub mod live;
 pub mod log;
 pub mod metrics;
 pub mod quic;
@@ -25,6 +26,7 @@ pub mod tls;
 pub use admit::{Admission, Admit};
 pub use config::{AggregatorConfig, ConfigError, HttpConfig};
 pub use http::{BatchService, FRAME_MEDIA_TYPE};
+pub use live::Live;
 pub use log::{EmbeddedLog, LogError, LogOptions, LogRecord, NewRecord};
 pub use metrics::Metrics;
 pub use server::{ServerError, run};

@@ -4,6 +4,7 @@
 //! read once at start into memory, so no request can make the aggregator
 //! open a path it names.
 
+use crate::live::Live;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,31 +14,31 @@ use sluice_shared::{Bundle, BundleRepository, parse_document};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// What the schema service serves.
+/// What the schema service serves; replaced whole on reload.
 #[derive(Clone)]
-pub struct SchemaService {
+pub struct SchemaService(Live<Served>);
+
+/// One bundle, ready to serve.
+struct Served {
     bundle_json: Arc<str>,
     etag: Arc<str>,
-    files: Arc<BTreeMap<String, BTreeMap<String, String>>>,
+    files: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl SchemaService {
     /// Serves `bundle`.
     pub fn new(bundle: &Bundle) -> Self {
-        let bundle_json = serde_json::to_string(bundle).unwrap_or_else(|_| "{}".to_owned());
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(bundle_json.as_bytes());
-        let etag = format!("\"{:08x}-{:x}\"", hasher.finalize(), bundle_json.len());
-        let files = bundle
-            .repositories
-            .iter()
-            .map(|r: &BundleRepository| (r.name.clone(), r.files.clone()))
-            .collect();
-        SchemaService {
-            bundle_json: Arc::from(bundle_json),
-            etag: Arc::from(etag),
-            files: Arc::new(files),
-        }
+        SchemaService(Live::new(Served::new(bundle)))
+    }
+
+    /// Serves `bundle` from now on.
+    pub fn replace(&self, bundle: &Bundle) {
+        self.0.set(Served::new(bundle));
+    }
+
+    /// The ETag of the bundle being served.
+    pub fn etag(&self) -> String {
+        self.0.get().etag.to_string()
     }
 
     /// The routes: `GET /v1/bundle` and `GET /repositories/{name}/{*path}`.
@@ -49,7 +50,27 @@ impl SchemaService {
     }
 }
 
+impl Served {
+    fn new(bundle: &Bundle) -> Self {
+        let bundle_json = serde_json::to_string(bundle).unwrap_or_else(|_| "{}".to_owned());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(bundle_json.as_bytes());
+        let etag = format!("\"{:08x}-{:x}\"", hasher.finalize(), bundle_json.len());
+        let files = bundle
+            .repositories
+            .iter()
+            .map(|r: &BundleRepository| (r.name.clone(), r.files.clone()))
+            .collect();
+        Served {
+            bundle_json: Arc::from(bundle_json),
+            etag: Arc::from(etag),
+            files,
+        }
+    }
+}
+
 async fn bundle(State(svc): State<SchemaService>, headers: HeaderMap) -> Response {
+    let svc = svc.0.get();
     let etag =
         HeaderValue::from_str(&svc.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
     if headers
@@ -76,6 +97,7 @@ async fn file(
     State(svc): State<SchemaService>,
     Path((name, path)): Path<(String, String)>,
 ) -> Response {
+    let svc = svc.0.get();
     let not_found = || {
         (
             StatusCode::NOT_FOUND,

@@ -4,12 +4,14 @@
 
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::http::BatchService;
+use crate::live::Live;
 use crate::log::{EmbeddedLog, LogError, LogOptions};
 use crate::metrics::Metrics;
 use crate::quic::{self, QuicError, QuicLimits};
+use crate::schemas::SchemaService;
 use crate::sink::{Sink, SinkOptions};
 use crate::tls::{Identity, TlsError, certs_from_pem, ensure_dev_pki, key_from_pem};
-use sluice_shared::{StreamConfig, WireLimits};
+use sluice_shared::{Bundle, StreamConfig, WireLimits};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +53,78 @@ pub enum ServerError {
     },
 }
 
+/// Reads the stream config and schema repositories and checks they load together.
+pub fn load_bundle(config: &AggregatorConfig) -> Result<(Bundle, StreamConfig), ServerError> {
+    let path = config.streams.display().to_string();
+    let text = std::fs::read_to_string(&config.streams).map_err(|e| ServerError::Streams {
+        path,
+        errors: e.to_string(),
+    })?;
+    let bundle =
+        crate::schemas::bundle_from_disk(&config.repositories, text).map_err(|source| {
+            ServerError::Io {
+                action: "reading the schema repositories".into(),
+                source,
+            }
+        })?;
+    let (_, streams) = bundle
+        .load()
+        .map_err(|e| ServerError::Bundle(e.to_string()))?;
+    Ok((bundle, streams))
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Reloads stream config and schemas on SIGHUP and every `reload_secs`; a
+/// set that does not load is refused with a log line and the old one kept.
+async fn reload_loop(
+    config: AggregatorConfig,
+    streams: Live<StreamConfig>,
+    schemas: SchemaService,
+    mut hup: Option<Hangup>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.reload_secs.max(1)));
+    tick.tick().await;
+    loop {
+        #[cfg(unix)]
+        {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = hangup => tracing::info!("SIGHUP: reloading stream config and schemas."),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut hup;
+            tick.tick().await;
+        }
+        match load_bundle(&config) {
+            Ok((bundle, new_streams)) => {
+                let before = schemas.etag();
+                schemas.replace(&bundle);
+                if schemas.etag() != before {
+                    streams.set(new_streams);
+                    tracing::info!(etag = %schemas.etag(), "Reloaded stream config and schemas.");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Refused a new stream config or schema set; keeping the one in use.")
+            }
+        }
+    }
+}
+
 /// Where the aggregator listens.
 #[derive(Debug, Clone, Copy)]
 pub struct Listening {
@@ -67,29 +141,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let token = config.token()?;
-    let path = config.streams.display().to_string();
-    let text = std::fs::read_to_string(&config.streams).map_err(|e| ServerError::Streams {
-        path: path.clone(),
-        errors: e.to_string(),
-    })?;
-    let bundle =
-        crate::schemas::bundle_from_disk(&config.repositories, text.clone()).map_err(|source| {
-            ServerError::Io {
-                action: "reading the schema repositories".into(),
-                source,
-            }
-        })?;
-    bundle
-        .load()
-        .map_err(|e| ServerError::Bundle(e.to_string()))?;
-    let streams = StreamConfig::parse(&text).map_err(|errs| ServerError::Streams {
-        path,
-        errors: errs
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "),
-    })?;
+    let (bundle, streams) = load_bundle(&config)?;
     let log_dir = config.data_dir.join("log");
     let log = EmbeddedLog::open(
         &log_dir,
@@ -104,7 +156,19 @@ pub async fn run(
             "Recovered the embedded log after an unclean stop."
         );
     }
-    let streams = Arc::new(streams);
+    let streams = Live::new(streams);
+    let schemas = SchemaService::new(&bundle);
+    // Registered before the addresses are announced, so an early SIGHUP reloads rather than kills.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hup = None;
+    tokio::spawn(reload_loop(
+        config.clone(),
+        streams.clone(),
+        schemas.clone(),
+        hup,
+    ));
     let sink = Sink::start(
         log,
         streams.clone(),
@@ -151,7 +215,7 @@ pub async fn run(
     ));
     let app = BatchService::new(sink, &token, WireLimits::default(), streams)
         .router()
-        .merge(crate::schemas::SchemaService::new(&bundle).router());
+        .merge(schemas.router());
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServerError::Io {

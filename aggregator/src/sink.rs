@@ -8,11 +8,11 @@
 //! instead of growing memory.
 
 use crate::admit::{Admission, Admit};
+use crate::live::Live;
 use crate::log::{EmbeddedLog, LogError, NewRecord};
 use crate::metrics::Metrics;
 use sluice_shared::{Batch, BatchAck, EventAck, StreamConfig, Timestamp};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,7 +72,7 @@ impl Sink {
     /// Starts the commit loop on its own thread, writing to `log`.
     pub fn start(
         log: EmbeddedLog,
-        streams: Arc<StreamConfig>,
+        streams: Live<StreamConfig>,
         options: SinkOptions,
         metrics: Metrics,
     ) -> Sink {
@@ -147,7 +147,7 @@ fn commit_loop(
     rx: Receiver<Job>,
     mut log: EmbeddedLog,
     mut admission: Admission,
-    streams: Arc<StreamConfig>,
+    streams: Live<StreamConfig>,
     max_group: usize,
     metrics: Metrics,
 ) {
@@ -162,9 +162,10 @@ fn commit_loop(
         }
         metrics.queue_depth.dec_by(group.len() as i64);
         let at = now();
+        let current = streams.get();
         let admits: Vec<Vec<Admit>> = group
             .iter()
-            .map(|j| admission.admit(&j.batch, &streams, at))
+            .map(|j| admission.admit(&j.batch, &current, at))
             .collect();
         let written = write_group(&mut log, &group, &admits);
         if let Err(e) = &written {

@@ -1,10 +1,9 @@
 //! Batch ingest over real HTTP on loopback, into a real embedded log.
 
-use sluice_aggregator::{BatchService, EmbeddedLog, LogOptions, Metrics, Sink, SinkOptions};
+use sluice_aggregator::{BatchService, EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions};
 use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -78,7 +77,7 @@ fn event(n: u8) -> BatchEvent {
 
 async fn start(dir: &Path, limits: WireLimits) -> SocketAddr {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
-    let streams = Arc::new(StreamConfig::parse(STREAMS).unwrap());
+    let streams = Live::new(StreamConfig::parse(STREAMS).unwrap());
     let sink = Sink::start(log, streams.clone(), SinkOptions::default(), Metrics::new());
     let app = BatchService::new(sink, TOKEN, limits, streams).router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

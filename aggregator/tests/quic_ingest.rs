@@ -2,7 +2,7 @@
 
 use sluice_aggregator::quic::{self, QuicLimits, QuicReply};
 use sluice_aggregator::tls::{DevCa, ensure_dev_pki};
-use sluice_aggregator::{EmbeddedLog, LogOptions, Metrics, Sink, SinkOptions};
+use sluice_aggregator::{EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions};
 use sluice_shared::{Batch, BatchEvent, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,7 +35,7 @@ async fn server(dir: &Path, ca: &DevCa) -> SocketAddr {
 
 async fn server_with(dir: &Path, ca: &DevCa, quic_limits: QuicLimits) -> SocketAddr {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
-    let streams = Arc::new(StreamConfig::parse("streams: {s: {schema_title: a/b}}").unwrap());
+    let streams = Live::new(StreamConfig::parse("streams: {s: {schema_title: a/b}}").unwrap());
     let sink = Sink::start(log, streams, SinkOptions::default(), Metrics::new());
     let (server_id, _, _) = ca.issue(&["localhost", "127.0.0.1"], false).unwrap();
     let endpoint = quic::server_endpoint(
