@@ -27,6 +27,8 @@ pub struct AggregatorConfig {
     pub dedupe_window_secs: u64,
     /// Batches that may wait for the sink before senders get 503.
     pub sink_queue: usize,
+    /// Event bytes that may be queued or being written before senders get 503.
+    pub max_in_flight_bytes: usize,
     /// Size at which embedded log segments roll, in bytes.
     pub segment_bytes: u64,
     /// Seconds between reloads of stream config and schemas (SIGHUP reloads at once).
@@ -84,6 +86,7 @@ impl Default for AggregatorConfig {
             },
             dedupe_window_secs: 3600,
             sink_queue: 1024,
+            max_in_flight_bytes: 256 * 1024 * 1024,
             segment_bytes: 256 * 1024 * 1024,
             reload_secs: 60,
         }

@@ -12,6 +12,7 @@
 //! follow.
 
 pub mod admit;
+pub mod budget;
 pub mod config;
 pub mod http;
 pub mod live;

@@ -174,6 +174,7 @@ pub async fn run(
         streams.clone(),
         SinkOptions {
             queue: config.sink_queue,
+            max_in_flight_bytes: config.max_in_flight_bytes,
             dedupe_window_nanos: i64::try_from(
                 config.dedupe_window_secs.saturating_mul(1_000_000_000),
             )

@@ -8,11 +8,13 @@
 //! instead of growing memory.
 
 use crate::admit::{Admission, Admit};
+use crate::budget::Budget;
 use crate::live::Live;
 use crate::log::{EmbeddedLog, LogError, NewRecord};
 use crate::metrics::Metrics;
 use sluice_shared::{Batch, BatchAck, EventAck, StreamConfig, Timestamp};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +25,8 @@ use tokio::sync::oneshot;
 pub struct SinkOptions {
     /// Batches that may wait for the loop before senders are refused.
     pub queue: usize,
+    /// Event bytes that may be queued or being written before senders are refused.
+    pub max_in_flight_bytes: usize,
     /// Most batches committed together.
     pub max_group: usize,
     /// Dedupe window, nanoseconds.
@@ -37,6 +41,7 @@ impl Default for SinkOptions {
     fn default() -> Self {
         SinkOptions {
             queue: 1024,
+            max_in_flight_bytes: 256 * 1024 * 1024,
             max_group: 256,
             dedupe_window_nanos: 3_600_000_000_000,
             max_rate_keys: 1_000_000,
@@ -59,6 +64,17 @@ pub enum SubmitError {
 struct Job {
     batch: Batch,
     reply: oneshot::Sender<BatchAck>,
+    /// The batch's share of the in-flight budget, given back when it is answered.
+    bytes: usize,
+}
+
+/// Bytes a batch holds while queued: its events' JSON and per-event overhead.
+fn batch_bytes(batch: &Batch) -> usize {
+    batch
+        .events
+        .iter()
+        .map(|e| e.json.len() + e.stream.len() + e.topic.len() + 64)
+        .sum()
 }
 
 /// A handle to the commit loop; cheap to clone.
@@ -66,6 +82,7 @@ struct Job {
 pub struct Sink {
     tx: SyncSender<Job>,
     metrics: Metrics,
+    budget: Arc<Budget>,
 }
 
 impl Sink {
@@ -99,6 +116,8 @@ impl Sink {
             }
         }
         let loop_metrics = metrics.clone();
+        let budget = Arc::new(Budget::new(options.max_in_flight_bytes));
+        let loop_budget = budget.clone();
         thread::Builder::new()
             .name("sluice-sink".into())
             .spawn(move || {
@@ -109,24 +128,47 @@ impl Sink {
                     streams,
                     options.max_group.max(1),
                     loop_metrics,
+                    loop_budget,
                 )
             })
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "Could not start the sink thread."));
-        Sink { tx, metrics }
+        Sink {
+            tx,
+            metrics,
+            budget,
+        }
     }
 
     /// Queues a batch; the returned receiver yields its acknowledgement once durable.
     pub fn submit(&self, batch: Batch) -> Result<oneshot::Receiver<BatchAck>, SubmitError> {
+        let bytes = batch_bytes(&batch);
+        if !self.budget.try_take(bytes) {
+            return Err(SubmitError::Busy);
+        }
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { batch, reply }) {
+        match self.tx.try_send(Job {
+            batch,
+            reply,
+            bytes,
+        }) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
                 Ok(rx)
             }
-            Err(TrySendError::Full(_)) => Err(SubmitError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
+            Err(e) => {
+                self.budget.release(bytes);
+                match e {
+                    TrySendError::Full(_) => Err(SubmitError::Busy),
+                    TrySendError::Disconnected(_) => Err(SubmitError::Stopped),
+                }
+            }
         }
+    }
+
+    /// Event bytes queued or being written.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.budget.held()
     }
 
     /// The metrics the sink updates.
@@ -150,6 +192,7 @@ fn commit_loop(
     streams: Live<StreamConfig>,
     max_group: usize,
     metrics: Metrics,
+    budget: Arc<Budget>,
 ) {
     let mut last_purge = now();
     while let Ok(first) = rx.recv() {
@@ -201,6 +244,7 @@ fn commit_loop(
                     },
                 })
                 .collect();
+            budget.release(job.bytes);
             // A sender that gave up waiting has nothing to be told.
             let _ = job.reply.send(BatchAck {
                 batch_id: job.batch.id,

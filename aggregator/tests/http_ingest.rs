@@ -76,20 +76,24 @@ fn event(n: u8) -> BatchEvent {
 }
 
 async fn start(dir: &Path, limits: WireLimits) -> SocketAddr {
+    start_with_sink(dir, limits).await.0
+}
+
+async fn start_with_sink(dir: &Path, limits: WireLimits) -> (SocketAddr, Sink) {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
     let streams = Live::new(StreamConfig::parse(STREAMS).unwrap());
     let sink = Sink::start(log, streams.clone(), SinkOptions::default(), Metrics::new());
-    let app = BatchService::new(sink, TOKEN, limits, streams).router();
+    let app = BatchService::new(sink.clone(), TOKEN, limits, streams).router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    (addr, sink)
 }
 
 #[tokio::test]
 async fn batches_are_acknowledged_once_durable_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = start(dir.path(), WireLimits::default()).await;
+    let (addr, sink) = start_with_sink(dir.path(), WireLimits::default()).await;
     let batch = Batch {
         id: [1; 16],
         events: (0..4).map(event).collect(),
@@ -152,6 +156,8 @@ async fn batches_are_acknowledged_once_durable_and_deduplicated() {
         "{metrics}"
     );
     assert_eq!(get(addr, "/healthz").await.status, 200);
+    // Every answered batch gave its bytes back to the in-flight budget.
+    assert_eq!(sink.in_flight_bytes(), 0);
     let config: serde_json::Value = serde_json::from_slice(&get(addr, "/v1/streams?streams=sluice.test.event|nope&constraints=schema_title%3Dsluice/test/event").await.body).unwrap();
     assert_eq!(
         config["streams"]["sluice.test.event"]["schema_title"],
