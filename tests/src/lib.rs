@@ -53,9 +53,10 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A minimal blocking HTTP/1.1 POST for tests: status and body.
-pub fn http_post(
+/// A minimal blocking HTTP/1.1 request for tests: status and body.
+pub fn http_request(
     addr: std::net::SocketAddr,
+    method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
@@ -64,7 +65,7 @@ pub fn http_post(
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -91,28 +92,17 @@ pub fn http_post(
     Ok((status, raw[split + 4..].to_vec()))
 }
 
-/// A minimal blocking HTTP/1.1 GET for tests: status and body.
+/// A blocking HTTP/1.1 POST: status and body.
+pub fn http_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    http_request(addr, "POST", path, headers, body)
+}
+
+/// A blocking HTTP/1.1 GET: status and body.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    stream.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "incomplete HTTP response",
-            )
-        })?;
-    let status = std::str::from_utf8(raw.get(9..12).unwrap_or_default())
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status"))?;
-    Ok((status, raw[split + 4..].to_vec()))
+    http_request(addr, "GET", path, &[], b"")
 }
