@@ -147,16 +147,16 @@ impl Sink {
             return Err(SubmitError::Busy);
         }
         let (reply, rx) = oneshot::channel();
+        // Counted before the send, so the commit loop never takes it below zero.
+        self.metrics.queue_depth.inc();
         match self.tx.try_send(Job {
             batch,
             reply,
             bytes,
         }) {
-            Ok(()) => {
-                self.metrics.queue_depth.inc();
-                Ok(rx)
-            }
+            Ok(()) => Ok(rx),
             Err(e) => {
+                self.metrics.queue_depth.dec();
                 self.budget.release(bytes);
                 match e {
                     TrySendError::Full(_) => Err(SubmitError::Busy),
@@ -218,6 +218,13 @@ fn commit_loop(
             }
         }
         metrics.set_writable(written.is_ok());
+        // Gauges first, so that whoever reads them after an answer sees its effect.
+        metrics
+            .dedupe_ids
+            .set(i64::try_from(admission.dedupe_len()).unwrap_or(i64::MAX));
+        metrics
+            .dedupe_bytes
+            .set(i64::try_from(admission.dedupe_bytes()).unwrap_or(i64::MAX));
         let events: usize = group.iter().map(|j| j.batch.events.len()).sum();
         tracing::debug!(batches = group.len(), events, "Group committed.");
         for (job, a) in group.into_iter().zip(admits) {
@@ -251,12 +258,6 @@ fn commit_loop(
                 verdicts,
             });
         }
-        metrics
-            .dedupe_ids
-            .set(i64::try_from(admission.dedupe_len()).unwrap_or(i64::MAX));
-        metrics
-            .dedupe_bytes
-            .set(i64::try_from(admission.dedupe_bytes()).unwrap_or(i64::MAX));
         if at.nanos_since(last_purge) >= 1_000_000_000 {
             admission.purge(at);
             last_purge = at;
