@@ -90,6 +90,11 @@ impl Admission {
         }
     }
 
+    /// Forgets one id, after its write failed.
+    pub fn forget_id(&mut self, id: [u8; 16]) {
+        self.dedupe.remove(u128::from_be_bytes(id));
+    }
+
     /// Remembers an id as seen at `at`, e.g. when rebuilding the window after a restart.
     pub fn remember(&mut self, id: [u8; 16], at: Timestamp) {
         self.dedupe.restore(u128::from_be_bytes(id), at);
@@ -136,6 +141,7 @@ streams:
             rate_key: Some(client.into()),
             id: [id; 16],
             received_ms: 0,
+            dt_ms: 0,
             schema_uri: "/a/b/1.0.0".into(),
             dedupe: stream != "free",
             json: b"{}".to_vec(),
@@ -146,6 +152,7 @@ streams:
         Batch {
             id: [0; 16],
             events,
+            errors: Vec::new(),
         }
     }
 

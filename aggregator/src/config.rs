@@ -3,6 +3,8 @@
 //! `SLUICE_AGGREGATOR_HTTP__LISTEN=127.0.0.1:0`). Every key has a default,
 //! so no file is needed to run on a laptop.
 
+use crate::errors::ErrorStreamOptions;
+use crate::kafka::KafkaOptions;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,36 @@ pub struct AggregatorConfig {
     pub segment_bytes: u64,
     /// Seconds between reloads of stream config and schemas (SIGHUP reloads at once).
     pub reload_secs: u64,
+    /// `[kafka]`: with brokers set, events go to Kafka instead of the embedded log.
+    pub kafka: KafkaOptions,
+    /// `[error_stream]`: where edges' error reports go, and their bound.
+    pub error_stream: ErrorStreamConfig,
+}
+
+/// `[error_stream]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorStreamConfig {
+    /// The stream error events are written to.
+    pub stream: String,
+    /// `emitter_id` of the error events.
+    pub emitter_id: String,
+    /// Error events written per second at most; reports over it are dropped and counted.
+    pub events_per_second: f64,
+    /// How many may come at once above that rate.
+    pub burst: u32,
+}
+
+impl ErrorStreamConfig {
+    /// As the sink takes it.
+    pub fn options(&self) -> ErrorStreamOptions {
+        ErrorStreamOptions {
+            stream: self.stream.clone(),
+            emitter_id: self.emitter_id.clone(),
+            events_per_second: self.events_per_second,
+            burst: self.burst,
+        }
+    }
 }
 
 /// `[quic]`: certificates default to a development PKI generated under `data_dir/tls`.
@@ -89,6 +121,16 @@ impl Default for AggregatorConfig {
             max_in_flight_bytes: 256 * 1024 * 1024,
             segment_bytes: 256 * 1024 * 1024,
             reload_secs: 60,
+            kafka: KafkaOptions::default(),
+            error_stream: {
+                let d = ErrorStreamOptions::default();
+                ErrorStreamConfig {
+                    stream: d.stream,
+                    emitter_id: d.emitter_id,
+                    events_per_second: d.events_per_second,
+                    burst: d.burst,
+                }
+            },
         }
     }
 }

@@ -14,7 +14,10 @@
 pub mod admit;
 pub mod budget;
 pub mod config;
+pub mod errors;
 pub mod http;
+pub mod journal;
+pub mod kafka;
 pub mod live;
 pub mod log;
 pub mod metrics;
@@ -26,10 +29,13 @@ pub mod tls;
 
 pub use admit::{Admission, Admit};
 pub use config::{AggregatorConfig, ConfigError, HttpConfig};
+pub use errors::{ERROR_SCHEMA_URI, ErrorStream, ErrorStreamOptions};
 pub use http::{BatchService, FRAME_MEDIA_TYPE};
+pub use journal::DedupeJournal;
+pub use kafka::{KafkaOptions, KafkaSink, KafkaSinkError};
 pub use live::Live;
 pub use log::{EmbeddedLog, LogError, LogOptions, LogRecord, NewRecord};
 pub use metrics::Metrics;
 pub use server::{ServerError, run};
-pub use sink::{Sink, SinkOptions, SubmitError};
+pub use sink::{Sink, SinkOptions, SinkTarget, SubmitError};
 pub use sluice_shared::{Batch, BatchAck, DedupeSet, RateLimiter};

@@ -271,6 +271,36 @@ impl EmbeddedLog {
         Ok(())
     }
 
+    /// Deletes the closed segments of `topic` last written before `cutoff`
+    /// (so every record in them is older), oldest first; returns how many.
+    /// The open segment is always kept.
+    pub fn delete_segments_before(
+        &mut self,
+        topic: &str,
+        cutoff: std::time::SystemTime,
+    ) -> Result<usize, LogError> {
+        let Some(t) = self.topics.get_mut(topic) else {
+            return Ok(0);
+        };
+        let mut deleted = 0;
+        while t.segments.len() > 1 {
+            let seg = &t.segments[0];
+            let modified = fs::metadata(&seg.path)
+                .and_then(|m| m.modified())
+                .map_err(io_err("reading the age of", &seg.path))?;
+            if modified >= cutoff {
+                break;
+            }
+            fs::remove_file(&seg.path).map_err(io_err("deleting", &seg.path))?;
+            t.segments.remove(0);
+            deleted += 1;
+        }
+        if deleted > 0 {
+            sync_dir(&t.dir)?;
+        }
+        Ok(deleted)
+    }
+
     /// Up to `max` records of `topic` from offset `from` on, in order.
     pub fn read(&self, topic: &str, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
         let Some(t) = self.topics.get(topic) else {
@@ -530,8 +560,10 @@ fn open_append(path: &Path) -> Result<File, LogError> {
 }
 
 impl EmbeddedLog {
-    /// Calls `f` with the event id header and timestamp of every record of
-    /// every topic stamped at or after `since_ms`, to rebuild the dedupe window.
+    /// Calls `f` with the event id header and receive time of every record
+    /// of every topic received at or after `since_ms`, to rebuild the dedupe
+    /// window. The receive time is the `received_ms` header where a record
+    /// has one, else its timestamp.
     pub fn for_each_recent_id(
         &self,
         since_ms: i64,
@@ -547,16 +579,21 @@ impl EmbeddedLog {
                 };
                 from = last.offset + 1;
                 for r in &records {
-                    if r.timestamp_ms < since_ms {
-                        continue;
+                    let mut id = None;
+                    let mut at_ms = r.timestamp_ms;
+                    for (k, v) in &r.headers {
+                        match k.as_str() {
+                            "event_id" => id = <[u8; 16]>::try_from(v.as_slice()).ok(),
+                            crate::sink::RECEIVED_HEADER => {
+                                if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                                    at_ms = i64::from_le_bytes(b);
+                                }
+                            }
+                            _ => {}
+                        }
                     }
-                    let id = r
-                        .headers
-                        .iter()
-                        .find(|(k, _)| k == "event_id")
-                        .and_then(|(_, v)| <[u8; 16]>::try_from(v.as_slice()).ok());
-                    if let Some(id) = id {
-                        f(id, r.timestamp_ms);
+                    if let Some(id) = id.filter(|_| at_ms >= since_ms) {
+                        f(id, at_ms);
                     }
                 }
                 if records.len() < CHUNK {

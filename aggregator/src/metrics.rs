@@ -18,6 +18,13 @@ pub struct EventLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of counters split only by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// What happened.
+    pub outcome: &'static str,
+}
+
 /// Every metric the aggregator exports; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -32,6 +39,10 @@ pub struct Metrics {
     pub dedupe_ids: Gauge,
     /// Bytes held by the dedupe window.
     pub dedupe_bytes: Gauge,
+    /// Error reports from edges, by outcome: `admitted` to the error stream or `dropped` over its bound.
+    pub error_reports: Family<OutcomeLabels, Counter>,
+    /// Writes of the dedupe journal that failed (Kafka sink only): ids that a restart will not remember.
+    pub journal_failures: Counter,
     writable: Arc<AtomicBool>,
 }
 
@@ -73,8 +84,22 @@ impl Metrics {
             "Bytes held by the dedupe window",
             dedupe_bytes.clone(),
         );
+        let error_reports = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "error_reports",
+            "Events refused by edges and reported for the error stream, by outcome",
+            error_reports.clone(),
+        );
+        let journal_failures = Counter::default();
+        registry.register(
+            "dedupe_journal_failures",
+            "Failed writes of the dedupe journal",
+            journal_failures.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            error_reports,
+            journal_failures,
             events,
             ack_seconds,
             queue_depth,
@@ -91,6 +116,13 @@ impl Metrics {
                 stream: stream.to_owned(),
                 outcome,
             })
+            .inc_by(n);
+    }
+
+    /// Counts `n` error reports with `outcome`.
+    pub fn count_error_reports(&self, outcome: &'static str, n: u64) {
+        self.error_reports
+            .get_or_create(&OutcomeLabels { outcome })
             .inc_by(n);
     }
 

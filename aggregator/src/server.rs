@@ -1,15 +1,17 @@
-//! Runs the aggregator: loads stream config, opens the embedded log
-//! (recovering it), starts the commit loop and serves HTTP batch ingest
+//! Runs the aggregator: loads stream config, opens the sink (Kafka when
+//! brokers are configured, else the embedded log, recovering it), starts the commit loop and serves HTTP batch ingest
 //! until the shutdown future completes.
 
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::http::BatchService;
+use crate::journal::DedupeJournal;
+use crate::kafka::{KafkaSink, KafkaSinkError};
 use crate::live::Live;
 use crate::log::{EmbeddedLog, LogError, LogOptions};
 use crate::metrics::Metrics;
 use crate::quic::{self, QuicError, QuicLimits};
 use crate::schemas::SchemaService;
-use crate::sink::{Sink, SinkOptions};
+use crate::sink::{Sink, SinkOptions, SinkTarget};
 use crate::tls::{Identity, TlsError, certs_from_pem, ensure_dev_pki, key_from_pem};
 use sluice_shared::{Bundle, StreamConfig, WireLimits};
 use std::future::Future;
@@ -36,6 +38,9 @@ pub enum ServerError {
     /// The embedded log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The Kafka producer.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSinkError),
     /// Certificates.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -142,20 +147,31 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let token = config.token()?;
     let (bundle, streams) = load_bundle(&config)?;
-    let log_dir = config.data_dir.join("log");
-    let log = EmbeddedLog::open(
-        &log_dir,
-        LogOptions {
-            segment_bytes: config.segment_bytes,
-            ..LogOptions::default()
-        },
-    )?;
-    if log.recovered_bytes() > 0 {
-        tracing::warn!(
-            bytes = log.recovered_bytes(),
-            "Recovered the embedded log after an unclean stop."
-        );
-    }
+    let metrics = Metrics::new();
+    let target = if config.kafka.brokers.trim().is_empty() {
+        let log = EmbeddedLog::open(
+            &config.data_dir.join("log"),
+            LogOptions {
+                segment_bytes: config.segment_bytes,
+                ..LogOptions::default()
+            },
+        )?;
+        if log.recovered_bytes() > 0 {
+            tracing::warn!(
+                bytes = log.recovered_bytes(),
+                "Recovered the embedded log after an unclean stop."
+            );
+        }
+        tracing::info!(dir = %config.data_dir.join("log").display(), "Sink: the embedded log.");
+        SinkTarget::Log(log)
+    } else {
+        let journal = DedupeJournal::open(
+            &config.data_dir.join("dedupe"),
+            std::time::Duration::from_secs(config.dedupe_window_secs),
+        )?;
+        tracing::info!(brokers = %config.kafka.brokers, "Sink: Kafka.");
+        SinkTarget::Kafka(KafkaSink::connect(&config.kafka, journal, &metrics)?)
+    };
     let streams = Live::new(streams);
     let schemas = SchemaService::new(&bundle);
     // Registered before the addresses are announced, so an early SIGHUP reloads rather than kills.
@@ -170,7 +186,7 @@ pub async fn run(
         hup,
     ));
     let sink = Sink::start(
-        log,
+        target,
         streams.clone(),
         SinkOptions {
             queue: config.sink_queue,
@@ -180,9 +196,10 @@ pub async fn run(
             )
             .unwrap_or(i64::MAX),
             seed: std::process::id().into(),
+            errors: config.error_stream.options(),
             ..SinkOptions::default()
         },
-        Metrics::new(),
+        metrics,
     );
     let (server_id, client_ca) = match (&config.quic.cert, &config.quic.key, &config.quic.client_ca)
     {

@@ -1,14 +1,21 @@
-//! The commit loop: one thread owns admission and the embedded log, takes
-//! batches from a bounded queue, and commits them in groups. For each group
-//! it admits every event, appends the admitted ones, makes them durable with
-//! one `sync`, and only then answers each batch with its [`BatchAck`]. If a
-//! write fails, the group's admitted ids are forgotten (so retries are not
-//! taken for duplicates) and their events answered `failed` with the reason.
-//! A full queue is refused at once, so a slow disk holds senders back
-//! instead of growing memory.
+//! The commit loop: one thread owns admission, takes batches from a bounded
+//! queue, and commits them in groups to the sink: the embedded log or Kafka.
+//! For each group it admits every event (dedupe, rate limits), then:
+//! - embedded log: appends the admitted events, makes them durable with one
+//!   `sync`, and only then answers each batch with its [`BatchAck`];
+//! - Kafka: hands them to the producer and goes on to the next group; each
+//!   batch is answered once every one of its events has its delivery report
+//!   (see [`crate::kafka`]).
+//!
+//! An event whose write fails is answered `failed` with the reason, and its
+//! id forgotten, so that the retry is not taken for a duplicate. A full
+//! queue or in-flight budget is refused at once, so a slow sink holds
+//! senders back instead of growing memory.
 
 use crate::admit::{Admission, Admit};
 use crate::budget::Budget;
+use crate::errors::{ErrorStream, ErrorStreamOptions};
+use crate::kafka::KafkaSink;
 use crate::live::Live;
 use crate::log::{EmbeddedLog, LogError, NewRecord};
 use crate::metrics::Metrics;
@@ -20,8 +27,16 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
+/// Where admitted events go.
+pub enum SinkTarget {
+    /// The embedded log, synced before each answer.
+    Log(EmbeddedLog),
+    /// Kafka, answered by delivery reports.
+    Kafka(KafkaSink),
+}
+
 /// Settings of the commit loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SinkOptions {
     /// Batches that may wait for the loop before senders are refused.
     pub queue: usize,
@@ -35,6 +50,8 @@ pub struct SinkOptions {
     pub max_rate_keys: usize,
     /// Seed for the hashes of client-chosen ids and keys.
     pub seed: u64,
+    /// The error stream that edges' error reports go to.
+    pub errors: ErrorStreamOptions,
 }
 
 impl Default for SinkOptions {
@@ -46,6 +63,7 @@ impl Default for SinkOptions {
             dedupe_window_nanos: 3_600_000_000_000,
             max_rate_keys: 1_000_000,
             seed: 0,
+            errors: ErrorStreamOptions::default(),
         }
     }
 }
@@ -61,8 +79,10 @@ pub enum SubmitError {
     Stopped,
 }
 
-struct Job {
-    batch: Batch,
+pub(crate) struct Job {
+    pub(crate) batch: Arc<Batch>,
+    /// How many of the batch's events get verdicts; the rest are error events.
+    answered: usize,
     reply: oneshot::Sender<BatchAck>,
     /// The batch's share of the in-flight budget, given back when it is answered.
     bytes: usize,
@@ -83,12 +103,14 @@ pub struct Sink {
     tx: SyncSender<Job>,
     metrics: Metrics,
     budget: Arc<Budget>,
+    streams: Live<StreamConfig>,
+    errors: Arc<ErrorStream>,
 }
 
 impl Sink {
-    /// Starts the commit loop on its own thread, writing to `log`.
+    /// Starts the commit loop on its own thread, writing to `target`.
     pub fn start(
-        log: EmbeddedLog,
+        mut target: SinkTarget,
         streams: Live<StreamConfig>,
         options: SinkOptions,
         metrics: Metrics,
@@ -99,49 +121,61 @@ impl Sink {
             options.max_rate_keys,
             options.seed,
         );
-        // Retries after a crash must still dedupe: remember what the log holds from the last window.
+        // Retries after a crash must still dedupe: remember what the sink took in the last window.
         let since_ms = now().add_nanos(-options.dedupe_window_nanos).unix_millis();
         let mut remembered = 0u64;
-        let rebuilt = log.for_each_recent_id(since_ms, |id, at_ms| {
+        let mut remember = |id, at_ms| {
             admission.remember(id, Timestamp::from_unix_millis(at_ms));
             remembered += 1;
-        });
-        match rebuilt {
-            Ok(()) => tracing::info!(
-                ids = remembered,
-                "Dedupe window rebuilt from the embedded log."
+        };
+        let (rebuilt, source) = match &target {
+            SinkTarget::Log(log) => (
+                log.for_each_recent_id(since_ms, &mut remember),
+                "embedded log",
             ),
+            SinkTarget::Kafka(kafka) => (
+                kafka.for_each_recent_id(since_ms, &mut remember),
+                "dedupe journal",
+            ),
+        };
+        match rebuilt {
+            Ok(()) => tracing::info!(ids = remembered, source, "Dedupe window rebuilt."),
             Err(e) => {
-                tracing::error!(error = %e, "Could not rebuild the dedupe window from the embedded log; repeats of old events may be written again.")
+                tracing::error!(error = %e, source, "Could not rebuild the dedupe window; repeats of old events may be written again.")
             }
         }
-        let loop_metrics = metrics.clone();
         let budget = Arc::new(Budget::new(options.max_in_flight_bytes));
-        let loop_budget = budget.clone();
+        let finisher = Finisher {
+            metrics: metrics.clone(),
+            budget: budget.clone(),
+        };
+        if let SinkTarget::Kafka(kafka) = &mut target {
+            kafka.begin(finisher.clone());
+        }
+        let loop_streams = streams.clone();
+        let max_group = options.max_group.max(1);
         thread::Builder::new()
             .name("sluice-sink".into())
-            .spawn(move || {
-                commit_loop(
-                    rx,
-                    log,
-                    admission,
-                    streams,
-                    options.max_group.max(1),
-                    loop_metrics,
-                    loop_budget,
-                )
-            })
+            .spawn(move || commit_loop(rx, target, admission, loop_streams, max_group, finisher))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "Could not start the sink thread."));
         Sink {
             tx,
             metrics,
             budget,
+            streams,
+            errors: Arc::new(ErrorStream::new(options.errors)),
         }
     }
 
-    /// Queues a batch; the returned receiver yields its acknowledgement once durable.
-    pub fn submit(&self, batch: Batch) -> Result<oneshot::Receiver<BatchAck>, SubmitError> {
+    /// Queues a batch; the returned receiver yields its acknowledgement once
+    /// durable. Its error reports become error events, within their bound.
+    pub fn submit(&self, mut batch: Batch) -> Result<oneshot::Receiver<BatchAck>, SubmitError> {
+        let answered = batch.events.len();
+        if !batch.errors.is_empty() {
+            self.errors
+                .admit(&mut batch, &self.streams.get(), now(), &self.metrics);
+        }
         let bytes = batch_bytes(&batch);
         if !self.budget.try_take(bytes) {
             return Err(SubmitError::Busy);
@@ -150,7 +184,8 @@ impl Sink {
         // Counted before the send, so the commit loop never takes it below zero.
         self.metrics.queue_depth.inc();
         match self.tx.try_send(Job {
-            batch,
+            batch: Arc::new(batch),
+            answered,
             reply,
             bytes,
         }) {
@@ -177,7 +212,7 @@ impl Sink {
     }
 }
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
@@ -185,15 +220,65 @@ fn now() -> Timestamp {
     Timestamp::from_unix_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
 }
 
+/// Answers batches: verdicts, metrics, and the in-flight budget.
+#[derive(Clone)]
+pub(crate) struct Finisher {
+    pub(crate) metrics: Metrics,
+    budget: Arc<Budget>,
+}
+
+impl Finisher {
+    /// Answers `job`: `failure(i)` is why event `i`, admitted for writing, was not written.
+    pub(crate) fn finish<'a>(
+        &self,
+        job: Job,
+        admits: &[Admit],
+        failure: impl Fn(usize) -> Option<&'a str>,
+    ) {
+        let mut verdicts = Vec::with_capacity(job.answered);
+        for (i, (event, admit)) in job.batch.events.iter().zip(admits).enumerate() {
+            let verdict = match admit {
+                Admit::Write => match failure(i) {
+                    None => EventAck::Accepted,
+                    Some(reason) => EventAck::Failed {
+                        reason: reason.to_owned(),
+                    },
+                },
+                Admit::Duplicate => EventAck::Duplicate,
+                Admit::RateLimited { retry_after_ms } => EventAck::RateLimited {
+                    retry_after_ms: *retry_after_ms,
+                },
+            };
+            let outcome = match &verdict {
+                EventAck::Accepted => "accepted",
+                EventAck::Failed { .. } => "failed",
+                EventAck::Duplicate => "duplicate",
+                EventAck::RateLimited { .. } => "rate_limited",
+            };
+            self.metrics.count(&event.stream, "received", 1);
+            self.metrics.count(&event.stream, outcome, 1);
+            if i < job.answered {
+                verdicts.push(verdict);
+            }
+        }
+        self.budget.release(job.bytes);
+        // A sender that gave up waiting has nothing to be told.
+        let _ = job.reply.send(BatchAck {
+            batch_id: job.batch.id,
+            verdicts,
+        });
+    }
+}
+
 fn commit_loop(
     rx: Receiver<Job>,
-    mut log: EmbeddedLog,
+    mut target: SinkTarget,
     mut admission: Admission,
     streams: Live<StreamConfig>,
     max_group: usize,
-    metrics: Metrics,
-    budget: Arc<Budget>,
+    finisher: Finisher,
 ) {
+    let metrics = finisher.metrics.clone();
     let mut last_purge = now();
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -205,66 +290,66 @@ fn commit_loop(
         }
         metrics.queue_depth.dec_by(group.len() as i64);
         let at = now();
+        if let SinkTarget::Kafka(kafka) = &target {
+            // Ids whose delivery failed were answered `failed`; let their retries in.
+            for id in kafka.failed_ids() {
+                admission.forget_id(id);
+            }
+        }
         let current = streams.get();
         let admits: Vec<Vec<Admit>> = group
             .iter()
             .map(|j| admission.admit(&j.batch, &current, at))
             .collect();
-        let written = write_group(&mut log, &group, &admits);
-        if let Err(e) = &written {
-            tracing::error!(error = %e, batches = group.len(), "A group commit failed; its events are answered as failed.");
-            for (job, a) in group.iter().zip(&admits) {
-                admission.forget(&job.batch, a);
+        match &mut target {
+            SinkTarget::Log(log) => {
+                let written = write_group(log, &group, &admits);
+                if let Err(e) = &written {
+                    tracing::error!(error = %e, batches = group.len(), "A group commit failed; its events are answered as failed.");
+                    for (job, a) in group.iter().zip(&admits) {
+                        admission.forget(&job.batch, a);
+                    }
+                }
+                metrics.set_writable(written.is_ok());
+                // Gauges first, so that whoever reads them after an answer sees its effect.
+                set_dedupe_gauges(&metrics, &admission);
+                let reason = written.err().map(|e| e.to_string());
+                for (job, a) in group.into_iter().zip(admits) {
+                    finisher.finish(job, &a, |_| reason.as_deref());
+                }
             }
-        }
-        metrics.set_writable(written.is_ok());
-        // Gauges first, so that whoever reads them after an answer sees its effect.
-        metrics
-            .dedupe_ids
-            .set(i64::try_from(admission.dedupe_len()).unwrap_or(i64::MAX));
-        metrics
-            .dedupe_bytes
-            .set(i64::try_from(admission.dedupe_bytes()).unwrap_or(i64::MAX));
-        let events: usize = group.iter().map(|j| j.batch.events.len()).sum();
-        tracing::debug!(batches = group.len(), events, "Group committed.");
-        for (job, a) in group.into_iter().zip(admits) {
-            for (event, admit) in job.batch.events.iter().zip(&a) {
-                let outcome = match (admit, &written) {
-                    (Admit::Write, Ok(())) => "accepted",
-                    (Admit::Write, Err(_)) => "failed",
-                    (Admit::Duplicate, _) => "duplicate",
-                    (Admit::RateLimited { .. }, _) => "rate_limited",
-                };
-                metrics.count(&event.stream, "received", 1);
-                metrics.count(&event.stream, outcome, 1);
+            SinkTarget::Kafka(kafka) => {
+                set_dedupe_gauges(&metrics, &admission);
+                for (job, a) in group.into_iter().zip(admits) {
+                    kafka.produce(job, a, at);
+                }
             }
-            let verdicts = a
-                .iter()
-                .map(|admit| match (admit, &written) {
-                    (Admit::Write, Ok(())) => EventAck::Accepted,
-                    (Admit::Write, Err(e)) => EventAck::Failed {
-                        reason: e.to_string(),
-                    },
-                    (Admit::Duplicate, _) => EventAck::Duplicate,
-                    (Admit::RateLimited { retry_after_ms }, _) => EventAck::RateLimited {
-                        retry_after_ms: *retry_after_ms,
-                    },
-                })
-                .collect();
-            budget.release(job.bytes);
-            // A sender that gave up waiting has nothing to be told.
-            let _ = job.reply.send(BatchAck {
-                batch_id: job.batch.id,
-                verdicts,
-            });
         }
         if at.nanos_since(last_purge) >= 1_000_000_000 {
             admission.purge(at);
             last_purge = at;
         }
     }
+    if let SinkTarget::Kafka(kafka) = &target {
+        kafka.flush();
+    }
     tracing::info!("The sink's queue closed; the commit loop stops.");
 }
+
+fn set_dedupe_gauges(metrics: &Metrics, admission: &Admission) {
+    metrics
+        .dedupe_ids
+        .set(i64::try_from(admission.dedupe_len()).unwrap_or(i64::MAX));
+    metrics
+        .dedupe_bytes
+        .set(i64::try_from(admission.dedupe_bytes()).unwrap_or(i64::MAX));
+}
+
+/// Header with the receive time (Unix milliseconds, little-endian), on records whose timestamp differs from it.
+pub const RECEIVED_HEADER: &str = "received_ms";
+
+/// A record's headers, of which the first 3 or all 4 are written.
+type RecordHeaders<'a> = [(&'a str, &'a [u8]); 4];
 
 fn write_group(
     log: &mut EmbeddedLog,
@@ -278,14 +363,22 @@ fn write_group(
         .filter(|(_, admit)| **admit == Admit::Write)
         .map(|(event, _)| event)
         .collect();
-    let headers: Vec<[(&str, &[u8]); 3]> = written
+    // The receive time rides along only when the sender set meta.dt, for the dedupe rebuild.
+    let received: Vec<[u8; 8]> = written
         .iter()
-        .map(|e| {
-            [
+        .map(|e| e.received_ms.to_le_bytes())
+        .collect();
+    let headers: Vec<(RecordHeaders<'_>, usize)> = written
+        .iter()
+        .zip(&received)
+        .map(|(e, received)| {
+            let all = [
                 ("schema_uri", e.schema_uri.as_bytes()),
                 ("event_id", &e.id[..]),
                 ("stream", e.stream.as_bytes()),
-            ]
+                (RECEIVED_HEADER, &received[..]),
+            ];
+            (all, if e.received_ms == e.dt_ms { 3 } else { 4 })
         })
         .collect();
     // One write per topic per group.
@@ -295,9 +388,9 @@ fn write_group(
             .entry(event.topic.as_str())
             .or_default()
             .push(NewRecord {
-                timestamp_ms: event.received_ms,
+                timestamp_ms: event.dt_ms,
                 key: event.partition_key.as_deref().map(str::as_bytes),
-                headers,
+                headers: &headers.0[..headers.1],
                 value: &event.json,
             });
     }

@@ -1,79 +1,23 @@
 //! Batch ingest over real HTTP on loopback, into a real embedded log.
 
-use sluice_aggregator::{BatchService, EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions};
-use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, StreamConfig, WireLimits};
+mod common;
+
+use common::{TOKEN, event, get, post};
+use sluice_aggregator::{
+    BatchService, EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions, SinkTarget,
+};
+use sluice_shared::{Batch, BatchAck, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const TOKEN: &str = "edge-secret-token";
 const STREAMS: &str = r#"
 streams:
   sluice.test.event:
     schema_title: sluice/test/event
     rate_limit: {events_per_second: 1, burst: 5}
 "#;
-
-struct Reply {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-async fn post(addr: SocketAddr, token: Option<&str>, body: &[u8]) -> Reply {
-    request(addr, "POST", "/v1/batches", token, body).await
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Reply {
-    request(addr, "GET", path, None, b"").await
-}
-
-async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &[u8],
-) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/vnd.sluice.batch\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response");
-    let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = headers[9..12].parse().unwrap();
-    Reply {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-fn event(n: u8) -> BatchEvent {
-    BatchEvent {
-        stream: "sluice.test.event".into(),
-        topic: "local.sluice.test.event".into(),
-        partition_key: Some(format!("key-{n}")),
-        rate_key: None,
-        id: [n; 16],
-        received_ms: 1_795_780_800_000 + i64::from(n),
-        schema_uri: "/sluice/test/event/1.0.0".into(),
-        dedupe: true,
-        json: format!(r#"{{"n":{n}}}"#).into_bytes(),
-    }
-}
 
 async fn start(dir: &Path, limits: WireLimits) -> SocketAddr {
     start_with_sink(dir, limits).await.0
@@ -82,7 +26,12 @@ async fn start(dir: &Path, limits: WireLimits) -> SocketAddr {
 async fn start_with_sink(dir: &Path, limits: WireLimits) -> (SocketAddr, Sink) {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
     let streams = Live::new(StreamConfig::parse(STREAMS).unwrap());
-    let sink = Sink::start(log, streams.clone(), SinkOptions::default(), Metrics::new());
+    let sink = Sink::start(
+        SinkTarget::Log(log),
+        streams.clone(),
+        SinkOptions::default(),
+        Metrics::new(),
+    );
     let app = BatchService::new(sink.clone(), TOKEN, limits, streams).router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -97,6 +46,7 @@ async fn batches_are_acknowledged_once_durable_and_deduplicated() {
     let batch = Batch {
         id: [1; 16],
         events: (0..4).map(event).collect(),
+        errors: Vec::new(),
     };
     let reply = post(addr, Some(TOKEN), &batch.encode(true)).await;
     assert_eq!(
@@ -117,6 +67,7 @@ async fn batches_are_acknowledged_once_durable_and_deduplicated() {
     let more = Batch {
         id: [2; 16],
         events: (10..13).map(event).collect(),
+        errors: Vec::new(),
     };
     let reply = post(addr, Some(TOKEN), &more.encode(false)).await;
     let ack = BatchAck::decode_for(&reply.body, &more, &WireLimits::default()).unwrap();
@@ -208,6 +159,7 @@ async fn wrong_tokens_bad_frames_and_oversized_bodies_are_refused() {
     let frame = Batch {
         id: [3; 16],
         events: vec![event(1)],
+        errors: Vec::new(),
     }
     .encode(false);
     for token in [None, Some("wrong-secret-token"), Some("edge-secret-toke")] {

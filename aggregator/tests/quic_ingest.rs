@@ -2,7 +2,7 @@
 
 use sluice_aggregator::quic::{self, QuicLimits, QuicReply};
 use sluice_aggregator::tls::{DevCa, ensure_dev_pki};
-use sluice_aggregator::{EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions};
+use sluice_aggregator::{EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions, SinkTarget};
 use sluice_shared::{Batch, BatchEvent, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,11 +21,13 @@ fn batch(id: u8, n: u8) -> Batch {
                 rate_key: None,
                 id: [id, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
                 received_ms: 1_795_780_800_000,
+                dt_ms: 1_795_780_800_000,
                 schema_uri: "/a/b/1.0.0".into(),
                 dedupe: true,
                 json: b"{}".to_vec(),
             })
             .collect(),
+        errors: Vec::new(),
     }
 }
 
@@ -36,7 +38,12 @@ async fn server(dir: &Path, ca: &DevCa) -> SocketAddr {
 async fn server_with(dir: &Path, ca: &DevCa, quic_limits: QuicLimits) -> SocketAddr {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
     let streams = Live::new(StreamConfig::parse("streams: {s: {schema_title: a/b}}").unwrap());
-    let sink = Sink::start(log, streams, SinkOptions::default(), Metrics::new());
+    let sink = Sink::start(
+        SinkTarget::Log(log),
+        streams,
+        SinkOptions::default(),
+        Metrics::new(),
+    );
     let (server_id, _, _) = ca.issue(&["localhost", "127.0.0.1"], false).unwrap();
     let endpoint = quic::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),

@@ -402,7 +402,14 @@ impl Intake {
             },
             None => ids.next_uuid(),
         };
-        let dt_given = meta_get("dt").is_some();
+        let given_dt = meta_get("dt");
+        let dt_given = given_dt.is_some();
+        // The record timestamp is the event's meta.dt; one that does not parse has failed
+        // validation already wherever the schema types it, so the receive time stands in.
+        let dt_ms = given_dt
+            .and_then(|i| tape.str_at(i))
+            .and_then(|text| Timestamp::parse_rfc3339(text).ok())
+            .map_or(req.received.unix_millis(), Timestamp::unix_millis);
 
         let mark = tape.ext_mark();
         if !schema_given {
@@ -504,6 +511,7 @@ impl Intake {
             rate_key,
             id: *id.as_bytes(),
             received_ms: req.received.unix_millis(),
+            dt_ms,
             schema_uri,
             dedupe: entry.settings.dedupe,
             json,

@@ -57,7 +57,9 @@ pub use tape_json::{TapeJson, TapeNode, TapeNumber};
 mod bundle;
 mod wire;
 pub use bundle::{Bundle, BundleError, BundleRepository};
-pub use wire::{Batch, BatchAck, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits};
+pub use wire::{
+    Batch, BatchAck, BatchError, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits,
+};
 
 // The aggregator's algorithms, and time.
 mod dedupe;

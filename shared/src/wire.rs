@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The frame format this build writes and reads.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 const FLAG_LZ4: u8 = 0b0000_0001;
 const KNOWN_FLAGS: u8 = FLAG_LZ4;
 
@@ -27,6 +27,9 @@ pub struct BatchEvent {
     pub id: [u8; 16],
     /// When the edge received the event, Unix milliseconds.
     pub received_ms: i64,
+    /// The event's `meta.dt`, Unix milliseconds (the receive time when the
+    /// sender set none): the Kafka record timestamp.
+    pub dt_ms: i64,
     /// The `$schema` URI.
     pub schema_uri: String,
     /// Whether the stream is deduplicated.
@@ -43,6 +46,28 @@ pub struct Batch {
     pub id: [u8; 16],
     /// The events, in the order the edge accepted them.
     pub events: Vec<BatchEvent>,
+    /// Events the edge refused, reported for the error stream. They get no
+    /// verdicts: the edge has already answered their senders.
+    pub errors: Vec<BatchError>,
+}
+
+/// An event an edge refused, reported so that it lands on the error stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchError {
+    /// The stream the event named, when it named one.
+    pub stream: Option<String>,
+    /// The `$schema` the event named, when it named one.
+    pub schema_uri: Option<String>,
+    /// What kind of refusal, e.g. `invalid` or `unknown_stream`.
+    pub error_type: String,
+    /// Why it was refused.
+    pub message: String,
+    /// The event as sent, possibly cut short by the edge.
+    pub raw_event: String,
+    /// When the edge received it, Unix milliseconds.
+    pub received_ms: i64,
+    /// The request's `x-request-id`, when there was one.
+    pub request_id: Option<String>,
 }
 
 /// The aggregator's verdict on one event.
@@ -223,10 +248,22 @@ impl Batch {
     /// Decodes and checks a batch frame.
     pub fn decode(frame: &[u8], limits: &WireLimits) -> Result<Batch, WireError> {
         let batch: Batch = decode(frame, limits)?;
-        if batch.events.len() > limits.max_events {
+        let count = batch.events.len() + batch.errors.len();
+        if count > limits.max_events {
             return Err(WireError::TooManyEvents {
-                count: batch.events.len(),
+                count,
                 limit: limits.max_events,
+            });
+        }
+        if let Some(e) = batch
+            .errors
+            .iter()
+            .find(|e| e.raw_event.len() + e.message.len() > limits.max_event_bytes)
+        {
+            return Err(WireError::TooLarge {
+                what: "error report",
+                size: e.raw_event.len() + e.message.len(),
+                limit: limits.max_event_bytes,
             });
         }
         if let Some(e) = batch
@@ -313,6 +350,7 @@ mod tests {
             rate_key: None,
             id: [n; 16],
             received_ms: 1_764_000_000_000,
+            dt_ms: 1_764_000_000_000,
             schema_uri: "/test/event/1.0.0".into(),
             dedupe: true,
             json: json.as_bytes().to_vec(),
@@ -331,6 +369,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            errors: Vec::new(),
         };
         let limits = WireLimits::default();
         let plain = batch.encode(false);
@@ -361,14 +400,15 @@ mod tests {
         let good = Batch {
             id: [1; 16],
             events: vec![event(1, "{}")],
+            errors: Vec::new(),
         }
         .encode(false);
         assert_eq!(Batch::decode(&[], &limits), Err(WireError::Truncated(0)));
-        let mut v2 = good.clone();
-        v2[0] = 2;
+        let mut v9 = good.clone();
+        v9[0] = 9;
         assert_eq!(
-            Batch::decode(&v2, &limits),
-            Err(WireError::UnsupportedVersion { found: 2 })
+            Batch::decode(&v9, &limits),
+            Err(WireError::UnsupportedVersion { found: 9 })
         );
         assert!(matches!(
             Batch::decode(&good[..good.len() - 3], &limits),
@@ -418,6 +458,7 @@ mod tests {
             let batch = Batch {
                 id: [7; 16],
                 events: ids.iter().map(|id| BatchEvent { id: *id, partition_key: key.clone(), json: json.clone().into_bytes(), ..event(0, "") }).collect(),
+                errors: Vec::new(),
             };
             prop_assert_eq!(Batch::decode(&batch.encode(compress), &WireLimits::default()).unwrap(), batch);
         }
@@ -433,7 +474,7 @@ mod tests {
 
         #[test]
         fn decoding_corrupted_frames_never_panics(flip in 0usize..4096, bit in 0u8..8, compress in any::<bool>()) {
-            let batch = Batch { id: [3; 16], events: (0..8).map(|i| event(i, r#"{"a":[1,2,3],"b":"text text text"}"#)).collect() };
+            let batch = Batch { id: [3; 16], events: (0..8).map(|i| event(i, r#"{"a":[1,2,3],"b":"text text text"}"#)).collect(), errors: Vec::new() };
             let mut frame = batch.encode(compress);
             let i = flip % frame.len();
             frame[i] ^= 1 << bit;

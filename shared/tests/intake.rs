@@ -118,6 +118,10 @@ fn accepts_and_enriches_a_valid_event() {
     assert_eq!(event.partition_key.as_deref(), Some("abc"));
     assert_eq!(event.schema_uri, "/sluice/keywords/1.0.0");
     assert_eq!(event.received_ms, NOW_MS);
+    assert_eq!(
+        event.dt_ms, NOW_MS,
+        "meta.dt is filled with the receive time"
+    );
     assert!(
         event.rate_key.as_deref().is_some_and(|k| k.len() == 16),
         "{:?}",
@@ -148,6 +152,9 @@ fn keeps_what_the_client_set_and_fills_only_what_the_schema_has() {
     let v: Value = serde_json::from_slice(&event.json).unwrap();
     assert_eq!(v["meta"]["id"], "not-a-uuid");
     assert_eq!(v["meta"]["dt"], "2020-01-01T00:00:00Z");
+    // The record timestamp follows the sender's meta.dt; dedupe and the window use the receive time.
+    assert_eq!(event.dt_ms, 1_577_836_800_000);
+    assert_eq!(event.received_ms, NOW_MS);
     // The stream has no header enrichment: no client address, no user agent.
     assert!(v.get("http").is_none(), "{v}");
     // A non-UUID meta.id maps to a stable UUIDv5, so retries dedupe.

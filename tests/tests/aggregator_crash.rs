@@ -4,12 +4,10 @@
 
 use sluice_aggregator::{EmbeddedLog, LogOptions};
 use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, WireLimits};
-use sluice_tests::{KillOnDrop, binary, http_post};
+use sluice_tests::{KillOnDrop, http_post, start_aggregator};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
@@ -18,35 +16,13 @@ const BATCHES: usize = 400;
 const PER_BATCH: usize = 50;
 
 fn start(data: &Path, streams: &Path) -> (KillOnDrop, SocketAddr) {
-    let mut child = Command::new(binary("sluice"))
-        .arg("aggregator")
-        .env("SLUICE_AGGREGATOR_DATA_DIR", data)
-        .env("SLUICE_AGGREGATOR_STREAMS", streams)
-        .env(
-            "SLUICE_AGGREGATOR_REPOSITORIES",
-            format!("[{:?}]", sluice_tests::workspace().join("schemas")),
-        )
-        .env("SLUICE_AGGREGATOR_HTTP__LISTEN", "127.0.0.1:0")
-        .env("SLUICE_AGGREGATOR_QUIC__LISTEN", "127.0.0.1:0")
-        .env("SLUICE_AGGREGATOR_HTTP__TOKEN", TOKEN)
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("sluice aggregator starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let child = KillOnDrop(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the aggregator prints its address")
-            .expect("stdout is readable");
-        if let Some(a) = line.strip_prefix("aggregator listening on http://") {
-            break a.parse().expect("a socket address");
-        }
-    };
-    (child, addr)
+    let repos = format!("[{:?}]", sluice_tests::workspace().join("schemas"));
+    start_aggregator(&[
+        ("SLUICE_AGGREGATOR_DATA_DIR", data.as_os_str()),
+        ("SLUICE_AGGREGATOR_STREAMS", streams.as_os_str()),
+        ("SLUICE_AGGREGATOR_REPOSITORIES", repos.as_ref()),
+        ("SLUICE_AGGREGATOR_HTTP__TOKEN", TOKEN.as_ref()),
+    ])
 }
 
 fn batch(b: usize) -> Batch {
@@ -60,6 +36,7 @@ fn batch(b: usize) -> Batch {
                 rate_key: None,
                 id: (n + 1).to_be_bytes(),
                 received_ms: now_ms(),
+                dt_ms: now_ms(),
                 schema_uri: "/sluice/test/event/1.0.0".into(),
                 dedupe: true,
                 json: format!(r#"{{"n":{n}}}"#).into_bytes(),
@@ -69,6 +46,7 @@ fn batch(b: usize) -> Batch {
     Batch {
         id: [b as u8; 16],
         events,
+        errors: Vec::new(),
     }
 }
 

@@ -66,10 +66,12 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
             rate_key: None,
             id: [9; 16],
             received_ms: 1_795_780_800_000,
+            dt_ms: 1_795_780_800_000,
             schema_uri: "/sluice/test/event/1.0.0".into(),
             dedupe: true,
             json: b"{\"over\":\"quic\"}".to_vec(),
         }],
+        errors: Vec::new(),
     };
     let reply = quic::send_batch(&conn, &batch, None, &WireLimits::default())
         .await
