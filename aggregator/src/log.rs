@@ -66,19 +66,25 @@ pub struct LogRecord {
     pub value: Vec<u8>,
 }
 
+// Byte strings go through serde_bytes: postcard writes them as a length and
+// the bytes either way, but as bytes rather than a sequence of u8 it copies them at once.
 #[derive(Serialize)]
 struct BodyOut<'a> {
     timestamp_ms: i64,
+    #[serde(with = "serde_bytes")]
     key: Option<&'a [u8]>,
     headers: &'a [(&'a str, &'a [u8])],
+    #[serde(with = "serde_bytes")]
     value: &'a [u8],
 }
 
 #[derive(Deserialize)]
 struct BodyIn {
     timestamp_ms: i64,
+    #[serde(with = "serde_bytes")]
     key: Option<Vec<u8>>,
     headers: Vec<(String, Vec<u8>)>,
+    #[serde(with = "serde_bytes")]
     value: Vec<u8>,
 }
 
@@ -211,28 +217,41 @@ impl EmbeddedLog {
         if !valid_topic(topic) {
             return Err(LogError::BadTopic(topic.to_owned()));
         }
-        let mut frames = Vec::new();
+        let mut frames = Vec::with_capacity(
+            records
+                .iter()
+                .map(|r| r.value.len() + FRAME_HEADER + 64)
+                .sum(),
+        );
         for r in records {
-            let body = postcard::to_allocvec(&BodyOut {
-                timestamp_ms: r.timestamp_ms,
-                key: r.key,
-                headers: r.headers,
-                value: r.value,
-            })
+            // Each body is encoded in place behind room for its header, which is filled in after.
+            let at = frames.len();
+            frames.extend_from_slice(&[0; FRAME_HEADER]);
+            frames = postcard::to_extend(
+                &BodyOut {
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key,
+                    headers: r.headers,
+                    value: r.value,
+                },
+                frames,
+            )
             .map_err(|e| LogError::Io {
                 action: "encoding a record for",
                 path: self.dir.join(topic),
                 source: io::Error::other(e),
             })?;
+            let body = &frames[at + FRAME_HEADER..];
             if body.len() > self.options.max_record_bytes {
                 return Err(LogError::RecordTooLarge {
                     size: body.len(),
                     limit: self.options.max_record_bytes,
                 });
             }
-            frames.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            frames.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            frames.extend_from_slice(&body);
+            let len = (body.len() as u32).to_le_bytes();
+            let crc = crc32fast::hash(body).to_le_bytes();
+            frames[at..at + 4].copy_from_slice(&len);
+            frames[at + 4..at + FRAME_HEADER].copy_from_slice(&crc);
         }
         let options = self.options;
         let t = match self.topics.get_mut(topic) {

@@ -287,20 +287,7 @@ pub async fn send_batch(
     token: Option<&str>,
     limits: &WireLimits,
 ) -> Result<QuicReply, Box<dyn std::error::Error + Send + Sync>> {
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let mut request = Vec::new();
-    match token {
-        Some(t) => {
-            request.push(1);
-            request.extend_from_slice(&u16::try_from(t.len())?.to_le_bytes());
-            request.extend_from_slice(t.as_bytes());
-        }
-        None => request.push(0),
-    }
-    request.extend_from_slice(&batch.encode(true));
-    send.write_all(&request).await?;
-    send.finish()?;
-    let answer = recv.read_to_end(limits.max_frame_bytes + 512).await?;
+    let answer = send_frame(conn, &batch.encode(true), token, limits).await?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok(match answer.split_first() {
         Some((&status::OK, frame)) => QuicReply::Ack(BatchAck::decode_for(frame, batch, limits)?),
@@ -312,4 +299,28 @@ pub async fn send_batch(
         Some((_, m)) => QuicReply::Failed(text(m)),
         None => QuicReply::Failed("empty answer".into()),
     })
+}
+
+/// Sends one encoded batch frame on `conn` and returns the raw answer: a
+/// status byte, then the acknowledgement frame or the refusal.
+pub async fn send_frame(
+    conn: &quinn::Connection,
+    frame: &[u8],
+    token: Option<&str>,
+    limits: &WireLimits,
+) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut head = Vec::with_capacity(3 + token.map_or(0, str::len));
+    match token {
+        Some(t) => {
+            head.push(1);
+            head.extend_from_slice(&u16::try_from(t.len())?.to_le_bytes());
+            head.extend_from_slice(t.as_bytes());
+        }
+        None => head.push(0),
+    }
+    send.write_all(&head).await?;
+    send.write_all(frame).await?;
+    send.finish()?;
+    Ok(recv.read_to_end(limits.max_frame_bytes + 512).await?)
 }
