@@ -210,3 +210,38 @@ impl Tansu {
         assert!(status.success(), "creating topic {name} failed");
     }
 }
+
+/// Event number `n` of `stream` for `topic`: id `n + 1`, JSON `{"n":n}`, stamped `at_ms`.
+pub fn numbered_event(stream: &str, topic: &str, n: u64, at_ms: i64) -> sluice_shared::BatchEvent {
+    sluice_shared::BatchEvent {
+        stream: stream.into(),
+        topic: topic.into(),
+        partition_key: None,
+        rate_key: None,
+        id: (u128::from(n) + 1).to_be_bytes(),
+        received_ms: at_ms,
+        dt_ms: at_ms,
+        schema_uri: "/sluice/test/event/1.0.0".into(),
+        dedupe: true,
+        json: format!(r#"{{"n":{n}}}"#).into_bytes(),
+    }
+}
+
+/// Posts `batch` to an aggregator's `/v1/batches` with the bearer `token`;
+/// its acknowledgement when it answered 200 with one, else `None`.
+pub fn post_batch(
+    addr: std::net::SocketAddr,
+    token: &str,
+    batch: &sluice_shared::Batch,
+) -> Option<sluice_shared::BatchAck> {
+    let auth = format!("Bearer {token}");
+    let (status, body) = http_post(
+        addr,
+        "/v1/batches",
+        &[("Authorization", &auth)],
+        &batch.encode(true),
+    )
+    .ok()?;
+    (status == 200).then_some(())?;
+    sluice_shared::BatchAck::decode_for(&body, batch, &sluice_shared::WireLimits::default()).ok()
+}

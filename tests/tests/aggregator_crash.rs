@@ -3,8 +3,8 @@
 //! log exactly once: nothing acknowledged is lost, nothing is written twice.
 
 use sluice_aggregator::{EmbeddedLog, LogOptions};
-use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, WireLimits};
-use sluice_tests::{KillOnDrop, http_post, start_aggregator};
+use sluice_shared::{Batch, BatchAck, EventAck};
+use sluice_tests::{KillOnDrop, numbered_event, post_batch, start_aggregator};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -28,19 +28,12 @@ fn start(data: &Path, streams: &Path) -> (KillOnDrop, SocketAddr) {
 fn batch(b: usize) -> Batch {
     let events = (0..PER_BATCH)
         .map(|i| {
-            let n = (b * PER_BATCH + i) as u128;
-            BatchEvent {
-                stream: "crash.test".into(),
-                topic: "local.crash.test".into(),
-                partition_key: None,
-                rate_key: None,
-                id: (n + 1).to_be_bytes(),
-                received_ms: now_ms(),
-                dt_ms: now_ms(),
-                schema_uri: "/sluice/test/event/1.0.0".into(),
-                dedupe: true,
-                json: format!(r#"{{"n":{n}}}"#).into_bytes(),
-            }
+            numbered_event(
+                "crash.test",
+                "local.crash.test",
+                (b * PER_BATCH + i) as u64,
+                now_ms(),
+            )
         })
         .collect();
     Batch {
@@ -58,16 +51,7 @@ fn now_ms() -> i64 {
 }
 
 fn send(addr: SocketAddr, b: &Batch) -> Option<BatchAck> {
-    let auth = format!("Bearer {TOKEN}");
-    let (status, body) = http_post(
-        addr,
-        "/v1/batches",
-        &[("Authorization", &auth)],
-        &b.encode(true),
-    )
-    .ok()?;
-    (status == 200).then_some(())?;
-    BatchAck::decode_for(&body, b, &WireLimits::default()).ok()
+    post_batch(addr, TOKEN, b)
 }
 
 #[test]

@@ -6,8 +6,8 @@
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use sluice_shared::{Batch, BatchAck, BatchEvent, EventAck, WireLimits};
-use sluice_tests::{Tansu, http_post, start_aggregator};
+use sluice_shared::{Batch, BatchEvent, EventAck};
+use sluice_tests::{Tansu, numbered_event, post_batch, start_aggregator};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,20 +21,12 @@ fn batch(b: usize) -> Batch {
     numbered(b, b * PER_BATCH..(b + 1) * PER_BATCH)
 }
 
-/// Batch `b` of the events numbered `ns`; event n has key `k{n % 7}`.
+/// Batch `b` of the events numbered `ns`; event n has key `k{n % 7}` and is stamped n ms after a fixed time.
 fn numbered(b: usize, ns: std::ops::Range<usize>) -> Batch {
     let events = ns
         .map(|n| BatchEvent {
-            stream: "kafka.test".into(),
-            topic: TOPIC.into(),
             partition_key: Some(format!("k{}", n % 7)),
-            rate_key: None,
-            id: (n as u128 + 1).to_be_bytes(),
-            received_ms: 1_795_780_800_000 + n as i64,
-            dt_ms: 1_795_780_800_000 + n as i64,
-            schema_uri: "/sluice/test/event/1.0.0".into(),
-            dedupe: true,
-            json: format!(r#"{{"n":{n}}}"#).into_bytes(),
+            ..numbered_event("kafka.test", TOPIC, n as u64, 1_795_780_800_000 + n as i64)
         })
         .collect();
     Batch {
@@ -45,17 +37,8 @@ fn numbered(b: usize, ns: std::ops::Range<usize>) -> Batch {
 }
 
 fn send(addr: SocketAddr, b: &Batch) -> Vec<EventAck> {
-    let auth = format!("Bearer {TOKEN}");
-    let (status, body) = http_post(
-        addr,
-        "/v1/batches",
-        &[("Authorization", &auth)],
-        &b.encode(true),
-    )
-    .expect("the aggregator answers");
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    BatchAck::decode_for(&body, b, &WireLimits::default())
-        .expect("a batch ack")
+    post_batch(addr, TOKEN, b)
+        .expect("the aggregator acknowledges the batch")
         .verdicts
 }
 
