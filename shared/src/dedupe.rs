@@ -5,7 +5,8 @@
 //! dropped only once all its ids are older than the window, so an id repeated
 //! within the window is always found (ids up to one generation older may be
 //! found too). Each generation is an open-addressing table of bare 16-byte
-//! slots that grows by half at 80% load, so a held id costs 16 to 30 bytes.
+//! slots that grows by half at 80% load, so a held id costs 16 to 30 bytes
+//! (up to 50 while a table grows: ids move a few per insert, never all at once).
 //! Ids may be chosen by clients, so slots are found with a seeded hash.
 
 use crate::timestamp::Timestamp;
@@ -131,7 +132,7 @@ impl DedupeSet {
     pub fn memory_bytes(&self) -> usize {
         self.generations
             .iter()
-            .map(|g| g.table.slots.len() * 16)
+            .map(|g| g.table.slot_count() * 16)
             .sum()
     }
 
@@ -178,12 +179,52 @@ impl DedupeSet {
 }
 
 /// Linear-probing table of u128 ids; 0 marks an empty slot, and the id 0 is held in a flag.
+///
+/// A full table grows without a pause: the ids move to a table half as big
+/// again a few slots per insert (`MIGRATE_STEP`), the old table answering
+/// lookups for the ids not moved yet. Copying millions of ids at once would
+/// stop the caller (the aggregator's commit loop) for as long as a second.
 #[derive(Debug, Clone)]
 struct IdTable {
     hasher: foldhash::fast::FixedState,
     slots: Vec<u128>,
+    /// The table being moved out of, while growing; its slots before `cursor` are moved.
+    old: Vec<u128>,
+    cursor: usize,
     len: usize,
     has_zero: bool,
+}
+
+/// Old slots moved per insert while growing: the move ends long before the new table fills.
+const MIGRATE_STEP: usize = 8;
+
+/// Lemire's range reduction: any table size, no modulo.
+fn home(slots: &[u128], hash: u64) -> usize {
+    ((u128::from(hash) * slots.len() as u128) >> 64) as usize
+}
+
+fn probe_contains(slots: &[u128], id: u128, hash: u64) -> bool {
+    let n = slots.len();
+    if n == 0 {
+        return false;
+    }
+    let mut i = home(slots, hash);
+    loop {
+        match slots[i] {
+            0 => return false,
+            s if s == id => return true,
+            _ => i = if i + 1 == n { 0 } else { i + 1 },
+        }
+    }
+}
+
+fn place(slots: &mut [u128], id: u128, hash: u64) {
+    let n = slots.len();
+    let mut i = home(slots, hash);
+    while slots[i] != 0 {
+        i = if i + 1 == n { 0 } else { i + 1 };
+    }
+    slots[i] = id;
 }
 
 impl IdTable {
@@ -192,29 +233,18 @@ impl IdTable {
         IdTable {
             hasher,
             slots: vec![0; slots],
+            old: Vec::new(),
+            cursor: 0,
             len: 0,
             has_zero: false,
         }
-    }
-
-    fn home(&self, hash: u64) -> usize {
-        // Lemire's range reduction: any table size, no modulo.
-        ((u128::from(hash) * self.slots.len() as u128) >> 64) as usize
     }
 
     fn contains(&self, id: u128, hash: u64) -> bool {
         if id == 0 {
             return self.has_zero;
         }
-        let n = self.slots.len();
-        let mut i = self.home(hash);
-        loop {
-            match self.slots[i] {
-                0 => return false,
-                s if s == id => return true,
-                _ => i = if i + 1 == n { 0 } else { i + 1 },
-            }
-        }
+        probe_contains(&self.slots, id, hash) || probe_contains(&self.old, id, hash)
     }
 
     /// Inserts an id known to be absent.
@@ -226,11 +256,37 @@ impl IdTable {
             }
             return;
         }
+        self.migrate(MIGRATE_STEP);
         if (self.len + 1) * MAX_LOAD_DEN > self.slots.len() * MAX_LOAD_NUM {
-            self.grow();
+            // Never two moves at once: a move still under way (it cannot be, with
+            // MIGRATE_STEP as it is, but sizes are the caller's) is finished first.
+            self.migrate(usize::MAX);
+            self.old = std::mem::take(&mut self.slots);
+            self.slots = vec![0; self.old.len() + self.old.len() / 2];
+            self.cursor = 0;
+            self.migrate(MIGRATE_STEP);
         }
-        self.place(id, hash);
+        place(&mut self.slots, id, hash);
         self.len += 1;
+    }
+
+    /// Moves up to `step` slots of the old table into the new one; drops the old one when done.
+    fn migrate(&mut self, step: usize) {
+        if self.old.is_empty() {
+            return;
+        }
+        let end = self.cursor.saturating_add(step).min(self.old.len());
+        for i in self.cursor..end {
+            let s = self.old[i];
+            if s != 0 {
+                place(&mut self.slots, s, self.hasher.hash_one(s));
+            }
+        }
+        self.cursor = end;
+        if self.cursor == self.old.len() {
+            self.old = Vec::new();
+            self.cursor = 0;
+        }
     }
 
     /// Removes `id` with backward-shift deletion, so probe chains stay unbroken without tombstones.
@@ -243,8 +299,19 @@ impl IdTable {
             }
             return had;
         }
+        // Shifting slots of a table half moved could carry an id behind the move's cursor;
+        // removals are rare (failed writes), so the move is finished first.
+        self.migrate(usize::MAX);
+        let removed = self.remove_from_slots(id, hash);
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    fn remove_from_slots(&mut self, id: u128, hash: u64) -> bool {
         let n = self.slots.len();
-        let mut i = self.home(hash);
+        let mut i = home(&self.slots, hash);
         loop {
             match self.slots[i] {
                 0 => return false,
@@ -261,7 +328,7 @@ impl IdTable {
             if s == 0 {
                 break;
             }
-            let home = self.home(self.hasher.hash_one(s));
+            let home = home(&self.slots, self.hasher.hash_one(s));
             // `s` may fill the hole if its home is not cyclically within (hole, j].
             let between = if hole <= j {
                 hole < home && home <= j
@@ -274,25 +341,12 @@ impl IdTable {
             }
         }
         self.slots[hole] = 0;
-        self.len -= 1;
         true
     }
 
-    fn place(&mut self, id: u128, hash: u64) {
-        let n = self.slots.len();
-        let mut i = self.home(hash);
-        while self.slots[i] != 0 {
-            i = if i + 1 == n { 0 } else { i + 1 };
-        }
-        self.slots[i] = id;
-    }
-
-    fn grow(&mut self) {
-        let old = std::mem::take(&mut self.slots);
-        self.slots = vec![0; old.len() + old.len() / 2];
-        for id in old.into_iter().filter(|&s| s != 0) {
-            self.place(id, self.hasher.hash_one(id));
-        }
+    /// Slots held, in both tables while growing.
+    fn slot_count(&self) -> usize {
+        self.slots.len() + self.old.len()
     }
 
     fn iter(&self) -> impl Iterator<Item = u128> + '_ {
@@ -300,6 +354,12 @@ impl IdTable {
             .then_some(0u128)
             .into_iter()
             .chain(self.slots.iter().copied().filter(|&s| s != 0))
+            .chain(
+                self.old[self.cursor.min(self.old.len())..]
+                    .iter()
+                    .copied()
+                    .filter(|&s| s != 0),
+            )
     }
 }
 
@@ -360,6 +420,45 @@ mod tests {
         assert!(!set.contains(1));
         let per_id = set.memory_bytes() as f64 / set.len() as f64;
         assert!(per_id <= 32.0, "{per_id} bytes per id");
+    }
+
+    #[test]
+    fn growing_moves_ids_a_few_at_a_time_and_loses_none() {
+        let mut set = DedupeSet::new(3600 * SEC, 5);
+        let id = |i: u128| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835) | 1;
+        let mut checked_mid_move = false;
+        let mut worst = 0.0f64;
+        for i in 0..100_000u128 {
+            let before = set.generations.back().map_or(0, |g| g.table.cursor);
+            assert_eq!(set.check_and_insert(id(i), at(0)), Seen::New);
+            let table = &set.generations.back().unwrap().table;
+            if !table.old.is_empty() {
+                // An insert moves a few old slots, never the whole table.
+                assert!(table.cursor <= before + 2 * MIGRATE_STEP);
+            }
+            if i > 1_000 {
+                worst = worst.max(set.memory_bytes() as f64 / set.len() as f64);
+            }
+            if !table.old.is_empty() && i > 20_000 && !checked_mid_move {
+                checked_mid_move = true;
+                // Halfway through a move every id is found, and an export holds each once.
+                assert!((0..=i).all(|j| set.contains(id(j))));
+                let exported: std::collections::HashSet<u128> =
+                    set.export().map(|(_, x)| x).collect();
+                assert_eq!(exported.len(), set.len());
+                assert_eq!(set.export().count(), set.len());
+                // A removal finishes the move and keeps every other id.
+                assert!(set.remove(id(7)));
+                assert!(!set.contains(id(7)));
+                assert!((0..=i).filter(|&j| j != 7).all(|j| set.contains(id(j))));
+                assert_eq!(set.check_and_insert(id(7), at(0)), Seen::New);
+            }
+        }
+        assert!(
+            checked_mid_move,
+            "100,000 inserts grow the table past 20,000 ids"
+        );
+        assert!(worst <= 52.0, "{worst} bytes per id while growing");
     }
 
     #[test]
