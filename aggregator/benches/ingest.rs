@@ -12,7 +12,7 @@
 //! sets each run's length (default 5), `SLUICE_BENCH_SINKS` the sinks
 //! (`log,kafka`), `SLUICE_BENCH_LZ4=1` sends LZ4-compressed frames, and
 //! `SLUICE_BENCH_RATE` sets the open-loop rate (events/s) instead of half
-//! the maximum.
+//! the maximum, and `SLUICE_BENCH_DIR` where the data goes.
 
 use hdrhistogram::Histogram;
 use rdkafka::mocking::MockCluster;
@@ -221,14 +221,17 @@ async fn at_rate(
     secs: u64,
 ) -> Run {
     let interval = Duration::from_secs_f64(PER_BATCH as f64 / events_per_sec);
-    let start = Instant::now();
     let count = (secs as f64 / interval.as_secs_f64()) as u64;
+    // Made before the clock starts, as an edge has its batch ready when it sends it.
+    let ready: Vec<Vec<u8>> = (0..count)
+        .map(|_| frames.make(next.fetch_add(PER_BATCH as u64, Ordering::Relaxed)))
+        .collect();
+    let start = Instant::now();
     let mut tasks = Vec::with_capacity(count as usize);
-    for i in 0..count {
+    for (i, f) in ready.into_iter().enumerate() {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
         let conn = conn.clone();
-        let f = frames.make(next.fetch_add(PER_BATCH as u64, Ordering::Relaxed));
         tasks.push(tokio::spawn(async move {
             let ok = send(&conn, &f).await;
             (ok, due.elapsed())
@@ -374,7 +377,11 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let dir = tempfile::tempdir()?;
+    // `SLUICE_BENCH_DIR` puts the data on another disk (say a tmpfs, to take the disk out).
+    let dir = match std::env::var_os("SLUICE_BENCH_DIR") {
+        Some(base) => tempfile::tempdir_in(base)?,
+        None => tempfile::tempdir()?,
+    };
     println!(
         "QUIC ingest, {PER_BATCH}-event batches of ~1 KB events ({}), {SENDERS} senders, {secs} s per run, {} cores",
         if lz4 { "LZ4 frames" } else { "plain frames" },

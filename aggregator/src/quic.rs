@@ -105,7 +105,8 @@ pub fn server_endpoint(
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams_per_connection))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .send_fairness(false);
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Io { addr, source })
@@ -130,7 +131,13 @@ pub fn client_endpoint(
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut endpoint =
         quinn::Endpoint::client(addr).map_err(|source| QuicError::Io { addr, source })?;
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let mut transport = quinn::TransportConfig::default();
+    // Batches go out in the order they are written, each finished before the next starts:
+    // round-robin across streams would make every batch in flight wait for all the others.
+    transport.send_fairness(false);
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
 
