@@ -15,6 +15,11 @@
 //! the maximum, and `SLUICE_BENCH_DIR` where the data goes.
 
 use hdrhistogram::Histogram;
+
+// As the `sluice` binary runs.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use sluice_aggregator::quic::{self, QuicLimits, status};

@@ -6,6 +6,11 @@ mod schema;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// Batches of large frames come and go all the time; mimalloc serves them without the
+// mmap and page-fault churn of the system allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sluice: an open event platform.
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about)]
