@@ -5,9 +5,7 @@
 //! repeat in the same or a concurrent batch is caught before either is
 //! durable; if the write then fails, [`Admission::forget`] lets the retry in.
 
-use sluice_shared::{
-    Batch, BatchEvent, DedupeSet, Quota, RateLimiter, Seen, StreamConfig, Timestamp,
-};
+use sluice_shared::{Batch, BatchEvent, DedupeSet, Quota, RateLimiter, StreamConfig, Timestamp};
 
 /// The verdict of admission on one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +73,9 @@ impl Admission {
                 }
             }
         }
-        if event.dedupe && self.dedupe.check_and_insert(id, now) == Seen::Duplicate {
-            return Admit::Duplicate;
+        if event.dedupe {
+            // Found absent above, and nothing was inserted since.
+            self.dedupe.insert_new(id, now);
         }
         Admit::Write
     }

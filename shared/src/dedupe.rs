@@ -5,8 +5,9 @@
 //! dropped only once all its ids are older than the window, so an id repeated
 //! within the window is always found (ids up to one generation older may be
 //! found too). Each generation is an open-addressing table of bare 16-byte
-//! slots that grows by half at 80% load, so a held id costs 16 to 30 bytes
-//! (up to 50 while a table grows: ids move a few per insert, never all at once).
+//! slots that grows by half at 80% load, so a held id costs 16 to 20 bytes in
+//! steady state (generations are sized from their predecessors) and up to 50
+//! while a table grows (ids move a few per insert, never all at once).
 //! Ids may be chosen by clients, so slots are found with a seeded hash.
 
 use crate::timestamp::Timestamp;
@@ -72,6 +73,17 @@ impl DedupeSet {
             newest.table.insert(id, hash);
         }
         Seen::New
+    }
+
+    /// Remembers `id` at `now`, the caller having just found it absent with
+    /// [`DedupeSet::contains`]: one probe instead of the two of
+    /// [`DedupeSet::check_and_insert`]. An id already held would be held twice.
+    pub fn insert_new(&mut self, id: u128, now: Timestamp) {
+        let hash = self.hasher.hash_one(id);
+        self.rotate(now);
+        if let Some(newest) = self.generations.back_mut() {
+            newest.table.insert(id, hash);
+        }
     }
 
     /// Whether `id` is held, without inserting it.
