@@ -589,8 +589,22 @@ impl EmbeddedLog {
         mut f: impl FnMut([u8; 16], i64),
     ) -> Result<(), LogError> {
         const CHUNK: usize = 10_000;
-        for topic in self.topics.keys() {
-            let mut from = 0;
+        let since = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(since_ms).unwrap_or(0));
+        for (name, topic) in &self.topics {
+            // A segment last written before the window opened holds no record received in it:
+            // start at the first one written since, so a start does not read the whole log.
+            let mut from = topic.next_offset;
+            for seg in &topic.segments {
+                let modified = fs::metadata(&seg.path)
+                    .and_then(|m| m.modified())
+                    .map_err(io_err("reading the age of", &seg.path))?;
+                if modified >= since {
+                    from = seg.base;
+                    break;
+                }
+            }
+            let topic = name;
             loop {
                 let records = self.read(topic, from, CHUNK)?;
                 let Some(last) = records.last() else {
