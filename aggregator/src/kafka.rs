@@ -202,6 +202,8 @@ pub struct KafkaSink {
     failed_rx: Receiver<[u8; 16]>,
     /// Taken by [`KafkaSink::begin`] for the completion thread.
     waiting: Option<(Receiver<Finished>, DedupeJournal, Sender<[u8; 16]>)>,
+    /// Told when the completion thread has answered its last batch.
+    completion: Option<Receiver<()>>,
 }
 
 impl KafkaSink {
@@ -223,6 +225,7 @@ impl KafkaSink {
             done_tx,
             failed_rx,
             waiting: Some((done_rx, journal, failed_tx)),
+            completion: None,
         })
     }
 
@@ -243,11 +246,16 @@ impl KafkaSink {
         let Some((done_rx, journal, failed_tx)) = self.waiting.take() else {
             return;
         };
+        let (ended_tx, ended_rx) = mpsc::channel();
         let spawned = thread::Builder::new()
             .name("sluice-kafka-acks".into())
-            .spawn(move || completions(done_rx, journal, failed_tx, finisher));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "Could not start the Kafka completion thread.");
+            .spawn(move || {
+                completions(done_rx, journal, failed_tx, finisher);
+                let _ = ended_tx.send(());
+            });
+        match spawned {
+            Ok(_) => self.completion = Some(ended_rx),
+            Err(e) => tracing::error!(error = %e, "Could not start the Kafka completion thread."),
         }
     }
 
@@ -329,10 +337,21 @@ impl KafkaSink {
         pending.settle(None, None);
     }
 
-    /// Waits (up to 30 s) for every sent event's delivery report.
-    pub(crate) fn flush(&self) {
+    /// Waits (up to 30 s) for every sent event's delivery report, then for the
+    /// completion thread to answer every batch. Events Kafka has not confirmed
+    /// by then are purged, so their batches are answered failed and retried.
+    pub(crate) fn finish(mut self) {
         if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
-            tracing::error!(error = %e, "Kafka did not confirm every event before the stop; their batches go unanswered and will be retried.");
+            tracing::error!(error = %e, "Kafka did not confirm every event before the stop; they are answered failed.");
+        }
+        let completion = self.completion.take();
+        // The producer (purging what is left) and the last sender of finished batches go first,
+        // so the completion thread sees its queue close.
+        drop(self);
+        if let Some(ended) = completion
+            && ended.recv_timeout(Duration::from_secs(30)).is_err()
+        {
+            tracing::error!("The Kafka completion thread did not finish within 30 s of the stop.");
         }
     }
 }

@@ -224,7 +224,8 @@ pub async fn run(
         action: "reading the bound QUIC address".into(),
         source,
     })?;
-    tokio::spawn(quic::serve(
+    let stopped = sink.stopped();
+    let quic_task = tokio::spawn(quic::serve(
         endpoint.clone(),
         sink.clone(),
         Some(Arc::from(token.as_str())),
@@ -258,5 +259,18 @@ pub async fn run(
         });
     endpoint.close(0u32.into(), b"shutting down");
     endpoint.wait_idle().await;
+    // With the listeners gone, so are the handles to the sink; let it answer what it took.
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let _ = quic_task.await;
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("The sink is drained; the aggregator stops."),
+        Err(_) => tracing::warn!(
+            "The sink did not drain within 60 s; unanswered batches will be retried by their edges."
+        ),
+    }
     served
 }

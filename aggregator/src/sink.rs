@@ -101,6 +101,7 @@ fn batch_bytes(batch: &Batch) -> usize {
 #[derive(Clone)]
 pub struct Sink {
     tx: SyncSender<Job>,
+    stopped: tokio::sync::watch::Receiver<bool>,
     metrics: Metrics,
     budget: Arc<Budget>,
     streams: Live<StreamConfig>,
@@ -154,13 +155,18 @@ impl Sink {
         }
         let loop_streams = streams.clone();
         let max_group = options.max_group.max(1);
+        let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
         thread::Builder::new()
             .name("sluice-sink".into())
-            .spawn(move || commit_loop(rx, target, admission, loop_streams, max_group, finisher))
+            .spawn(move || {
+                commit_loop(rx, target, admission, loop_streams, max_group, finisher);
+                let _ = stopped_tx.send(true);
+            })
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "Could not start the sink thread."));
         Sink {
             tx,
+            stopped,
             metrics,
             budget,
             streams,
@@ -199,6 +205,12 @@ impl Sink {
                 }
             }
         }
+    }
+
+    /// Turns true once every handle to the sink is gone and it has answered
+    /// every batch it took (with Kafka: once every delivery report is in).
+    pub fn stopped(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopped.clone()
     }
 
     /// Event bytes queued or being written.
@@ -330,10 +342,17 @@ fn commit_loop(
             last_purge = at;
         }
     }
-    if let SinkTarget::Kafka(kafka) = &target {
-        kafka.flush();
+    match target {
+        SinkTarget::Kafka(kafka) => kafka.finish(),
+        SinkTarget::Log(mut log) => {
+            if let Err(e) = log.sync() {
+                tracing::error!(error = %e, "The last sync of the embedded log failed.");
+            }
+        }
     }
-    tracing::info!("The sink's queue closed; the commit loop stops.");
+    tracing::info!(
+        "The sink's queue closed and every batch it took is answered; the commit loop stops."
+    );
 }
 
 fn set_dedupe_gauges(metrics: &Metrics, admission: &Admission) {

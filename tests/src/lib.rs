@@ -245,3 +245,23 @@ pub fn post_batch(
     (status == 200).then_some(())?;
     sluice_shared::BatchAck::decode_for(&body, batch, &sluice_shared::WireLimits::default()).ok()
 }
+
+/// Sends SIGTERM to `child` and waits (90 s at most) for it to exit; its exit status.
+pub fn terminate(child: &mut KillOnDrop) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM failed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        if let Some(exit) = child.0.try_wait().expect("the child can be waited on") {
+            return exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not stop within 90 s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

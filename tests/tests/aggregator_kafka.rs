@@ -7,7 +7,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use sluice_shared::{Batch, BatchEvent, EventAck};
-use sluice_tests::{Tansu, numbered_event, post_batch, start_aggregator};
+use sluice_tests::{Tansu, numbered_event, post_batch, start_aggregator, terminate};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ fn every_event_reaches_a_real_broker_exactly_once() {
     )
     .unwrap();
     let repos = format!("[{:?}]", sluice_tests::workspace().join("schemas"));
-    let (_aggregator, addr) = start_aggregator(&[
+    let (mut aggregator, addr) = start_aggregator(&[
         (
             "SLUICE_AGGREGATOR_DATA_DIR",
             dir.path().join("data").as_os_str(),
@@ -114,4 +114,8 @@ fn every_event_reaches_a_real_broker_exactly_once() {
     assert_eq!(seen.len(), total, "read {} of {total} events", seen.len());
     assert_eq!(read, total, "{} records are second copies", read - total);
     assert!(seen.values().all(|&c| c == 1));
+
+    // SIGTERM: the producer is flushed, the completion thread answers the rest, and it exits cleanly.
+    let exit = terminate(&mut aggregator);
+    assert!(exit.success(), "the aggregator exited with {exit}");
 }
