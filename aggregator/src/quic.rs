@@ -149,8 +149,39 @@ pub async fn serve(
     limits: WireLimits,
     quic_limits: QuicLimits,
 ) {
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    serve_until(endpoint, sink, token, limits, quic_limits, stop).await;
+}
+
+/// Resolves once `stop` turns true; never, if its sender is gone first.
+async fn stopping(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// As [`serve`], until `stop` turns true: then no new connection or batch
+/// stream is taken, every batch already on its way is answered, each
+/// connection is closed once its batches are, and this returns.
+pub async fn serve_until(
+    endpoint: quinn::Endpoint,
+    sink: Sink,
+    token: Option<Arc<str>>,
+    limits: WireLimits,
+    quic_limits: QuicLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
-    while let Some(incoming) = endpoint.accept().await {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(i) => i,
+                None => break,
+            },
+            () = stopping(&mut stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
         if open.load(Ordering::Acquire) >= quic_limits.max_connections {
             tracing::warn!(
                 limit = quic_limits.max_connections,
@@ -160,8 +191,8 @@ pub async fn serve(
             continue;
         }
         open.fetch_add(1, Ordering::AcqRel);
-        let (sink, token, open) = (sink.clone(), token.clone(), open.clone());
-        tokio::spawn(async move {
+        let (sink, token, open, stop) = (sink.clone(), token.clone(), open.clone(), stop.clone());
+        connections.spawn(async move {
             let _slot = ConnectionSlot(open);
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -170,22 +201,50 @@ pub async fn serve(
                     return;
                 }
             };
-            let certified = conn
-                .peer_identity()
-                .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-                .is_some_and(|chain| !chain.is_empty());
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                let (sink, token) = (sink.clone(), token.clone());
-                tokio::spawn(async move {
-                    if let Err(e) =
-                        handle_stream(send, recv, certified, token.as_deref(), &sink, &limits).await
-                    {
-                        tracing::debug!(error = %e, "A QUIC batch stream ended early.");
-                    }
-                });
-            }
+            serve_connection(conn, sink, token, limits, stop).await;
         });
     }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    sink: Sink,
+    token: Option<Arc<str>>,
+    limits: WireLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let certified = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .is_some_and(|chain| !chain.is_empty());
+    let mut streams = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let (sink, token) = (sink.clone(), token.clone());
+                    streams.spawn(async move {
+                        if let Err(e) =
+                            handle_stream(send, recv, certified, token.as_deref(), &sink, &limits).await
+                        {
+                            tracing::debug!(error = %e, "A QUIC batch stream ended early.");
+                        }
+                    });
+                }
+                Err(_) => break,
+            },
+            () = stopping(&mut stop) => {
+                // No new batches; the ones on their way are answered, then the connection closes.
+                conn.set_max_concurrent_bi_streams(quinn::VarInt::from_u32(0));
+                while streams.join_next().await.is_some() {}
+                conn.close(quinn::VarInt::from_u32(0), b"aggregator stopping");
+                return;
+            }
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    while streams.join_next().await.is_some() {}
 }
 
 async fn handle_stream(

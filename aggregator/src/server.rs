@@ -225,13 +225,26 @@ pub async fn run(
         source,
     })?;
     let stopped = sink.stopped();
-    let quic_task = tokio::spawn(quic::serve(
+    // One stop signal for both listeners.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let quic_task = tokio::spawn(quic::serve_until(
         endpoint.clone(),
         sink.clone(),
         Some(Arc::from(token.as_str())),
         WireLimits::default(),
         quic_limits,
+        stop.clone(),
     ));
+    let http_stop = {
+        let mut stop = stop;
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
     let app = BatchService::new(sink, &token, WireLimits::default(), streams)
         .router()
         .merge(schemas.router());
@@ -251,26 +264,30 @@ pub async fn run(
         quic: quic_addr,
     });
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(http_stop)
         .await
         .map_err(|source| ServerError::Io {
             action: "serving HTTP".into(),
             source,
         });
-    endpoint.close(0u32.into(), b"shutting down");
-    endpoint.wait_idle().await;
-    // With the listeners gone, so are the handles to the sink; let it answer what it took.
+    // QUIC batches on their way are answered before their connections close; then, with
+    // the listeners gone, so are the handles to the sink, which answers what it took.
     let drained = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         let _ = quic_task.await;
+        endpoint.close(0u32.into(), b"shutting down");
+        endpoint.wait_idle().await;
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
     })
     .await;
     match drained {
         Ok(()) => tracing::info!("The sink is drained; the aggregator stops."),
-        Err(_) => tracing::warn!(
-            "The sink did not drain within 60 s; unanswered batches will be retried by their edges."
-        ),
+        Err(_) => {
+            endpoint.close(0u32.into(), b"shutting down");
+            tracing::warn!(
+                "The sink did not drain within 60 s; unanswered batches will be retried by their edges."
+            )
+        }
     }
     served
 }

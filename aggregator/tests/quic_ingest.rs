@@ -228,3 +228,77 @@ fn a_development_pki_is_generated_once_and_reused() {
     }
     assert!(first.edge_files.0.ends_with("edge.pem"));
 }
+
+#[tokio::test]
+async fn a_stopping_server_answers_batches_on_their_way_and_takes_no_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate("test CA").unwrap();
+    let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let streams = Live::new(StreamConfig::parse("streams: {s: {schema_title: a/b}}").unwrap());
+    let sink = Sink::start(
+        SinkTarget::Log(log),
+        streams,
+        SinkOptions::default(),
+        Metrics::new(),
+    );
+    let (server_id, _, _) = ca.issue(&["localhost"], false).unwrap();
+    let endpoint = quic::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        server_id,
+        ca.certificate(),
+        QuicLimits::default(),
+    )
+    .unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(quic::serve_until(
+        endpoint,
+        sink,
+        Some(Arc::from(TOKEN)),
+        WireLimits::default(),
+        QuicLimits::default(),
+        stop,
+    ));
+    let (edge_id, _, _) = ca.issue(&["edge-1"], true).unwrap();
+    let client = quic::client_endpoint(ca.certificate(), Some(edge_id)).unwrap();
+    let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+
+    // Half a batch is on its way when the server is told to stop.
+    let b = batch(9, 20);
+    let mut request = vec![0u8];
+    request.extend_from_slice(&b.encode(false));
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let half = request.len() / 2;
+    send.write_all(&request[..half]).await.unwrap();
+    // The server takes streams in order, so once a later batch is answered, this stream is
+    // one the server has taken.
+    assert!(matches!(
+        quic::send_batch(&conn, &batch(8, 1), None, &WireLimits::default())
+            .await
+            .unwrap(),
+        QuicReply::Ack(_)
+    ));
+    stop_tx.send(true).unwrap();
+
+    // The rest arrives after the stop, and the batch is still answered in full.
+    send.write_all(&request[half..]).await.unwrap();
+    send.finish().unwrap();
+    let answer = recv.read_to_end(1 << 20).await.unwrap();
+    assert_eq!(answer.first(), Some(&quic::status::OK));
+    let ack =
+        sluice_shared::BatchAck::decode_for(&answer[1..], &b, &WireLimits::default()).unwrap();
+    assert_eq!(ack.verdicts, vec![EventAck::Accepted; 20]);
+
+    // Then the connection closes, nothing new is taken, and the server returns.
+    assert!(
+        quic::send_batch(&conn, &batch(10, 1), None, &WireLimits::default())
+            .await
+            .is_err()
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(30), serving)
+        .await
+        .expect("the server returns once its connections are closed")
+        .unwrap();
+    let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(log.read("local.s", 0, 100).unwrap().len(), 21);
+}
