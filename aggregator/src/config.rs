@@ -35,6 +35,8 @@ pub struct AggregatorConfig {
     pub segment_bytes: u64,
     /// Seconds between reloads of stream config and schemas (SIGHUP reloads at once).
     pub reload_secs: u64,
+    /// Hours the embedded log keeps a segment after its last write (0: forever). At least the dedupe window.
+    pub retention_hours: u64,
     /// `[kafka]`: with brokers set, events go to Kafka instead of the embedded log.
     pub kafka: KafkaOptions,
     /// `[error_stream]`: where edges' error reports go, and their bound.
@@ -121,6 +123,7 @@ impl Default for AggregatorConfig {
             max_in_flight_bytes: 256 * 1024 * 1024,
             segment_bytes: 256 * 1024 * 1024,
             reload_secs: 60,
+            retention_hours: 168,
             kafka: KafkaOptions::default(),
             error_stream: {
                 let d = ErrorStreamOptions::default();
@@ -141,6 +144,16 @@ pub enum ConfigError {
     /// The file or an environment variable has a wrong key or value.
     #[error("aggregator configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    /// The embedded log would delete what the dedupe window must still remember.
+    #[error(
+        "aggregator configuration: retention_hours ({hours}) is shorter than the dedupe window ({window_secs} s); raise it, or set 0 to keep the log forever"
+    )]
+    RetentionShorterThanWindow {
+        /// `retention_hours`.
+        hours: u64,
+        /// `dedupe_window_secs`.
+        window_secs: u64,
+    },
     /// No token is configured for HTTP ingest.
     #[error(
         "aggregator configuration: set http.token_file (or http.token) so that edges can authenticate"
@@ -164,10 +177,31 @@ impl AggregatorConfig {
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment
+        let config: AggregatorConfig = figment
             .merge(Env::prefixed("SLUICE_AGGREGATOR_").split("__"))
             .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks what no single key can: the log keeps what the dedupe window needs.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.retention_hours > 0
+            && self.retention_hours.saturating_mul(3600) < self.dedupe_window_secs
+        {
+            return Err(ConfigError::RetentionShorterThanWindow {
+                hours: self.retention_hours,
+                window_secs: self.dedupe_window_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// How long the embedded log keeps a segment after its last write; `None`: forever.
+    pub fn log_retention(&self) -> Option<std::time::Duration> {
+        (self.retention_hours > 0)
+            .then(|| std::time::Duration::from_secs(self.retention_hours.saturating_mul(3600)))
     }
 
     /// The bearer token, from `token_file` or `token`.
@@ -188,5 +222,55 @@ impl AggregatorConfig {
             .clone()
             .filter(|t| !t.is_empty())
             .ok_or(ConfigError::NoToken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_and_the_environment_set_keys_and_bad_combinations_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aggregator.toml");
+        std::fs::write(
+            &file,
+            "dedupe_window_secs = 7200\nretention_hours = 24\n[kafka]\nbrokers = \"127.0.0.1:9092\"\n[kafka.properties]\n\"linger.ms\" = \"20\"\n",
+        )
+        .unwrap();
+        let config = AggregatorConfig::load(Some(&file)).unwrap();
+        assert_eq!(config.dedupe_window_secs, 7200);
+        assert_eq!(config.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(config.kafka.properties["linger.ms"], "20");
+        assert_eq!(
+            config.log_retention(),
+            Some(std::time::Duration::from_secs(24 * 3600))
+        );
+
+        // A log kept for less than the dedupe window could not rebuild it after a restart.
+        std::fs::write(&file, "dedupe_window_secs = 7200\nretention_hours = 1\n").unwrap();
+        let err = AggregatorConfig::load(Some(&file)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::RetentionShorterThanWindow {
+                    hours: 1,
+                    window_secs: 7200
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("retention_hours"), "{err}");
+        // Zero keeps the log forever.
+        std::fs::write(&file, "dedupe_window_secs = 7200\nretention_hours = 0\n").unwrap();
+        assert_eq!(
+            AggregatorConfig::load(Some(&file)).unwrap().log_retention(),
+            None
+        );
+
+        // Unknown keys are named.
+        std::fs::write(&file, "retention_days = 7\n").unwrap();
+        let err = AggregatorConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("retention_days"), "{err}");
     }
 }

@@ -320,6 +320,19 @@ impl EmbeddedLog {
         Ok(deleted)
     }
 
+    /// Deletes, in every topic, the closed segments last written before `cutoff`; returns how many.
+    pub fn delete_all_segments_before(
+        &mut self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<usize, LogError> {
+        let topics: Vec<String> = self.topics.keys().cloned().collect();
+        let mut deleted = 0;
+        for topic in topics {
+            deleted += self.delete_segments_before(&topic, cutoff)?;
+        }
+        Ok(deleted)
+    }
+
     /// Up to `max` records of `topic` from offset `from` on, in order.
     pub fn read(&self, topic: &str, from: u64, max: usize) -> Result<Vec<LogRecord>, LogError> {
         let Some(t) = self.topics.get(topic) else {

@@ -197,6 +197,7 @@ pub async fn run(
             .unwrap_or(i64::MAX),
             seed: std::process::id().into(),
             errors: config.error_stream.options(),
+            log_retention: config.log_retention(),
             ..SinkOptions::default()
         },
         metrics,

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use sluice_shared::{Batch, BatchAck, EventAck, StreamConfig, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
@@ -52,6 +52,8 @@ pub struct SinkOptions {
     pub seed: u64,
     /// The error stream that edges' error reports go to.
     pub errors: ErrorStreamOptions,
+    /// How long the embedded log keeps a segment after its last write; `None`: forever.
+    pub log_retention: Option<Duration>,
 }
 
 impl Default for SinkOptions {
@@ -64,6 +66,7 @@ impl Default for SinkOptions {
             max_rate_keys: 1_000_000,
             seed: 0,
             errors: ErrorStreamOptions::default(),
+            log_retention: None,
         }
     }
 }
@@ -156,10 +159,19 @@ impl Sink {
         let loop_streams = streams.clone();
         let max_group = options.max_group.max(1);
         let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
+        let retention = options.log_retention;
         thread::Builder::new()
             .name("sluice-sink".into())
             .spawn(move || {
-                commit_loop(rx, target, admission, loop_streams, max_group, finisher);
+                commit_loop(
+                    rx,
+                    target,
+                    admission,
+                    loop_streams,
+                    max_group,
+                    finisher,
+                    retention,
+                );
                 let _ = stopped_tx.send(true);
             })
             .map(|_| ())
@@ -289,10 +301,27 @@ fn commit_loop(
     streams: Live<StreamConfig>,
     max_group: usize,
     finisher: Finisher,
+    retention: Option<Duration>,
 ) {
     let metrics = finisher.metrics.clone();
     let mut last_purge = now();
-    while let Ok(first) = rx.recv() {
+    let mut last_retention = now();
+    loop {
+        // Woken at least once a second, so an idle sink still purges and applies retention.
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                housekeeping(
+                    &mut target,
+                    &mut admission,
+                    retention,
+                    &mut last_purge,
+                    &mut last_retention,
+                );
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut group = vec![first];
         while group.len() < max_group {
             match rx.try_recv() {
@@ -337,10 +366,13 @@ fn commit_loop(
                 }
             }
         }
-        if at.nanos_since(last_purge) >= 1_000_000_000 {
-            admission.purge(at);
-            last_purge = at;
-        }
+        housekeeping(
+            &mut target,
+            &mut admission,
+            retention,
+            &mut last_purge,
+            &mut last_retention,
+        );
     }
     match target {
         SinkTarget::Kafka(kafka) => kafka.finish(),
@@ -353,6 +385,41 @@ fn commit_loop(
     tracing::info!(
         "The sink's queue closed and every batch it took is answered; the commit loop stops."
     );
+}
+
+/// Once a second, drops idle rate-limit keys and old dedupe generations; once a
+/// minute, deletes embedded-log segments past their retention.
+fn housekeeping(
+    target: &mut SinkTarget,
+    admission: &mut Admission,
+    retention: Option<Duration>,
+    last_purge: &mut Timestamp,
+    last_retention: &mut Timestamp,
+) {
+    let at = now();
+    if at.nanos_since(*last_purge) >= 1_000_000_000 {
+        admission.purge(at);
+        *last_purge = at;
+    }
+    if at.nanos_since(*last_retention) < 60_000_000_000 {
+        return;
+    }
+    *last_retention = at;
+    if let (SinkTarget::Log(log), Some(keep)) = (target, retention) {
+        let Some(cutoff) = SystemTime::now().checked_sub(keep) else {
+            return;
+        };
+        match log.delete_all_segments_before(cutoff) {
+            Ok(0) => {}
+            Ok(segments) => tracing::info!(
+                segments,
+                "Deleted embedded-log segments past their retention."
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not delete embedded-log segments past their retention.")
+            }
+        }
+    }
 }
 
 fn set_dedupe_gauges(metrics: &Metrics, admission: &Admission) {

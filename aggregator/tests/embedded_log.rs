@@ -255,3 +255,42 @@ fn rebuilding_the_dedupe_window_skips_segments_written_before_it() {
     // is received), so they are not read, whatever their stamps say.
     assert_eq!(ids, [2, 3, 4, 5]);
 }
+
+#[test]
+fn retention_deletes_old_closed_segments_and_the_rest_reads_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 200,
+        ..LogOptions::default()
+    };
+    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
+    for n in 0..5u8 {
+        log.append("t", &[record(&[b'a' + n; 120])]).unwrap();
+    }
+    log.sync().unwrap();
+    let files = segments(dir.path(), "t");
+    assert_eq!(files.len(), 5);
+    let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
+    for f in &files[..3] {
+        fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(week_ago)
+            .unwrap();
+    }
+    let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(log.delete_all_segments_before(cutoff).unwrap(), 3);
+    assert_eq!(segments(dir.path(), "t").len(), 2);
+    let left: Vec<u64> = log
+        .read("t", 0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(left, [3, 4]);
+    // Reopened, the log starts at its first kept offset and appends after its last.
+    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
+    assert_eq!(log.append("t", &[record(b"next")]).unwrap(), 5);
+    assert_eq!(values(&log, "t").last().map(String::as_str), Some("next"));
+}
