@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TOKEN, event, get, post};
+use common::{TOKEN, event, get, post, serve_http};
 use sluice_aggregator::{
     BatchService, EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions, SinkTarget,
 };
@@ -10,7 +10,7 @@ use sluice_shared::{Batch, BatchAck, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const STREAMS: &str = r#"
 streams:
@@ -33,9 +33,7 @@ async fn start_with_sink(dir: &Path, limits: WireLimits) -> (SocketAddr, Sink) {
         Metrics::new(),
     );
     let app = BatchService::new(sink.clone(), TOKEN, limits, streams).router();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve_http(app).await;
     (addr, sink)
 }
 
@@ -184,9 +182,7 @@ async fn the_schema_service_serves_the_bundle_and_repository_files() {
     let streams = std::fs::read_to_string(schemas.join("streams.yaml")).unwrap();
     let bundle = bundle_from_disk(&[schemas], streams).unwrap();
     let app = SchemaService::new(&bundle).router();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve_http(app).await;
 
     let reply = get(addr, "/v1/bundle").await;
     assert_eq!(reply.status, 200);

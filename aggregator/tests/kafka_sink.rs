@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{TOKEN, event, get, post};
+use common::{TOKEN, event, get, post, serve_http};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -20,7 +20,6 @@ use sluice_shared::{Batch, BatchAck, BatchError, EventAck, StreamConfig, WireLim
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 
 const STREAMS: &str = r#"
 streams:
@@ -57,9 +56,7 @@ async fn start(brokers: &str, dir: &Path) -> (SocketAddr, Sink) {
         metrics,
     );
     let app = BatchService::new(sink.clone(), TOKEN, WireLimits::default(), streams).router();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve_http(app).await;
     (addr, sink)
 }
 

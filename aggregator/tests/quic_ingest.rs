@@ -32,10 +32,17 @@ fn batch(id: u8, n: u8) -> Batch {
 }
 
 async fn server(dir: &Path, ca: &DevCa) -> SocketAddr {
-    server_with(dir, ca, QuicLimits::default()).await
+    server_with(dir, ca, QuicLimits::default()).await.addr
 }
 
-async fn server_with(dir: &Path, ca: &DevCa, quic_limits: QuicLimits) -> SocketAddr {
+/// A QUIC server over an embedded log in `dir`, and how to stop it.
+struct Served {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+async fn server_with(dir: &Path, ca: &DevCa, quic_limits: QuicLimits) -> Served {
     let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
     let streams = Live::new(StreamConfig::parse("streams: {s: {schema_title: a/b}}").unwrap());
     let sink = Sink::start(
@@ -53,14 +60,20 @@ async fn server_with(dir: &Path, ca: &DevCa, quic_limits: QuicLimits) -> SocketA
     )
     .unwrap();
     let addr = endpoint.local_addr().unwrap();
-    tokio::spawn(quic::serve(
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(quic::serve_until(
         endpoint,
         sink,
         Some(Arc::from(TOKEN)),
         WireLimits::default(),
         quic_limits,
+        stopping,
     ));
-    addr
+    Served {
+        addr,
+        stop,
+        serving,
+    }
 }
 
 #[tokio::test]
@@ -142,7 +155,7 @@ async fn expired_certificates_and_connections_over_the_limit_are_refused() {
         max_connections: 1,
         max_streams_per_connection: 2,
     };
-    let addr = server_with(dir.path(), &ca, limits).await;
+    let addr = server_with(dir.path(), &ca, limits).await.addr;
     let wire = WireLimits::default();
 
     let now = time::OffsetDateTime::now_utc();
@@ -233,32 +246,11 @@ fn a_development_pki_is_generated_once_and_reused() {
 async fn a_stopping_server_answers_batches_on_their_way_and_takes_no_new_ones() {
     let dir = tempfile::tempdir().unwrap();
     let ca = DevCa::generate("test CA").unwrap();
-    let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
-    let streams = Live::new(StreamConfig::parse("streams: {s: {schema_title: a/b}}").unwrap());
-    let sink = Sink::start(
-        SinkTarget::Log(log),
-        streams,
-        SinkOptions::default(),
-        Metrics::new(),
-    );
-    let (server_id, _, _) = ca.issue(&["localhost"], false).unwrap();
-    let endpoint = quic::server_endpoint(
-        "127.0.0.1:0".parse().unwrap(),
-        server_id,
-        ca.certificate(),
-        QuicLimits::default(),
-    )
-    .unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(quic::serve_until(
-        endpoint,
-        sink,
-        Some(Arc::from(TOKEN)),
-        WireLimits::default(),
-        QuicLimits::default(),
-        stop,
-    ));
+    let Served {
+        addr,
+        stop: stop_tx,
+        serving,
+    } = server_with(dir.path(), &ca, QuicLimits::default()).await;
     let (edge_id, _, _) = ca.issue(&["edge-1"], true).unwrap();
     let client = quic::client_endpoint(ca.certificate(), Some(edge_id)).unwrap();
     let conn = client.connect(addr, "localhost").unwrap().await.unwrap();

@@ -107,10 +107,20 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
     http_request(addr, "GET", path, &[], b"")
 }
 
+/// A running `sluice aggregator` and where it listens.
+pub struct Aggregator {
+    /// The process.
+    pub child: KillOnDrop,
+    /// HTTP batch ingest and services.
+    pub http: std::net::SocketAddr,
+    /// QUIC batch ingest.
+    pub quic: std::net::SocketAddr,
+}
+
 /// Starts `sluice aggregator` with these environment settings (on top of
 /// loopback listeners on free ports and quiet logs), and waits for it to
-/// print its HTTP address.
-pub fn start_aggregator(env: &[(&str, &std::ffi::OsStr)]) -> (KillOnDrop, std::net::SocketAddr) {
+/// print its addresses.
+pub fn start_aggregator(env: &[(&str, &std::ffi::OsStr)]) -> Aggregator {
     use std::io::BufRead;
     let mut command = Command::new(binary("sluice"));
     command
@@ -127,16 +137,63 @@ pub fn start_aggregator(env: &[(&str, &std::ffi::OsStr)]) -> (KillOnDrop, std::n
     let stdout = child.stdout.take().expect("stdout is piped");
     let child = KillOnDrop(child);
     let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = loop {
+    let mut address = |scheme: &str| loop {
         let line = lines
             .next()
-            .expect("the aggregator prints its address")
+            .expect("the aggregator prints its addresses")
             .expect("stdout is readable");
-        if let Some(a) = line.strip_prefix("aggregator listening on http://") {
+        let prefix = format!("aggregator listening on {scheme}://");
+        if let Some(a) = line.strip_prefix(&prefix) {
             break a.parse().expect("a socket address");
         }
     };
-    (child, addr)
+    // It prints the QUIC address first, then the HTTP one.
+    let quic = address("quic");
+    let http = address("http");
+    Aggregator { child, http, quic }
+}
+
+/// A scratch deployment for one test: a temporary folder holding a stream
+/// config with one stream (schema title `sluice/test/event`) and a data folder.
+pub struct Scratch {
+    _dir: tempfile::TempDir,
+    /// The stream config file.
+    pub streams: PathBuf,
+    /// The aggregator's data folder.
+    pub data: PathBuf,
+}
+
+impl Scratch {
+    /// A scratch folder whose stream config names `stream`.
+    pub fn new(stream: &str) -> Scratch {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let streams = dir.path().join("streams.yaml");
+        std::fs::write(
+            &streams,
+            format!("streams:\n  {stream}:\n    schema_title: sluice/test/event\n"),
+        )
+        .expect("the stream config is written");
+        let data = dir.path().join("data");
+        Scratch {
+            _dir: dir,
+            streams,
+            data,
+        }
+    }
+
+    /// `sluice aggregator` on this folder and the project's `schemas/`, taking
+    /// `token`, with `extra` settings on top.
+    pub fn aggregator(&self, token: &str, extra: &[(&str, &std::ffi::OsStr)]) -> Aggregator {
+        let repos = format!("[{:?}]", workspace().join("schemas"));
+        let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![
+            ("SLUICE_AGGREGATOR_DATA_DIR", self.data.as_os_str()),
+            ("SLUICE_AGGREGATOR_STREAMS", self.streams.as_os_str()),
+            ("SLUICE_AGGREGATOR_REPOSITORIES", repos.as_ref()),
+            ("SLUICE_AGGREGATOR_HTTP__TOKEN", token.as_ref()),
+        ];
+        env.extend_from_slice(extra);
+        start_aggregator(&env)
+    }
 }
 
 /// A tansu broker (a Kafka-protocol broker process) on a free loopback port.

@@ -4,26 +4,15 @@
 
 use sluice_aggregator::{EmbeddedLog, LogOptions};
 use sluice_shared::{Batch, BatchAck, EventAck};
-use sluice_tests::{KillOnDrop, numbered_event, post_batch, start_aggregator};
+use sluice_tests::{Aggregator, Scratch, numbered_event, post_batch};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 
 const TOKEN: &str = "crash-test-token";
 const BATCHES: usize = 400;
 const PER_BATCH: usize = 50;
-
-fn start(data: &Path, streams: &Path) -> (KillOnDrop, SocketAddr) {
-    let repos = format!("[{:?}]", sluice_tests::workspace().join("schemas"));
-    start_aggregator(&[
-        ("SLUICE_AGGREGATOR_DATA_DIR", data.as_os_str()),
-        ("SLUICE_AGGREGATOR_STREAMS", streams.as_os_str()),
-        ("SLUICE_AGGREGATOR_REPOSITORIES", repos.as_ref()),
-        ("SLUICE_AGGREGATOR_HTTP__TOKEN", TOKEN.as_ref()),
-    ])
-}
 
 fn batch(b: usize) -> Batch {
     let events = (0..PER_BATCH)
@@ -56,17 +45,14 @@ fn send(addr: SocketAddr, b: &Batch) -> Option<BatchAck> {
 
 #[test]
 fn killed_mid_stream_then_restarted_keeps_every_event_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let streams = dir.path().join("streams.yaml");
-    std::fs::write(
-        &streams,
-        "streams:\n  crash.test:\n    schema_title: sluice/test/event\n",
-    )
-    .unwrap();
-    let data = dir.path().join("data");
+    let scratch = Scratch::new("crash.test");
 
     // Round one: stream batches from a sender thread; kill the aggregator once a third are acknowledged.
-    let (mut child, addr) = start(&data, &streams);
+    let Aggregator {
+        mut child,
+        http: addr,
+        ..
+    } = scratch.aggregator(TOKEN, &[]);
     let acked = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel();
     let sender = {
@@ -116,7 +102,9 @@ fn killed_mid_stream_then_restarted_keeps_every_event_exactly_once() {
     }
 
     // Round two: restart on the same data and send everything again, as retrying clients would.
-    let (child, addr) = start(&data, &streams);
+    let Aggregator {
+        child, http: addr, ..
+    } = scratch.aggregator(TOKEN, &[]);
     for b in 0..BATCHES {
         let ack = send(addr, &batch(b))
             .unwrap_or_else(|| panic!("batch {b} is acknowledged after the restart"));
@@ -134,7 +122,7 @@ fn killed_mid_stream_then_restarted_keeps_every_event_exactly_once() {
     drop(child);
 
     // The log holds every event exactly once.
-    let log = EmbeddedLog::open(&data.join("log"), LogOptions::default()).unwrap();
+    let log = EmbeddedLog::open(&scratch.data.join("log"), LogOptions::default()).unwrap();
     let records = log.read("local.crash.test", 0, usize::MAX).unwrap();
     let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
     for r in &records {

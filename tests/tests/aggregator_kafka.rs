@@ -7,7 +7,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use sluice_shared::{Batch, BatchEvent, EventAck};
-use sluice_tests::{Tansu, numbered_event, post_batch, start_aggregator, terminate};
+use sluice_tests::{Aggregator, Scratch, Tansu, numbered_event, post_batch, terminate};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,24 +46,15 @@ fn send(addr: SocketAddr, b: &Batch) -> Vec<EventAck> {
 fn every_event_reaches_a_real_broker_exactly_once() {
     let tansu = Tansu::start();
     tansu.create_topic(TOPIC, 3);
-    let dir = tempfile::tempdir().unwrap();
-    let streams = dir.path().join("streams.yaml");
-    std::fs::write(
-        &streams,
-        "streams:\n  kafka.test:\n    schema_title: sluice/test/event\n",
-    )
-    .unwrap();
-    let repos = format!("[{:?}]", sluice_tests::workspace().join("schemas"));
-    let (mut aggregator, addr) = start_aggregator(&[
-        (
-            "SLUICE_AGGREGATOR_DATA_DIR",
-            dir.path().join("data").as_os_str(),
-        ),
-        ("SLUICE_AGGREGATOR_STREAMS", streams.as_os_str()),
-        ("SLUICE_AGGREGATOR_REPOSITORIES", repos.as_ref()),
-        ("SLUICE_AGGREGATOR_HTTP__TOKEN", TOKEN.as_ref()),
-        ("SLUICE_AGGREGATOR_KAFKA__BROKERS", tansu.brokers.as_ref()),
-    ]);
+    let scratch = Scratch::new("kafka.test");
+    let Aggregator {
+        child: mut aggregator,
+        http: addr,
+        ..
+    } = scratch.aggregator(
+        TOKEN,
+        &[("SLUICE_AGGREGATOR_KAFKA__BROKERS", tansu.brokers.as_ref())],
+    );
 
     for b in 0..BATCHES {
         assert_eq!(send(addr, &batch(b)), vec![EventAck::Accepted; PER_BATCH]);

@@ -4,7 +4,7 @@
 
 use sluice_aggregator::{EmbeddedLog, LogOptions};
 use sluice_shared::{Batch, EventAck};
-use sluice_tests::{numbered_event, post_batch, start_aggregator, terminate};
+use sluice_tests::{Aggregator, Scratch, numbered_event, post_batch, terminate};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,21 +14,12 @@ const PER_BATCH: usize = 50;
 
 #[test]
 fn sigterm_drains_and_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let streams = dir.path().join("streams.yaml");
-    std::fs::write(
-        &streams,
-        "streams:\n  stop.test:\n    schema_title: sluice/test/event\n",
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let repos = format!("[{:?}]", sluice_tests::workspace().join("schemas"));
-    let (mut child, addr) = start_aggregator(&[
-        ("SLUICE_AGGREGATOR_DATA_DIR", data.as_os_str()),
-        ("SLUICE_AGGREGATOR_STREAMS", streams.as_os_str()),
-        ("SLUICE_AGGREGATOR_REPOSITORIES", repos.as_ref()),
-        ("SLUICE_AGGREGATOR_HTTP__TOKEN", TOKEN.as_ref()),
-    ]);
+    let scratch = Scratch::new("stop.test");
+    let Aggregator {
+        mut child,
+        http: addr,
+        ..
+    } = scratch.aggregator(TOKEN, &[]);
 
     // Four senders stream batches until the aggregator stops answering.
     let acked = Arc::new(AtomicUsize::new(0));
@@ -74,7 +65,7 @@ fn sigterm_drains_and_loses_nothing_acknowledged() {
         .collect();
 
     // Everything acknowledged is in the log, once.
-    let log = EmbeddedLog::open(&data.join("log"), LogOptions::default()).unwrap();
+    let log = EmbeddedLog::open(&scratch.data.join("log"), LogOptions::default()).unwrap();
     let mut counts: HashMap<u64, usize> = HashMap::new();
     for r in log.read("local.stop.test", 0, usize::MAX).unwrap() {
         let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();

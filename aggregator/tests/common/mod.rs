@@ -5,7 +5,7 @@
 use sluice_shared::BatchEvent;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 pub const TOKEN: &str = "edge-secret-token";
 
@@ -13,6 +13,14 @@ pub struct Reply {
     pub status: u16,
     pub headers: String,
     pub body: Vec<u8>,
+}
+
+/// Serves `app` on a free loopback port; its address.
+pub async fn serve_http(app: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
 }
 
 pub async fn post(addr: SocketAddr, token: Option<&str>, body: &[u8]) -> Reply {
