@@ -25,7 +25,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use sluice_shared::Timestamp;
+use sluice_shared::{BatchEvent, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -186,7 +186,8 @@ impl ProducerContext for Reports {
                 delivery.pending.settle(Some(delivery.index), None);
             }
             Err((e, _)) => {
-                tracing::warn!(error = %e, "Kafka did not take an event; it is answered failed.");
+                // Logged once per batch by the completion thread; counted per event there too.
+                tracing::debug!(error = %e, "Kafka did not take an event.");
                 delivery
                     .pending
                     .settle(Some(delivery.index), Some(format!("Kafka: {e}")));
@@ -268,27 +269,25 @@ impl KafkaSink {
     /// when the last delivery report is in.
     pub(crate) fn produce(&self, job: Job, admits: Vec<Admit>, at: Timestamp) {
         let batch = job.batch.clone();
-        let writes: Vec<usize> = admits
+        let writes: Vec<(usize, &BatchEvent)> = batch
+            .events
             .iter()
             .enumerate()
+            .zip(&admits)
             .filter(|(_, a)| **a == Admit::Write)
-            .map(|(i, _)| i)
+            .map(|(e, _)| e)
             .collect();
         let pending = Arc::new(Pending {
             state: Mutex::new(PendingState {
                 job: Some(job),
                 failures: vec![None; admits.len()],
-                admits,
                 remaining: writes.len() + 1,
+                admits,
                 at_ms: at.unix_millis(),
             }),
             done: self.done_tx.clone(),
         });
-        for i in writes {
-            let Some(event) = batch.events.get(i) else {
-                pending.settle(Some(i), Some("internal: no such event".into()));
-                continue;
-            };
+        for (i, event) in writes {
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
                     key: "schema_uri",
@@ -399,6 +398,10 @@ fn completions(
                 failures,
                 ..
             } = f;
+            let failed = failures.iter().flatten().count();
+            if let Some(reason) = failures.iter().flatten().next() {
+                tracing::warn!(failed, %reason, "Kafka did not take events of a batch; they are answered failed.");
+            }
             finisher.finish(job, &admits, |i| failures.get(i).and_then(Option::as_deref));
         }
         if last_trim.elapsed() >= Duration::from_secs(60) {

@@ -91,13 +91,20 @@ pub(crate) struct Job {
     bytes: usize,
 }
 
-/// Bytes a batch holds while queued: its events' JSON and per-event overhead.
+/// Bytes a batch holds while queued: its events' JSON, its error reports
+/// (which become events about as large), and per-event overhead.
 fn batch_bytes(batch: &Batch) -> usize {
-    batch
+    let events: usize = batch
         .events
         .iter()
         .map(|e| e.json.len() + e.stream.len() + e.topic.len() + 64)
-        .sum()
+        .sum();
+    let errors: usize = batch
+        .errors
+        .iter()
+        .map(|e| e.raw_event.len() + e.message.len() + 512)
+        .sum();
+    events + errors
 }
 
 /// A handle to the commit loop; cheap to clone.
@@ -190,13 +197,15 @@ impl Sink {
     /// durable. Its error reports become error events, within their bound.
     pub fn submit(&self, mut batch: Batch) -> Result<oneshot::Receiver<BatchAck>, SubmitError> {
         let answered = batch.events.len();
-        if !batch.errors.is_empty() {
-            self.errors
-                .admit(&mut batch, &self.streams.get(), now(), &self.metrics);
-        }
+        // The budget is taken before error reports are admitted, so a refused batch spends
+        // none of the error stream's bound and counts none of its reports.
         let bytes = batch_bytes(&batch);
         if !self.budget.try_take(bytes) {
             return Err(SubmitError::Busy);
+        }
+        if !batch.errors.is_empty() {
+            self.errors
+                .admit(&mut batch, &self.streams.get(), now(), &self.metrics);
         }
         let (reply, rx) = oneshot::channel();
         // Counted before the send, so the commit loop never takes it below zero.
@@ -304,20 +313,13 @@ fn commit_loop(
     retention: Option<Duration>,
 ) {
     let metrics = finisher.metrics.clone();
-    let mut last_purge = now();
-    let mut last_retention = now();
+    let mut chores = Housekeeping::new(retention);
     loop {
         // Woken at least once a second, so an idle sink still purges and applies retention.
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
-                housekeeping(
-                    &mut target,
-                    &mut admission,
-                    retention,
-                    &mut last_purge,
-                    &mut last_retention,
-                );
+                chores.run(&mut target, &mut admission);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -366,13 +368,7 @@ fn commit_loop(
                 }
             }
         }
-        housekeeping(
-            &mut target,
-            &mut admission,
-            retention,
-            &mut last_purge,
-            &mut last_retention,
-        );
+        chores.run(&mut target, &mut admission);
     }
     match target {
         SinkTarget::Kafka(kafka) => kafka.finish(),
@@ -387,34 +383,49 @@ fn commit_loop(
     );
 }
 
-/// Once a second, drops idle rate-limit keys and old dedupe generations; once a
-/// minute, deletes embedded-log segments past their retention.
-fn housekeeping(
-    target: &mut SinkTarget,
-    admission: &mut Admission,
+/// The commit loop's chores: once a second, dropping idle rate-limit keys
+/// and old dedupe generations; once a minute, deleting embedded-log segments
+/// past their retention.
+struct Housekeeping {
     retention: Option<Duration>,
-    last_purge: &mut Timestamp,
-    last_retention: &mut Timestamp,
-) {
-    let at = now();
-    if at.nanos_since(*last_purge) >= 1_000_000_000 {
-        admission.purge(at);
-        *last_purge = at;
+    last_purge: Timestamp,
+    last_retention: Timestamp,
+}
+
+impl Housekeeping {
+    fn new(retention: Option<Duration>) -> Self {
+        Housekeeping {
+            retention,
+            last_purge: now(),
+            last_retention: now(),
+        }
     }
-    if at.nanos_since(*last_retention) < 60_000_000_000 {
-        return;
-    }
-    *last_retention = at;
-    if let (SinkTarget::Log(log), Some(keep)) = (target, retention) {
+
+    /// Does whichever chores are due.
+    fn run(&mut self, target: &mut SinkTarget, admission: &mut Admission) {
+        let at = now();
+        if at.nanos_since(self.last_purge) >= 1_000_000_000 {
+            admission.purge(at);
+            self.last_purge = at;
+        }
+        if at.nanos_since(self.last_retention) < 60_000_000_000 {
+            return;
+        }
+        self.last_retention = at;
+        let (SinkTarget::Log(log), Some(keep)) = (target, self.retention) else {
+            return;
+        };
         let Some(cutoff) = SystemTime::now().checked_sub(keep) else {
             return;
         };
         match log.delete_all_segments_before(cutoff) {
             Ok(0) => {}
-            Ok(segments) => tracing::info!(
-                segments,
-                "Deleted embedded-log segments past their retention."
-            ),
+            Ok(segments) => {
+                tracing::info!(
+                    segments,
+                    "Deleted embedded-log segments past their retention."
+                )
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Could not delete embedded-log segments past their retention.")
             }
