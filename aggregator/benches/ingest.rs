@@ -22,12 +22,13 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use sluice_aggregator::quic::{self, QuicLimits, status};
+use sluice_aggregator::quic::{self, QuicLimits};
 use sluice_aggregator::tls::DevCa;
 use sluice_aggregator::{
     DedupeJournal, EmbeddedLog, KafkaOptions, KafkaSink, Live, LogOptions, Metrics, Sink,
     SinkOptions, SinkTarget,
 };
+use sluice_shared::link::status;
 use sluice_shared::{
     Batch, BatchAck, BatchEvent, DedupeSet, EventAck, StreamConfig, Timestamp, WireLimits,
 };
@@ -153,7 +154,7 @@ impl Frames {
 /// Sends a frame; true when every event was accepted.
 async fn send(conn: &quinn::Connection, frame: &[u8]) -> bool {
     let limits = WireLimits::default();
-    match quic::send_frame(conn, frame, None, &limits).await {
+    match sluice_edge::native::send_frame(conn, frame, None, &limits).await {
         Ok(answer) => match answer.split_first() {
             Some((&status::OK, ack)) => BatchAck::decode(ack, &limits).is_ok_and(|a| {
                 a.verdicts.len() == PER_BATCH && a.verdicts.iter().all(|v| *v == EventAck::Accepted)
@@ -304,7 +305,13 @@ async fn bench_sink(
         limits,
     ));
     let (edge_id, _, _) = ca.issue(&["bench-edge"], true)?;
-    let client = quic::client_endpoint(ca.certificate(), Some(edge_id))?;
+    let client = sluice_edge::native::client_endpoint(
+        ca.certificate(),
+        Some(sluice_edge::native::Identity {
+            chain: edge_id.chain,
+            key: edge_id.key,
+        }),
+    )?;
     let conn = client.connect(addr, "localhost")?.await?;
     let next = Arc::new(AtomicU64::new(0));
     let frames = Arc::new(Frames::new(lz4));

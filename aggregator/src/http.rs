@@ -8,7 +8,6 @@
 //! Beside it: Prometheus `/metrics`, `/healthz` (the process is up) and
 //! `/readyz` (the sink took its last write).
 
-use crate::live::Live;
 use crate::sink::{Sink, SubmitError};
 use axum::Router;
 use axum::body::Bytes;
@@ -17,6 +16,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use sluice_shared::Live;
 use sluice_shared::{Batch, StreamConfig, WireLimits};
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,41 +1,19 @@
 //! Batch ingest over QUIC (TLS 1.3, ALPN `sluice/1`): one bidirectional
-//! stream per batch. The edge writes an authentication byte, then the batch
-//! frame, and finishes its side; the aggregator answers with a status byte
-//! and, on success, the acknowledgement frame.
-//!
-//! Request: `0` (authenticated by the client certificate the handshake
-//! verified against the configured CA) or `1`, a u16 length and a
-//! pre-shared token; then the frame. Response status: `0` then the ack
-//! frame; `1` unauthorized; `2` bad request and a message; `3` busy and a
-//! u32 retry-after in milliseconds; `4` failed and a message.
+//! stream per batch, in the protocol of [`sluice_shared::link`]. Edges are
+//! authenticated by a client certificate the handshake verified against the
+//! configured CA, or by the pre-shared token in the request head.
 
 use crate::sink::{Sink, SubmitError};
 use crate::tls::{Identity, TlsError};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicServerConfig;
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use sluice_shared::{Batch, BatchAck, WireLimits};
+use sluice_shared::link::{ALPN, response as reply, status};
+use sluice_shared::{Batch, WireLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// The ALPN protocol of batch ingest.
-pub const ALPN: &[u8] = b"sluice/1";
-
-/// Response statuses.
-pub mod status {
-    /// The acknowledgement frame follows.
-    pub const OK: u8 = 0;
-    /// Neither a verified client certificate nor the right token.
-    pub const UNAUTHORIZED: u8 = 1;
-    /// The request does not decode; a message follows.
-    pub const BAD_REQUEST: u8 = 2;
-    /// The sink is busy; a u32 retry-after in milliseconds follows.
-    pub const BUSY: u8 = 3;
-    /// The batch was not handled; a message follows.
-    pub const FAILED: u8 = 4;
-}
 
 /// Errors setting up QUIC.
 #[derive(Debug, thiserror::Error)]
@@ -110,35 +88,6 @@ pub fn server_endpoint(
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Io { addr, source })
-}
-
-/// A QUIC client endpoint trusting `server_ca`, presenting `identity` when given.
-pub fn client_endpoint(
-    server_ca: CertificateDer<'static>,
-    identity: Option<Identity>,
-) -> Result<quinn::Endpoint, QuicError> {
-    let mut roots = RootCertStore::empty();
-    roots.add(server_ca)?;
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots);
-    let mut tls = match identity {
-        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
-        None => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| QuicError::Verifier(e.to_string()))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut endpoint =
-        quinn::Endpoint::client(addr).map_err(|source| QuicError::Io { addr, source })?;
-    let mut transport = quinn::TransportConfig::default();
-    // Batches go out in the order they are written, each finished before the next starts:
-    // round-robin across streams would make every batch in flight wait for all the others.
-    transport.send_fairness(false);
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport));
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
 }
 
 /// Accepts connections until the endpoint closes, feeding batches to `sink`.
@@ -256,12 +205,6 @@ async fn handle_stream(
     limits: &WireLimits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let request = recv.read_to_end(limits.max_frame_bytes + 512).await?;
-    let reply = |status: u8, body: &[u8]| {
-        let mut out = Vec::with_capacity(body.len() + 1);
-        out.push(status);
-        out.extend_from_slice(body);
-        out
-    };
     let answer = match authenticate(&request, certified, token) {
         Err(()) => {
             tracing::warn!(
@@ -329,64 +272,4 @@ fn authenticate<'r>(
         }
         _ => Err(()),
     }
-}
-
-/// The answer to one batch sent over QUIC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QuicReply {
-    /// Acknowledged.
-    Ack(BatchAck),
-    /// Refused: neither certificate nor token.
-    Unauthorized,
-    /// Refused: the frame does not decode.
-    BadRequest(String),
-    /// The sink is busy: retry after this many milliseconds.
-    Busy(u32),
-    /// Not handled.
-    Failed(String),
-}
-
-/// Sends one batch on `conn` (authenticating with `token` when given, else by certificate) and reads the answer.
-pub async fn send_batch(
-    conn: &quinn::Connection,
-    batch: &Batch,
-    token: Option<&str>,
-    limits: &WireLimits,
-) -> Result<QuicReply, Box<dyn std::error::Error + Send + Sync>> {
-    let answer = send_frame(conn, &batch.encode(true), token, limits).await?;
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    Ok(match answer.split_first() {
-        Some((&status::OK, frame)) => QuicReply::Ack(BatchAck::decode_for(frame, batch, limits)?),
-        Some((&status::UNAUTHORIZED, _)) => QuicReply::Unauthorized,
-        Some((&status::BAD_REQUEST, m)) => QuicReply::BadRequest(text(m)),
-        Some((&status::BUSY, [a, b, c, d, ..])) => {
-            QuicReply::Busy(u32::from_le_bytes([*a, *b, *c, *d]))
-        }
-        Some((_, m)) => QuicReply::Failed(text(m)),
-        None => QuicReply::Failed("empty answer".into()),
-    })
-}
-
-/// Sends one encoded batch frame on `conn` and returns the raw answer: a
-/// status byte, then the acknowledgement frame or the refusal.
-pub async fn send_frame(
-    conn: &quinn::Connection,
-    frame: &[u8],
-    token: Option<&str>,
-    limits: &WireLimits,
-) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let mut head = Vec::with_capacity(3 + token.map_or(0, str::len));
-    match token {
-        Some(t) => {
-            head.push(1);
-            head.extend_from_slice(&u16::try_from(t.len())?.to_le_bytes());
-            head.extend_from_slice(t.as_bytes());
-        }
-        None => head.push(0),
-    }
-    send.write_all(&head).await?;
-    send.write_all(frame).await?;
-    send.finish()?;
-    Ok(recv.read_to_end(limits.max_frame_bytes + 512).await?)
 }

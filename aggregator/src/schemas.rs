@@ -4,12 +4,12 @@
 //! read once at start into memory, so no request can make the aggregator
 //! open a path it names.
 
-use crate::live::Live;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use sluice_shared::Live;
 use sluice_shared::{Bundle, BundleRepository, parse_document};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -140,26 +140,4 @@ async fn file(
         .into_response()
 }
 
-/// Reads repository folders and the stream config into a bundle.
-pub fn bundle_from_disk(
-    repositories: &[std::path::PathBuf],
-    streams: String,
-) -> std::io::Result<Bundle> {
-    let mut repos = Vec::new();
-    for dir in repositories {
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "repository".to_owned());
-        let files = sluice_shared::fs::read_tree(dir)?
-            .into_iter()
-            .filter_map(|(path, bytes)| String::from_utf8(bytes).ok().map(|text| (path, text)))
-            .collect();
-        repos.push(BundleRepository { name, files });
-    }
-    Ok(Bundle {
-        streams,
-        repositories: repos,
-    })
-}
+pub use sluice_shared::fs::read_bundle as bundle_from_disk;

@@ -1,8 +1,13 @@
 //! Batch ingest over real QUIC with TLS 1.3 on loopback: client certificates, tokens and refusals.
 
-use sluice_aggregator::quic::{self, QuicLimits, QuicReply};
+mod common;
+
+use sluice_aggregator::quic::{self, QuicLimits};
 use sluice_aggregator::tls::{DevCa, ensure_dev_pki};
 use sluice_aggregator::{EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions, SinkTarget};
+use sluice_edge::native::send_batch;
+use sluice_shared::LinkReply as QuicReply;
+use sluice_shared::link::status;
 use sluice_shared::{Batch, BatchEvent, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -85,18 +90,18 @@ async fn certified_and_token_edges_are_served_and_others_refused() {
 
     // An edge with a certificate from the configured CA.
     let (edge_id, _, _) = ca.issue(&["edge-1"], true).unwrap();
-    let client = quic::client_endpoint(ca.certificate(), Some(edge_id)).unwrap();
+    let client = common::client_endpoint(ca.certificate(), Some(edge_id));
     let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
     let b = batch(1, 10);
-    match quic::send_batch(&conn, &b, None, &limits).await.unwrap() {
+    match send_batch(&conn, &b, None, &limits).await.unwrap() {
         QuicReply::Ack(ack) => assert_eq!(ack.verdicts, vec![EventAck::Accepted; 10]),
         other => panic!("{other:?}"),
     }
     // Several batches on one connection, concurrently; a resend is all duplicates.
     let b2 = batch(2, 5);
     let (r1, r2) = tokio::join!(
-        quic::send_batch(&conn, &b2, None, &limits),
-        quic::send_batch(&conn, &b, None, &limits)
+        send_batch(&conn, &b2, None, &limits),
+        send_batch(&conn, &b, None, &limits)
     );
     assert!(matches!(r1.unwrap(), QuicReply::Ack(a) if a.verdicts == vec![EventAck::Accepted; 5]));
     assert!(
@@ -104,22 +109,22 @@ async fn certified_and_token_edges_are_served_and_others_refused() {
     );
 
     // No certificate: the token is the only way in.
-    let anonymous = quic::client_endpoint(ca.certificate(), None).unwrap();
+    let anonymous = common::client_endpoint(ca.certificate(), None);
     let conn = anonymous.connect(addr, "localhost").unwrap().await.unwrap();
     assert_eq!(
-        quic::send_batch(&conn, &batch(3, 1), None, &limits)
+        send_batch(&conn, &batch(3, 1), None, &limits)
             .await
             .unwrap(),
         QuicReply::Unauthorized
     );
     assert_eq!(
-        quic::send_batch(&conn, &batch(3, 1), Some("wrong-edge-token"), &limits)
+        send_batch(&conn, &batch(3, 1), Some("wrong-edge-token"), &limits)
             .await
             .unwrap(),
         QuicReply::Unauthorized
     );
     assert!(matches!(
-        quic::send_batch(&conn, &batch(3, 1), Some(TOKEN), &limits)
+        send_batch(&conn, &batch(3, 1), Some(TOKEN), &limits)
             .await
             .unwrap(),
         QuicReply::Ack(_)
@@ -128,18 +133,18 @@ async fn certified_and_token_edges_are_served_and_others_refused() {
     // A certificate from another CA fails the handshake.
     let other = DevCa::generate("someone else").unwrap();
     let (stranger, _, _) = other.issue(&["edge-x"], true).unwrap();
-    let client = quic::client_endpoint(ca.certificate(), Some(stranger)).unwrap();
+    let client = common::client_endpoint(ca.certificate(), Some(stranger));
     let refused = match client.connect(addr, "localhost").unwrap().await {
         Err(_) => true,
         // TLS 1.3 clients learn of a rejected certificate on their first exchange.
-        Ok(conn) => quic::send_batch(&conn, &batch(4, 1), None, &limits)
+        Ok(conn) => send_batch(&conn, &batch(4, 1), None, &limits)
             .await
             .is_err(),
     };
     assert!(refused, "a certificate from another CA must not get in");
 
     // An edge that does not trust the server's CA refuses the server.
-    let wary = quic::client_endpoint(other.certificate(), None).unwrap();
+    let wary = common::client_endpoint(other.certificate(), None);
     assert!(wary.connect(addr, "localhost").unwrap().await.is_err());
 
     // Everything accepted is in the log once.
@@ -169,18 +174,16 @@ async fn expired_certificates_and_connections_over_the_limit_are_refused() {
             )),
         )
         .unwrap();
-    let client = quic::client_endpoint(ca.certificate(), Some(expired)).unwrap();
+    let client = common::client_endpoint(ca.certificate(), Some(expired));
     let refused = match client.connect(addr, "localhost").unwrap().await {
         Err(_) => true,
-        Ok(conn) => quic::send_batch(&conn, &batch(1, 1), None, &wire)
-            .await
-            .is_err(),
+        Ok(conn) => send_batch(&conn, &batch(1, 1), None, &wire).await.is_err(),
     };
     assert!(refused, "an expired certificate must not get in");
 
     // One connection is served; more streams than the per-connection limit still all complete, in turn.
     let (edge, _, _) = ca.issue(&["edge-1"], true).unwrap();
-    let client = quic::client_endpoint(ca.certificate(), Some(edge.clone())).unwrap();
+    let client = common::client_endpoint(ca.certificate(), Some(edge.clone()));
     // The refused handshake's place is freed as the server notices it ended: poll until it has.
     let mut conn = None;
     for _ in 0..100 {
@@ -199,7 +202,7 @@ async fn expired_certificates_and_connections_over_the_limit_are_refused() {
     );
 
     // A second connection is refused while the first is open.
-    let second = quic::client_endpoint(ca.certificate(), Some(edge)).unwrap();
+    let second = common::client_endpoint(ca.certificate(), Some(edge));
     assert!(second.connect(addr, "localhost").unwrap().await.is_err());
 }
 
@@ -212,7 +215,7 @@ async fn futures_join_all(
     for b in batches {
         let (conn, wire) = (conn.clone(), *wire);
         tasks.spawn(async move {
-            quic::send_batch(&conn, &b, None, &wire)
+            send_batch(&conn, &b, None, &wire)
                 .await
                 .map_err(|e| e.to_string())
         });
@@ -252,7 +255,7 @@ async fn a_stopping_server_answers_batches_on_their_way_and_takes_no_new_ones() 
         serving,
     } = server_with(dir.path(), &ca, QuicLimits::default()).await;
     let (edge_id, _, _) = ca.issue(&["edge-1"], true).unwrap();
-    let client = quic::client_endpoint(ca.certificate(), Some(edge_id)).unwrap();
+    let client = common::client_endpoint(ca.certificate(), Some(edge_id));
     let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
 
     // Half a batch is on its way when the server is told to stop.
@@ -265,7 +268,7 @@ async fn a_stopping_server_answers_batches_on_their_way_and_takes_no_new_ones() 
     // The server takes streams in order, so once a later batch is answered, this stream is
     // one the server has taken.
     assert!(matches!(
-        quic::send_batch(&conn, &batch(8, 1), None, &WireLimits::default())
+        send_batch(&conn, &batch(8, 1), None, &WireLimits::default())
             .await
             .unwrap(),
         QuicReply::Ack(_)
@@ -276,14 +279,14 @@ async fn a_stopping_server_answers_batches_on_their_way_and_takes_no_new_ones() 
     send.write_all(&request[half..]).await.unwrap();
     send.finish().unwrap();
     let answer = recv.read_to_end(1 << 20).await.unwrap();
-    assert_eq!(answer.first(), Some(&quic::status::OK));
+    assert_eq!(answer.first(), Some(&status::OK));
     let ack =
         sluice_shared::BatchAck::decode_for(&answer[1..], &b, &WireLimits::default()).unwrap();
     assert_eq!(ack.verdicts, vec![EventAck::Accepted; 20]);
 
     // Then the connection closes, nothing new is taken, and the server returns.
     assert!(
-        quic::send_batch(&conn, &batch(10, 1), None, &WireLimits::default())
+        send_batch(&conn, &batch(10, 1), None, &WireLimits::default())
             .await
             .is_err()
     );

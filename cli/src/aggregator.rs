@@ -24,22 +24,7 @@ pub fn run(args: AggregatorArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = async {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(s) => s,
-                        Err(_) => return ctrl_c.await.unwrap_or_default(),
-                    };
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            #[cfg(not(unix))]
-            ctrl_c.await.unwrap_or_default();
+            crate::signals::stop().await;
             tracing::info!("Stopping: no new batches; in-flight batches finish.");
         };
         sluice_aggregator::run(

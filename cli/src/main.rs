@@ -1,7 +1,9 @@
 //! The `sluice` command: runs and checks a Sluice deployment.
 
 mod aggregator;
+mod edge;
 mod schema;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,8 +26,10 @@ enum Command {
     /// Work with schema repositories.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
-    /// Run the aggregator: batch ingest into the embedded log.
+    /// Run the aggregator: batch ingest into the embedded log or Kafka.
     Aggregator(aggregator::AggregatorArgs),
+    /// Run the native edge: EventGate-compatible intake, forwarding over QUIC.
+    Edge(edge::EdgeArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Schema(cmd) => schema::run(cmd),
         Command::Aggregator(args) => aggregator::run(args),
+        Command::Edge(args) => edge::run(args),
     };
     match result {
         Ok(code) => code,

@@ -152,6 +152,8 @@ pub struct EventOutcome {
     pub verdict: Verdict,
     /// The enriched event, when accepted.
     pub event: Option<BatchEvent>,
+    /// The event's text as sent, when refused (for the sender's answer and the error stream).
+    pub raw: Option<String>,
 }
 
 /// The schemas and stream config that intake works from; swapped whole on reload.
@@ -266,6 +268,7 @@ impl Intake {
                 stream: None,
                 verdict: Verdict::Accepted,
                 event: None,
+                raw: None,
             };
             let problem = span.problem.clone().or_else(|| {
                 bad_utf8
@@ -278,6 +281,7 @@ impl Intake {
                     RejectionKind::Malformed,
                     format!("the event is not valid JSON: {problem}"),
                 ));
+                outcome.raw = Some(text[span.start..span.end].to_owned());
                 out.push(outcome);
                 continue;
             }
@@ -285,7 +289,10 @@ impl Intake {
             match self.run(&mut tape, span, req, ids, &mut outcome.stream) {
                 Ok(Some(event)) => outcome.event = Some(event),
                 Ok(None) => outcome.verdict = Verdict::SampledOut,
-                Err(r) => outcome.verdict = Verdict::Rejected(r),
+                Err(r) => {
+                    outcome.verdict = Verdict::Rejected(r);
+                    outcome.raw = Some(text[span.start..span.end].to_owned());
+                }
             }
             out.push(outcome);
         }

@@ -55,8 +55,10 @@ pub use tape_json::{TapeJson, TapeNode, TapeNumber};
 
 // Edge to aggregator.
 mod bundle;
+pub mod link;
 mod wire;
 pub use bundle::{Bundle, BundleError, BundleRepository};
+pub use link::LinkReply;
 pub use wire::{
     Batch, BatchAck, BatchError, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits,
 };
@@ -68,3 +70,7 @@ mod timestamp;
 pub use dedupe::{DedupeSet, GENERATIONS, Seen};
 pub use rate_limit::{OVERFLOW_KEY, Quota, RateLimiter, RetryAfter};
 pub use timestamp::{Timestamp, TimestampError};
+
+// Hosts' shared state.
+mod live;
+pub use live::Live;

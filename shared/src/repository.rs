@@ -235,6 +235,30 @@ pub mod fs {
         file.ends_with(".yaml") || file.ends_with(".yml") || file.ends_with(".json")
     }
 
+    /// Reads repository folders and the stream config into a bundle.
+    pub fn read_bundle(
+        repositories: &[std::path::PathBuf],
+        streams: String,
+    ) -> std::io::Result<crate::Bundle> {
+        let mut repos = Vec::new();
+        for dir in repositories {
+            let name = dir
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "repository".to_owned());
+            let files = read_tree(dir)?
+                .into_iter()
+                .filter_map(|(path, bytes)| String::from_utf8(bytes).ok().map(|text| (path, text)))
+                .collect();
+            repos.push(crate::BundleRepository { name, files });
+        }
+        Ok(crate::Bundle {
+            streams,
+            repositories: repos,
+        })
+    }
+
     /// Loads the repository at `dir`, named after its folder.
     pub fn load_dir(dir: &Path) -> std::io::Result<(SchemaRepository, Vec<RepositoryError>)> {
         let name = dir

@@ -53,14 +53,40 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A minimal blocking HTTP/1.1 request for tests: status and body.
-pub fn http_request(
+/// An HTTP answer: status, headers (names lower-case) and body.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// Header (lower-case name, value) pairs.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The first value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// A minimal blocking HTTP/1.1 exchange for tests.
+pub fn http_call(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<(u16, Vec<u8>)> {
+) -> std::io::Result<HttpReply> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
@@ -73,9 +99,14 @@ pub fn http_request(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    // A server may answer (413, say) before reading the whole body and close: keep its answer.
+    let _ = stream.write_all(body);
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    if let Err(e) = stream.read_to_end(&mut raw)
+        && raw.is_empty()
+    {
+        return Err(e);
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -89,7 +120,30 @@ pub fn http_request(
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no HTTP status"))?;
-    Ok((status, raw[split + 4..].to_vec()))
+    let headers = String::from_utf8_lossy(&raw[..split])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            Some((n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect();
+    Ok(HttpReply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
+}
+
+/// A minimal blocking HTTP/1.1 request for tests: status and body.
+pub fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    http_call(addr, method, path, headers, body).map(|r| (r.status, r.body))
 }
 
 /// A blocking HTTP/1.1 POST: status and body.
@@ -153,10 +207,87 @@ pub fn start_aggregator(env: &[(&str, &std::ffi::OsStr)]) -> Aggregator {
     Aggregator { child, http, quic }
 }
 
+/// A running `sluice edge` and where it listens.
+pub struct Edge {
+    /// The process.
+    pub child: KillOnDrop,
+    /// The intake's HTTP address.
+    pub http: std::net::SocketAddr,
+}
+
+/// Starts `sluice edge` with these environment settings (on top of a
+/// loopback listener on a free port and quiet logs), and waits for it to
+/// print its address.
+pub fn start_edge(env: &[(&str, &std::ffi::OsStr)]) -> Edge {
+    use std::io::BufRead;
+    let mut command = Command::new(binary("sluice"));
+    command
+        .arg("edge")
+        .env("SLUICE_EDGE_LISTEN", "127.0.0.1:0")
+        .env("SLUICE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("sluice edge starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let child = KillOnDrop(child);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("stdout is readable");
+        if let Some(a) = line.strip_prefix("edge listening on http://") {
+            let http = a.parse().expect("a socket address");
+            return Edge { child, http };
+        }
+    }
+    panic!("the edge exited before it listened");
+}
+
+/// A free loopback port (TCP and UDP), for processes that must come back on the same one.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+        let port = tcp.local_addr().expect("an address").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The value of a Prometheus sample, e.g. `sluice_edge_spool_bytes` or
+/// `sluice_edge_events_total{outcome="delivered"}`, from `/metrics` at `addr`; 0 when absent.
+pub fn metric(addr: std::net::SocketAddr, sample: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").expect("metrics are served");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits (60 s at most) until `condition` holds, checking every 20 ms; panics naming `what` otherwise.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A scratch deployment for one test: a temporary folder holding a stream
 /// config with one stream (schema title `sluice/test/event`) and a data folder.
 pub struct Scratch {
     _dir: tempfile::TempDir,
+    /// The temporary folder itself.
+    pub root: PathBuf,
     /// The stream config file.
     pub streams: PathBuf,
     /// The aggregator's data folder.
@@ -166,19 +297,47 @@ pub struct Scratch {
 impl Scratch {
     /// A scratch folder whose stream config names `stream`.
     pub fn new(stream: &str) -> Scratch {
+        Scratch::with_streams(&format!(
+            "streams:\n  {stream}:\n    schema_title: sluice/test/event\n"
+        ))
+    }
+
+    /// A scratch folder with this stream config (YAML).
+    pub fn with_streams(config: &str) -> Scratch {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let streams = dir.path().join("streams.yaml");
-        std::fs::write(
-            &streams,
-            format!("streams:\n  {stream}:\n    schema_title: sluice/test/event\n"),
-        )
-        .expect("the stream config is written");
+        std::fs::write(&streams, config).expect("the stream config is written");
         let data = dir.path().join("data");
         Scratch {
+            root: dir.path().to_path_buf(),
             _dir: dir,
             streams,
             data,
         }
+    }
+
+    /// `sluice edge` forwarding over QUIC to `aggregator` (with the development
+    /// certificate it generated) and taking its bundle, with `extra` settings on top.
+    pub fn edge(&self, aggregator: &Aggregator, extra: &[(&str, &std::ffi::OsStr)]) -> Edge {
+        let tls = self.data.join("tls");
+        let aggregators = format!("[\"{}\"]", aggregator.quic);
+        let bundle = format!("http://{}/v1/bundle", aggregator.http);
+        let (ca, cert, key) = (
+            tls.join("ca.pem"),
+            tls.join("edge.pem"),
+            tls.join("edge.key.pem"),
+        );
+        let data = self.root.join("edge");
+        let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![
+            ("SLUICE_EDGE_DATA_DIR", data.as_os_str()),
+            ("SLUICE_EDGE_AGGREGATORS", aggregators.as_ref()),
+            ("SLUICE_EDGE_BUNDLE__URL", bundle.as_ref()),
+            ("SLUICE_EDGE_TLS__CA", ca.as_os_str()),
+            ("SLUICE_EDGE_TLS__CERT", cert.as_os_str()),
+            ("SLUICE_EDGE_TLS__KEY", key.as_os_str()),
+        ];
+        env.extend_from_slice(extra);
+        start_edge(&env)
     }
 
     /// `sluice aggregator` on this folder and the project's `schemas/`, taking
@@ -321,4 +480,18 @@ pub fn terminate(child: &mut KillOnDrop) -> std::process::ExitStatus {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Every record of `topic` in the embedded log under an aggregator's data folder, as JSON.
+pub fn log_events(data: &Path, topic: &str) -> Vec<serde_json::Value> {
+    let log = sluice_aggregator::EmbeddedLog::open(
+        &data.join("log"),
+        sluice_aggregator::LogOptions::default(),
+    )
+    .expect("the embedded log opens");
+    log.read(topic, 0, usize::MAX)
+        .expect("the topic reads")
+        .into_iter()
+        .map(|r| serde_json::from_slice(&r.value).expect("records are JSON"))
+        .collect()
 }

@@ -1,8 +1,9 @@
 //! The real `sluice aggregator` process takes batches over QUIC from an edge
 //! holding the development certificate it generated on first start.
 
-use sluice_aggregator::quic::{self, QuicReply};
-use sluice_aggregator::tls::{Identity, certs_from_pem, key_from_pem};
+use sluice_edge::native::link::{Identity, certs_from_pem, key_from_pem};
+use sluice_edge::native::{client_endpoint, send_batch};
+use sluice_shared::LinkReply as QuicReply;
 use sluice_shared::{Batch, BatchEvent, EventAck, WireLimits};
 use sluice_tests::{Aggregator, Scratch};
 
@@ -21,7 +22,7 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
         chain: certs_from_pem(&tls.join("edge.pem")).unwrap(),
         key: key_from_pem(&tls.join("edge.key.pem")).unwrap(),
     };
-    let client = quic::client_endpoint(ca, Some(edge)).unwrap();
+    let client = client_endpoint(ca, Some(edge)).unwrap();
     let conn = client
         .connect(quic_addr, "localhost")
         .unwrap()
@@ -43,7 +44,7 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
         }],
         errors: Vec::new(),
     };
-    let reply = quic::send_batch(&conn, &batch, None, &WireLimits::default())
+    let reply = send_batch(&conn, &batch, None, &WireLimits::default())
         .await
         .unwrap();
     assert!(

@@ -77,3 +77,15 @@ pub fn event(n: u8) -> BatchEvent {
         json: format!(r#"{{"n":{n}}}"#).into_bytes(),
     }
 }
+
+/// A QUIC client endpoint, as an edge makes one, trusting `ca` and presenting `identity`.
+pub fn client_endpoint(
+    ca: rustls::pki_types::CertificateDer<'static>,
+    identity: Option<sluice_aggregator::tls::Identity>,
+) -> quinn::Endpoint {
+    let identity = identity.map(|i| sluice_edge::native::Identity {
+        chain: i.chain,
+        key: i.key,
+    });
+    sluice_edge::native::client_endpoint(ca, identity).unwrap()
+}

@@ -1,0 +1,474 @@
+//! Batching and forwarding: accepted events wait in one of two batchers —
+//! guaranteed requests (flushed after 10 ms by default) and hasty ones (1 s)
+//! — until a batch is full by count or bytes or its oldest event is old
+//! enough; then the batch goes to an aggregator over the [`Link`].
+//!
+//! A guaranteed request waits for its events' verdicts, retrying across
+//! aggregators until its forward timeout, then gives up with 503. A hasty
+//! batch that no aggregator takes goes to the [`Spool`], and while the
+//! spool holds anything every hasty batch goes there too, so that the
+//! replayer delivers them in order once an aggregator is back.
+
+use super::link::{Link, LinkDown};
+use super::metrics::{Metrics, OutcomeLabels};
+use super::spool::Spool;
+use crate::respond::Forwarded;
+use sluice_shared::{Batch, BatchError, BatchEvent, EventAck, LinkReply, WireLimits};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+/// When batches go, and how long requests wait.
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    /// Events per batch at most.
+    pub max_events: usize,
+    /// Event JSON bytes per batch at most.
+    pub max_bytes: usize,
+    /// Longest wait of a guaranteed event in a batcher.
+    pub guaranteed_age: Duration,
+    /// Longest wait of a hasty event in a batcher.
+    pub hasty_age: Duration,
+    /// Batches on their way at once, per batcher.
+    pub in_flight: usize,
+    /// How long a guaranteed request waits for an aggregator before giving up.
+    pub forward_timeout: Duration,
+}
+
+struct Item {
+    events: Vec<BatchEvent>,
+    errors: Vec<BatchError>,
+    reply: Option<oneshot::Sender<Forwarded>>,
+}
+
+struct Ctx {
+    link: Arc<Link>,
+    spool: Arc<Spool>,
+    metrics: Metrics,
+    options: ForwardOptions,
+    limits: WireLimits,
+}
+
+/// A hasty request that cannot be taken now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HastyRefused {
+    /// The spool is at its bound.
+    #[error("the edge's spool is full: no aggregator has taken its batches for a while")]
+    SpoolFull,
+    /// The hasty batcher's queue is full.
+    #[error("the edge is overloaded: too many hasty events are waiting to be batched")]
+    Busy,
+}
+
+/// The handle requests use to forward their events.
+#[derive(Clone)]
+pub struct Forwarder {
+    guaranteed: mpsc::Sender<Item>,
+    hasty: mpsc::Sender<Item>,
+    ctx: Arc<Ctx>,
+}
+
+/// Resolves once both batchers have flushed everything given to them (after every [`Forwarder`] is dropped).
+pub struct Drained(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drained {
+    /// Waits for the batchers.
+    pub async fn wait(self) {
+        for h in self.0 {
+            let _ = h.await;
+        }
+    }
+}
+
+fn random_id() -> [u8; 16] {
+    fastrand::u128(..).to_le_bytes()
+}
+
+fn retry_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_millis().div_ceil(1000))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+impl Forwarder {
+    /// Starts the batchers and the spool's replayer.
+    pub fn start(
+        link: Arc<Link>,
+        spool: Arc<Spool>,
+        options: ForwardOptions,
+        limits: WireLimits,
+        metrics: Metrics,
+    ) -> (Forwarder, Drained, tokio::task::JoinHandle<()>) {
+        let queue = options.in_flight.max(1) * 16;
+        let (g_tx, g_rx) = mpsc::channel(queue);
+        let (h_tx, h_rx) = mpsc::channel(queue);
+        let ctx = Arc::new(Ctx {
+            link,
+            spool,
+            metrics,
+            options,
+            limits,
+        });
+        let drained = Drained(vec![
+            tokio::spawn(batcher(g_rx, false, ctx.clone())),
+            tokio::spawn(batcher(h_rx, true, ctx.clone())),
+        ]);
+        let replayer = tokio::spawn(replay(ctx.clone()));
+        (
+            Forwarder {
+                guaranteed: g_tx,
+                hasty: h_tx,
+                ctx,
+            },
+            drained,
+            replayer,
+        )
+    }
+
+    /// Forwards a guaranteed request's events and waits for their verdicts.
+    pub async fn guaranteed(&self, events: Vec<BatchEvent>, errors: Vec<BatchError>) -> Forwarded {
+        let (tx, rx) = oneshot::channel();
+        let item = Item {
+            events,
+            errors,
+            reply: Some(tx),
+        };
+        if let Err(mpsc::error::SendError(item)) = self.guaranteed.send(item).await {
+            return Forwarded::Unavailable {
+                message: "the edge is stopping".into(),
+                retry_after_secs: 1,
+                events: item.events,
+            };
+        }
+        rx.await.unwrap_or_else(|_| Forwarded::Unavailable {
+            message: "the batch was dropped without an answer".into(),
+            retry_after_secs: 1,
+            events: Vec::new(),
+        })
+    }
+
+    /// Queues a hasty request's events (and error reports); they go to an aggregator or the spool.
+    pub fn hasty(
+        &self,
+        events: Vec<BatchEvent>,
+        errors: Vec<BatchError>,
+    ) -> Result<(), HastyRefused> {
+        let bytes: usize = events.iter().map(|e| e.json.len()).sum();
+        if !events.is_empty() && !self.ctx.spool.has_room(bytes as u64) {
+            return Err(HastyRefused::SpoolFull);
+        }
+        self.hasty
+            .try_send(Item {
+                events,
+                errors,
+                reply: None,
+            })
+            .map_err(|_| HastyRefused::Busy)
+    }
+
+    /// Bytes held in the spool.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.ctx.spool.bytes()
+    }
+}
+
+async fn batcher(mut rx: mpsc::Receiver<Item>, hasty: bool, ctx: Arc<Ctx>) {
+    let o = &ctx.options;
+    let age = if hasty { o.hasty_age } else { o.guaranteed_age };
+    let permits = Arc::new(Semaphore::new(o.in_flight.max(1)));
+    while let Some(first) = rx.recv().await {
+        let deadline = Instant::now() + age;
+        let mut count = first.events.len();
+        let mut bytes: usize = first.events.iter().map(|e| e.json.len()).sum();
+        let mut items = vec![first];
+        while count < o.max_events && bytes < o.max_bytes {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(item)) => {
+                    count += item.events.len();
+                    bytes += item.events.iter().map(|e| e.json.len()).sum::<usize>();
+                    items.push(item);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if hasty {
+                send_hasty(&ctx, items).await;
+            } else {
+                send_guaranteed(&ctx, items).await;
+            }
+            drop(permit);
+        });
+    }
+    // Everything queued is flushed: wait for the batches on their way.
+    let _ = permits.acquire_many(o.in_flight.max(1) as u32).await;
+}
+
+fn build(items: &mut [Item]) -> Batch {
+    let mut batch = Batch {
+        id: random_id(),
+        events: Vec::with_capacity(items.iter().map(|i| i.events.len()).sum()),
+        errors: Vec::new(),
+    };
+    for item in items {
+        batch.events.append(&mut item.events);
+        batch.errors.append(&mut item.errors);
+    }
+    batch
+}
+
+async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
+    let counts: Vec<usize> = items.iter().map(|i| i.events.len()).collect();
+    let batch = build(&mut items);
+    let frame = batch.encode(true);
+    let deadline = Instant::now() + ctx.options.forward_timeout;
+    let (message, wait) = loop {
+        let sent = tokio::time::timeout_at(deadline, ctx.link.send(&batch, &frame)).await;
+        let Ok(sent) = sent else {
+            break (
+                "no aggregator answered in time".to_owned(),
+                Duration::from_secs(1),
+            );
+        };
+        let (message, wait) = match sent {
+            Ok(LinkReply::Ack(ack)) => {
+                ctx.metrics
+                    .batches
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "acknowledged",
+                    })
+                    .inc();
+                let mut verdicts = batch.events.into_iter().zip(ack.verdicts);
+                for (item, n) in items.into_iter().zip(counts) {
+                    let mine: Vec<(BatchEvent, EventAck)> = verdicts.by_ref().take(n).collect();
+                    count_verdicts(&ctx.metrics, mine.iter().map(|(_, a)| a));
+                    if let Some(reply) = item.reply {
+                        let _ = reply.send(Forwarded::Verdicts(mine));
+                    }
+                }
+                return;
+            }
+            Ok(LinkReply::Busy(ms)) => (
+                "the aggregators are busy".to_owned(),
+                Duration::from_millis(u64::from(ms)),
+            ),
+            Ok(LinkReply::Failed(m)) => (
+                format!("the aggregator failed the batch: {m}"),
+                Duration::from_millis(200),
+            ),
+            Ok(LinkReply::Unauthorized) => {
+                tracing::error!(
+                    "The aggregator refused this edge's certificate or token; check tls.cert/tls.key or token_file."
+                );
+                (
+                    "the aggregator refused this edge".to_owned(),
+                    Duration::from_secs(5),
+                )
+            }
+            Ok(LinkReply::BadRequest(m)) => {
+                tracing::error!(error = %m, "The aggregator could not read a batch from this edge.");
+                (
+                    format!("the aggregator could not read the batch: {m}"),
+                    Duration::from_secs(5),
+                )
+            }
+            Err(LinkDown { last, retry_after }) => {
+                (format!("no aggregator answers: {last}"), retry_after)
+            }
+        };
+        if Instant::now() + wait > deadline {
+            break (message, wait);
+        }
+        tokio::time::sleep(wait).await;
+    };
+    ctx.metrics
+        .batches
+        .get_or_create(&OutcomeLabels {
+            outcome: "unavailable",
+        })
+        .inc();
+    ctx.metrics.count("unavailable", batch.events.len());
+    tracing::warn!(events = batch.events.len(), error = %message, "A guaranteed batch found no aggregator; its senders get 503.");
+    let mut events = batch.events.into_iter();
+    for (item, n) in items.into_iter().zip(counts) {
+        if let Some(reply) = item.reply {
+            let _ = reply.send(Forwarded::Unavailable {
+                message: message.clone(),
+                retry_after_secs: retry_secs(wait),
+                events: events.by_ref().take(n).collect(),
+            });
+        }
+    }
+}
+
+fn count_verdicts<'a>(metrics: &Metrics, acks: impl Iterator<Item = &'a EventAck>) {
+    let (mut delivered, mut duplicate, mut limited, mut failed) = (0, 0, 0, 0);
+    for a in acks {
+        match a {
+            EventAck::Accepted => delivered += 1,
+            EventAck::Duplicate => duplicate += 1,
+            EventAck::RateLimited { .. } => limited += 1,
+            EventAck::Failed { .. } => failed += 1,
+        }
+    }
+    metrics.count("delivered", delivered);
+    metrics.count("duplicate", duplicate);
+    metrics.count("rate_limited", limited);
+    metrics.count("failed", failed);
+}
+
+fn spool(ctx: &Ctx, frame: &[u8], events: usize) {
+    match ctx.spool.append(frame) {
+        Ok(()) => ctx.metrics.count("spooled", events),
+        Err(e) => {
+            ctx.metrics
+                .hasty_dropped
+                .get_or_create(&OutcomeLabels { outcome: "lost" })
+                .inc_by(events as u64);
+            tracing::error!(events, error = %e, "Hasty events answered 202 could not be spooled and are lost.");
+        }
+    }
+    ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+}
+
+/// Handles the verdicts on a hasty batch: rate-limited events are dropped
+/// and counted (their senders were answered already); failed ones are
+/// returned for another try.
+fn settle_hasty(ctx: &Ctx, events: Vec<BatchEvent>, verdicts: Vec<EventAck>) -> Vec<BatchEvent> {
+    count_verdicts(&ctx.metrics, verdicts.iter());
+    let mut retry = Vec::new();
+    let mut limited = 0;
+    for (event, ack) in events.into_iter().zip(verdicts) {
+        match ack {
+            EventAck::Accepted | EventAck::Duplicate => {}
+            EventAck::RateLimited { .. } => limited += 1,
+            EventAck::Failed { .. } => retry.push(event),
+        }
+    }
+    if limited > 0 {
+        ctx.metrics
+            .hasty_dropped
+            .get_or_create(&OutcomeLabels {
+                outcome: "rate_limited",
+            })
+            .inc_by(limited);
+        tracing::warn!(
+            events = limited,
+            "Hasty events were over their stream's rate limit and are dropped."
+        );
+    }
+    retry
+}
+
+async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
+    let batch = build(&mut items);
+    let frame = batch.encode(true);
+    // While the spool holds anything, new batches queue behind it, keeping their order.
+    if !ctx.spool.is_empty() {
+        spool(ctx, &frame, batch.events.len());
+        return;
+    }
+    match ctx.link.send(&batch, &frame).await {
+        Ok(LinkReply::Ack(ack)) => {
+            ctx.metrics
+                .batches
+                .get_or_create(&OutcomeLabels {
+                    outcome: "acknowledged",
+                })
+                .inc();
+            let retry = settle_hasty(ctx, batch.events, ack.verdicts);
+            if !retry.is_empty() {
+                let again = Batch {
+                    id: random_id(),
+                    events: retry,
+                    errors: Vec::new(),
+                };
+                spool(ctx, &again.encode(true), again.events.len());
+            }
+        }
+        other => {
+            if let Ok(LinkReply::Unauthorized | LinkReply::BadRequest(_)) = &other {
+                tracing::error!(reply = ?other, "The aggregator refused a hasty batch; spooling it.");
+            }
+            ctx.metrics
+                .batches
+                .get_or_create(&OutcomeLabels { outcome: "spooled" })
+                .inc();
+            spool(ctx, &frame, batch.events.len());
+        }
+    }
+}
+
+/// Sends the spool's batches, oldest first, each until an aggregator answers it.
+async fn replay(ctx: Arc<Ctx>) {
+    loop {
+        let record = match ctx.spool.peek() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+                let _ = tokio::time::timeout(Duration::from_secs(1), ctx.spool.appended.notified())
+                    .await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot read the spool; trying again in a second.");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut batch = match Batch::decode(&record.frame, &ctx.limits) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "A spooled batch does not decode and is dropped.");
+                ctx.spool.consume(&record);
+                continue;
+            }
+        };
+        let mut frame = record.frame.clone();
+        let mut failures = 0u32;
+        loop {
+            let wait = match ctx.link.send(&batch, &frame).await {
+                Ok(LinkReply::Ack(ack)) => {
+                    let events = std::mem::take(&mut batch.events);
+                    let retry = settle_hasty(&ctx, events, ack.verdicts);
+                    if retry.is_empty() {
+                        break;
+                    }
+                    failures += 1;
+                    if failures > 5 {
+                        ctx.metrics
+                            .hasty_dropped
+                            .get_or_create(&OutcomeLabels { outcome: "failed" })
+                            .inc_by(retry.len() as u64);
+                        tracing::error!(
+                            events = retry.len(),
+                            "Spooled events failed at the aggregator five times and are dropped."
+                        );
+                        break;
+                    }
+                    batch = Batch {
+                        id: random_id(),
+                        events: retry,
+                        errors: Vec::new(),
+                    };
+                    frame = batch.encode(true);
+                    Duration::from_secs(1)
+                }
+                Ok(LinkReply::Busy(ms)) => Duration::from_millis(u64::from(ms)),
+                Ok(other) => {
+                    tracing::warn!(reply = ?other, "The aggregator did not take a spooled batch; retrying.");
+                    Duration::from_secs(1)
+                }
+                Err(down) => down.retry_after,
+            };
+            tokio::time::sleep(wait).await;
+        }
+        ctx.spool.consume(&record);
+        ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+    }
+}

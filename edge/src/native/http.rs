@@ -1,0 +1,374 @@
+//! The native edge's HTTP surface on axum: `POST /v1/events`, the GET
+//! beacon, `/v1/streams`, `/healthz` and `/metrics`. Limits, timeouts,
+//! CORS, request ids, panics and tracing are tower-http layers; the
+//! handlers run the request through intake, forward, and answer with
+//! [`crate::respond`].
+
+use super::forward::Forwarder;
+use super::metrics::{Metrics, StatusLabels};
+use crate::request::{self, Query, TrustedProxies};
+use crate::respond::{self, Forwarded, Reply};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use sluice_shared::{BatchError, EventIds, Intake, Live, RequestMeta, Timestamp, Verdict};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+/// Longest refused event kept in an error report.
+const MAX_REPORTED_EVENT: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct EdgeState(Arc<Inner>);
+
+struct Inner {
+    intake: Live<Intake>,
+    forwarder: Forwarder,
+    trusted: TrustedProxies,
+    metrics: Metrics,
+}
+
+impl EdgeState {
+    /// State over these parts.
+    pub fn new(
+        intake: Live<Intake>,
+        forwarder: Forwarder,
+        trusted: TrustedProxies,
+        metrics: Metrics,
+    ) -> Self {
+        EdgeState(Arc::new(Inner {
+            intake,
+            forwarder,
+            trusted,
+            metrics,
+        }))
+    }
+}
+
+/// HTTP settings of the router.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Largest body, in bytes.
+    pub max_body_bytes: usize,
+    /// Allowed CORS origins; `*` for any.
+    pub cors_origins: Vec<String>,
+    /// Longest request.
+    pub timeout: Duration,
+}
+
+/// The edge's routes and layers.
+pub fn router(state: EdgeState, options: &HttpOptions) -> Router {
+    let origins = if options.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            options
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(86_400));
+    let limit = options.max_body_bytes;
+    Router::new()
+        .route("/v1/events", post(events))
+        .route("/beacon/event", get(beacon))
+        .route("/v1/streams", get(streams))
+        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::map_response(
+            move |r: Response| async move { explain_413(r, limit) },
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            options.timeout,
+        ))
+        .layer(cors)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("A request handler panicked.");
+            to_response(&Reply::message(
+                500,
+                "the edge failed on this request; it has been logged",
+            ))
+        }))
+}
+
+/// The body limit's bare 413 becomes an EventGate-style JSON answer that names the limit.
+fn explain_413(r: Response, limit: usize) -> Response {
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if r.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+        return r;
+    }
+    to_response(&Reply::message(
+        413,
+        &format!("the body is over the limit of {limit} bytes: send fewer events per request"),
+    ))
+}
+
+fn to_response(reply: &Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = if reply.body.is_some() {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            reply.body_bytes(),
+        )
+            .into_response()
+    } else {
+        (status, Body::empty()).into_response()
+    };
+    if let Some(secs) = reply.retry_after_secs {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+fn now() -> Timestamp {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    Timestamp::from_unix_nanos(nanos)
+}
+
+/// The JSON name of a rejection kind, e.g. `unknown_stream`.
+fn kind_name(kind: sluice_shared::RejectionKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(Value::String(s)) => s,
+        _ => "invalid".to_owned(),
+    }
+}
+
+impl EdgeState {
+    async fn handle(
+        &self,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        query: &Query,
+        body: &[u8],
+    ) -> Reply {
+        let s = &self.0;
+        let received = now();
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let client_ip = s.trusted.client_ip(peer.ip(), text);
+        let request_id = text("x-request-id");
+        let meta = RequestMeta {
+            headers: headers
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            stream: query.stream.clone(),
+            schema_uri: query.schema_uri.clone(),
+            client_ip: Some(client_ip.to_string()),
+            received,
+        };
+        let intake = s.intake.get();
+        let mut ids = EventIds::with_seed(fastrand::u64(..));
+        let mut outcomes = match intake.process(&meta, body, &mut ids) {
+            Ok(o) => o,
+            Err(e) => return respond::body_refused(&e),
+        };
+        let mut events = Vec::with_capacity(outcomes.len());
+        let mut errors = Vec::new();
+        let (mut sampled, mut invalid) = (0, 0);
+        for o in &mut outcomes {
+            match (&o.verdict, o.event.take()) {
+                (_, Some(event)) => events.push(event),
+                (Verdict::SampledOut, None) => sampled += 1,
+                (Verdict::Rejected(r), None) => {
+                    invalid += 1;
+                    let mut raw = o.raw.clone().unwrap_or_default();
+                    if raw.len() > MAX_REPORTED_EVENT {
+                        let cut = (0..=MAX_REPORTED_EVENT)
+                            .rev()
+                            .find(|&i| raw.is_char_boundary(i))
+                            .unwrap_or(0);
+                        raw.truncate(cut);
+                    }
+                    errors.push(BatchError {
+                        stream: o.stream.clone(),
+                        schema_uri: None,
+                        error_type: kind_name(r.kind),
+                        message: r.message.clone(),
+                        raw_event: raw,
+                        received_ms: received.unix_millis(),
+                        request_id: request_id.clone(),
+                    });
+                }
+                (Verdict::Accepted, None) => {}
+            }
+        }
+        s.metrics.count("accepted", events.len());
+        s.metrics.count("sampled_out", sampled);
+        s.metrics.count("invalid", invalid);
+        let forwarded = if events.is_empty() {
+            if !errors.is_empty() && s.forwarder.hasty(Vec::new(), errors).is_err() {
+                tracing::warn!(
+                    events = invalid,
+                    "Error reports for refused events were dropped: the edge is overloaded."
+                );
+            }
+            Forwarded::Verdicts(Vec::new())
+        } else if query.hasty {
+            if let Err(e) = s.forwarder.hasty(events, errors) {
+                return Reply::unavailable(&e.to_string(), 5);
+            }
+            Forwarded::Hasty
+        } else {
+            s.forwarder.guaranteed(events, errors).await
+        };
+        respond::answer(&outcomes, forwarded)
+    }
+
+    fn answer(&self, reply: &Reply) -> Response {
+        self.0
+            .metrics
+            .requests
+            .get_or_create(&StatusLabels {
+                status: reply.status,
+            })
+            .inc();
+        to_response(reply)
+    }
+}
+
+async fn events(
+    State(state): State<EdgeState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = request::body_kind(content_type) {
+        return state.answer(&Reply::message(415, &e.to_string()));
+    }
+    let query = Query::parse(query.as_deref());
+    let reply = state.handle(peer, &headers, &query, &body).await;
+    state.answer(&reply)
+}
+
+/// The legacy EventLogging beacon: always 204, as EventLogging answers;
+/// refused events are counted and reported to the error stream.
+async fn beacon(
+    State(state): State<EdgeState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match request::beacon_event(query.as_deref()) {
+        Ok(body) => {
+            let hasty = Query {
+                hasty: true,
+                ..Query::default()
+            };
+            let reply = state.handle(peer, &headers, &hasty, &body).await;
+            if reply.status >= 300 {
+                tracing::debug!(status = reply.status, "A beacon event was not taken.");
+            }
+        }
+        Err(e) => {
+            state.0.metrics.count("invalid", 1);
+            tracing::debug!(error = %e, "A beacon carried no event.");
+        }
+    }
+    state.answer(&Reply {
+        status: 204,
+        retry_after_secs: None,
+        body: None,
+    })
+}
+
+/// `/v1/streams`: the stream config as EventStreamConfig answers it. By default
+/// only `sample` and `producers` of each stream, as browsers need (EventLogging's
+/// `all_settings=false`); `?all_settings=true` gives everything; `?streams=a|b` selects.
+async fn streams(State(state): State<EdgeState>, RawQuery(query): RawQuery) -> Response {
+    let mut names: Option<Vec<String>> = None;
+    let mut all = false;
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+        match k {
+            "streams" => {
+                names = Some(
+                    v.split('|')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                )
+            }
+            "all_settings" => all = v == "true",
+            _ => {}
+        }
+    }
+    let intake = state.0.intake.get();
+    let refs: Option<Vec<&str>> = names
+        .as_ref()
+        .map(|n| n.iter().map(String::as_str).collect());
+    let mut api = intake.streams().to_api(refs.as_deref(), &[]);
+    if !all && let Some(Value::Object(streams)) = api.get_mut("streams") {
+        for settings in streams.values_mut() {
+            if let Value::Object(map) = settings {
+                map.retain(|k, _| k == "sample" || k == "producers");
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&api).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<EdgeState>) -> Response {
+    state
+        .0
+        .metrics
+        .spool_bytes
+        .set(state.0.forwarder.spooled_bytes() as i64);
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.0.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,104 @@
+//! The native edge's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+/// Labels of counters split by outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// What happened.
+    pub outcome: &'static str,
+}
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    /// The HTTP status answered.
+    pub status: u16,
+}
+
+/// Every metric the edge exports; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    /// Intake requests by answer status.
+    pub requests: Family<StatusLabels, Counter>,
+    /// Events by outcome: `accepted`, `sampled_out`, `invalid`, and after forwarding
+    /// `delivered`, `duplicate`, `rate_limited`, `failed`, `unavailable`, `spooled`.
+    pub events: Family<OutcomeLabels, Counter>,
+    /// Hasty events that were answered 202 but then dropped, by reason
+    /// (`rate_limited` by the aggregator, or `lost` when the spool refused them).
+    pub hasty_dropped: Family<OutcomeLabels, Counter>,
+    /// Batches sent to aggregators, by result.
+    pub batches: Family<OutcomeLabels, Counter>,
+    /// Bytes in the spool.
+    pub spool_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set, registered under `sluice_edge_`.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice_edge");
+        let m = Metrics {
+            registry: Arc::new(Registry::default()),
+            requests: Family::default(),
+            events: Family::default(),
+            hasty_dropped: Family::default(),
+            batches: Family::default(),
+            spool_bytes: Gauge::default(),
+        };
+        registry.register(
+            "requests",
+            "Intake requests by answer status",
+            m.requests.clone(),
+        );
+        registry.register("events", "Events by outcome", m.events.clone());
+        registry.register(
+            "hasty_dropped",
+            "Hasty events answered 202 and then dropped, by reason",
+            m.hasty_dropped.clone(),
+        );
+        registry.register(
+            "batches",
+            "Batches sent to aggregators, by result",
+            m.batches.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Bytes held in the spool",
+            m.spool_bytes.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            ..m
+        }
+    }
+
+    /// Counts `n` events with `outcome`.
+    pub fn count(&self, outcome: &'static str, n: usize) {
+        if n > 0 {
+            self.events
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,117 @@
+//! The native edge's spool, end to end: with the aggregator stopped,
+//! guaranteed requests get 503 with Retry-After while 20,000 hasty events
+//! are answered 202 and spooled; the edge is killed and restarted with its
+//! spool; the aggregator comes back; exactly those 20,000 events land in the
+//! sink, once each. The edge also fails over past an aggregator that does
+//! not answer.
+
+use serde_json::json;
+use sluice_tests::{
+    Edge, Scratch, free_port, http_call, log_events, metric, terminate, wait_until,
+};
+use std::collections::HashMap;
+
+const TOKEN: &str = "edge-spool-token";
+const REQUESTS: usize = 400;
+const PER_REQUEST: usize = 50;
+
+#[test]
+fn hasty_events_wait_in_the_spool_and_land_once() {
+    let scratch = Scratch::with_streams(
+        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  spool.test:\n    schema_title: sluice/test/event\n",
+    );
+    let (quic, http) = (free_port(), free_port());
+    let quic_listen = format!("127.0.0.1:{quic}");
+    let http_listen = format!("127.0.0.1:{http}");
+    let fixed = [
+        ("SLUICE_AGGREGATOR_QUIC__LISTEN", quic_listen.as_ref()),
+        ("SLUICE_AGGREGATOR_HTTP__LISTEN", http_listen.as_ref()),
+    ];
+    let mut aggregator = scratch.aggregator(TOKEN, &fixed);
+    // The first aggregator listed never answers: the edge fails over to the second.
+    let aggregators = format!("[\"127.0.0.1:{}\", \"{quic_listen}\"]", free_port());
+    let edge_env = [
+        ("SLUICE_EDGE_AGGREGATORS", aggregators.as_ref()),
+        ("SLUICE_EDGE_BATCH__HASTY_AGE_MS", "50".as_ref()),
+    ];
+    let Edge {
+        child: mut edge_child,
+        http: edge,
+    } = scratch.edge(&aggregator, &edge_env);
+    let event = |message: String| {
+        json!({
+            "$schema": "/sluice/test/event/1.0.0",
+            "meta": {"stream": "spool.test"},
+            "dt": "2026-11-27T12:00:00.000Z",
+            "message": message,
+        })
+    };
+    let post = |edge, query: &str, body: &serde_json::Value| {
+        http_call(
+            edge,
+            "POST",
+            &format!("/v1/events{query}"),
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .expect("the edge answers")
+    };
+    let r = post(edge, "", &event("before".into()));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+
+    assert!(terminate(&mut aggregator.child).success());
+    // Guaranteed requests cannot be answered 201 now.
+    let r = post(edge, "", &event("refused".into()));
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.json()["error"][0]["context"]["kind"], "unavailable");
+
+    // Hasty ones are taken and spooled.
+    for req in 0..REQUESTS {
+        let batch: Vec<_> = (0..PER_REQUEST)
+            .map(|i| event(format!("s-{}", req * PER_REQUEST + i)))
+            .collect();
+        let r = post(edge, "?hasty=true", &json!(batch));
+        assert_eq!(
+            r.status,
+            202,
+            "request {req}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let total = (REQUESTS * PER_REQUEST) as f64;
+    wait_until("every hasty event is spooled", || {
+        metric(edge, "sluice_edge_events_total{outcome=\"spooled\"}") == total
+    });
+    assert!(metric(edge, "sluice_edge_spool_bytes") > 0.0);
+
+    // The edge dies with a full spool and comes back; then the aggregator does.
+    drop(edge_child);
+    let Edge {
+        child: restarted,
+        http: edge,
+    } = scratch.edge(&aggregator, &edge_env);
+    edge_child = restarted;
+    let mut aggregator = scratch.aggregator(TOKEN, &fixed);
+    wait_until("the spool is replayed", || {
+        metric(edge, "sluice_edge_events_total{outcome=\"delivered\"}") == total
+            && metric(edge, "sluice_edge_spool_bytes") == 0.0
+    });
+    assert!(terminate(&mut edge_child).success());
+    assert!(terminate(&mut aggregator.child).success());
+
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for e in log_events(&scratch.data, "local.spool.test") {
+        *counts
+            .entry(e["message"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(counts.remove("before"), Some(1));
+    assert_eq!(
+        counts.len(),
+        REQUESTS * PER_REQUEST,
+        "events missing from the sink"
+    );
+    assert!(counts.values().all(|&c| c == 1), "an event landed twice");
+    assert!(!counts.contains_key("refused"));
+}
