@@ -11,6 +11,7 @@
 //! built for `wasm32-unknown-unknown`, the Cloudflare Worker, which forwards
 //! over HTTPS because a Worker can open no UDP socket.
 
+pub mod pipeline;
 pub mod request;
 pub mod respond;
 

@@ -6,6 +6,7 @@
 
 use super::forward::Forwarder;
 use super::metrics::{Metrics, StatusLabels};
+use crate::pipeline::{self, Taken};
 use crate::request::{self, Query, TrustedProxies};
 use crate::respond::{self, Forwarded, Reply};
 use axum::Router;
@@ -15,15 +16,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
-use sluice_shared::{BatchError, EventIds, Intake, Live, RequestMeta, Timestamp, Verdict};
+use sluice_shared::{EventIds, Intake, Live, RequestMeta, Timestamp};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-
-/// Longest refused event kept in an error report.
-const MAX_REPORTED_EVENT: usize = 64 * 1024;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -159,14 +157,6 @@ fn now() -> Timestamp {
     Timestamp::from_unix_nanos(nanos)
 }
 
-/// The JSON name of a rejection kind, e.g. `unknown_stream`.
-fn kind_name(kind: sluice_shared::RejectionKind) -> String {
-    match serde_json::to_value(kind) {
-        Ok(Value::String(s)) => s,
-        _ => "invalid".to_owned(),
-    }
-}
-
 impl EdgeState {
     async fn handle(
         &self,
@@ -201,38 +191,14 @@ impl EdgeState {
             Ok(o) => o,
             Err(e) => return respond::body_refused(&e),
         };
-        let mut events = Vec::with_capacity(outcomes.len());
-        let mut errors = Vec::new();
-        let (mut sampled, mut invalid) = (0, 0);
-        for o in &mut outcomes {
-            match (&o.verdict, o.event.take()) {
-                (_, Some(event)) => events.push(event),
-                (Verdict::SampledOut, None) => sampled += 1,
-                (Verdict::Rejected(r), None) => {
-                    invalid += 1;
-                    let mut raw = o.raw.clone().unwrap_or_default();
-                    if raw.len() > MAX_REPORTED_EVENT {
-                        let cut = (0..=MAX_REPORTED_EVENT)
-                            .rev()
-                            .find(|&i| raw.is_char_boundary(i))
-                            .unwrap_or(0);
-                        raw.truncate(cut);
-                    }
-                    errors.push(BatchError {
-                        stream: o.stream.clone(),
-                        schema_uri: None,
-                        error_type: kind_name(r.kind),
-                        message: r.message.clone(),
-                        raw_event: raw,
-                        received_ms: received.unix_millis(),
-                        request_id: request_id.clone(),
-                    });
-                }
-                (Verdict::Accepted, None) => {}
-            }
-        }
+        let Taken {
+            events,
+            errors,
+            sampled_out,
+        } = pipeline::take(&mut outcomes, received.unix_millis(), request_id.as_deref());
+        let invalid = errors.len();
         s.metrics.count("accepted", events.len());
-        s.metrics.count("sampled_out", sampled);
+        s.metrics.count("sampled_out", sampled_out);
         s.metrics.count("invalid", invalid);
         let forwarded = if events.is_empty() {
             if !errors.is_empty() && s.forwarder.hasty(Vec::new(), errors).is_err() {

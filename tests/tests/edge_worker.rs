@@ -1,0 +1,136 @@
+//! The edge as a Cloudflare Worker: the wasm32 build of `sluice-edge`, run
+//! under workerd, takes real HTTP requests and forwards over HTTP to a real
+//! `sluice aggregator`'s `/v1/batches` with its token. Statuses, bodies,
+//! CORS, the GET beacon and hasty requests (sent under waitUntil) are
+//! checked, and the sink holds exactly the events that were taken.
+
+use serde_json::{Value, json};
+use sluice_tests::{Scratch, Workerd, http_call, log_events, terminate, wait_until, workspace};
+
+const TOKEN: &str = "worker-edge-token";
+
+fn event(message: &str) -> Value {
+    json!({
+        "$schema": "/sluice/test/event/1.0.0",
+        "meta": {"stream": "sluice.test.event"},
+        "dt": "2026-11-27T12:00:00.000Z",
+        "message": message,
+    })
+}
+
+#[test]
+fn the_worker_validates_and_forwards_to_a_real_aggregator() {
+    // The Worker embeds schemas/ and schemas/streams.yaml; the aggregator runs on the same.
+    let streams = std::fs::read_to_string(workspace().join("schemas/streams.yaml")).unwrap();
+    let scratch = Scratch::with_streams(&streams);
+    let mut aggregator = scratch.aggregator(TOKEN, &[]);
+    let url = format!("http://{}", aggregator.http);
+    let worker = Workerd::start(&[("AGGREGATOR_URL", &url), ("AGGREGATOR_TOKEN", TOKEN)]);
+    let at = worker.http;
+    let post = |query: &str, content_type: &str, body: &[u8]| {
+        http_call(
+            at,
+            "POST",
+            &format!("/v1/events{query}"),
+            &[("Content-Type", content_type), ("X-Request-Id", "w-req")],
+            body,
+        )
+        .expect("the Worker answers")
+    };
+
+    let r = post(
+        "",
+        "application/json",
+        event("w-one").to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-request-id"), Some("w-req"));
+
+    let mut bad = event("w-bad");
+    bad["count"] = json!("many");
+    let r = post(
+        "",
+        "application/json",
+        json!([event("w-beside-bad"), bad]).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 207);
+    assert_eq!(
+        r.json()["invalid"][0]["context"]["errors"][0]["instancePath"],
+        "/count"
+    );
+
+    let r = post("", "application/json", br#"{"meta": "#);
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("line 1"));
+    assert_eq!(post("", "application/xml", b"<e/>").status, 415);
+    let r = post(
+        "",
+        "application/json",
+        json!([event("x")])
+            .to_string()
+            .replace("sluice.test.event", "no.such")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["invalid"][0]["context"]["kind"], "unknown_stream");
+
+    let r = post(
+        "?hasty=true",
+        "text/plain;charset=UTF-8",
+        event("w-hasty").to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 202);
+
+    let r = http_call(
+        at,
+        "OPTIONS",
+        "/v1/events",
+        &[
+            ("Origin", "https://site.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(
+        r.header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+
+    let beacon: String = event("w-beacon")
+        .to_string()
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
+    let r = http_call(at, "GET", &format!("/beacon/event?{beacon}"), &[], b"").unwrap();
+    assert_eq!(r.status, 204);
+
+    let r = http_call(at, "GET", "/v1/streams", &[], b"").unwrap();
+    let keys: Vec<String> = r.json()["streams"]["sluice.browser.interaction"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(keys, vec!["producers", "sample"]);
+
+    // Hasty events are sent after the answer, under waitUntil; wait for the aggregator to have them.
+    let http = aggregator.http;
+    wait_until("the aggregator has written every event", || {
+        sluice_tests::metric(
+            http,
+            "sluice_aggregator_events_total{stream=\"sluice.test.event\",outcome=\"accepted\"}",
+        ) == 4.0
+    });
+    drop(worker);
+    assert!(terminate(&mut aggregator.child).success());
+    let mut got: Vec<String> = log_events(&scratch.data, "local.sluice.test.event")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, vec!["w-beacon", "w-beside-bad", "w-hasty", "w-one"]);
+}
