@@ -650,3 +650,123 @@ impl EmbeddedLog {
         Ok(())
     }
 }
+
+/// A reader that follows one topic of an embedded log another process is
+/// writing: it never repairs anything, reads only whole records, and picks
+/// up where it left off on each [`LogTail::poll`].
+#[derive(Debug)]
+pub struct LogTail {
+    dir: PathBuf,
+    options: LogOptions,
+    /// The next offset to return.
+    next: u64,
+    /// The segment being read: its base offset, path, the offset and byte position reached.
+    at: Option<(u64, PathBuf, u64, u64)>,
+}
+
+impl LogTail {
+    /// Follows `topic` of the log in `log_dir` from offset `from`.
+    pub fn new(log_dir: &Path, topic: &str, from: u64, options: LogOptions) -> LogTail {
+        LogTail {
+            dir: log_dir.join(topic),
+            options,
+            next: from,
+            at: None,
+        }
+    }
+
+    /// The offset the next record will have.
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    fn segments(&self) -> Vec<(u64, PathBuf)> {
+        let mut out: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let path = e.path();
+                let base = path
+                    .extension()
+                    .filter(|x| *x == SEGMENT_EXT)
+                    .and(path.file_stem())
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.parse::<u64>().ok())?;
+                Some((base, path))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Records appended since the last poll (up to `max`), in order.
+    pub fn poll(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
+        let mut out = Vec::new();
+        loop {
+            let segments = self.segments();
+            if self.at.is_none() {
+                // The segment holding `next`, or the first after it when retention took it.
+                let pick = segments
+                    .iter()
+                    .rev()
+                    .find(|(base, _)| *base <= self.next)
+                    .or_else(|| segments.first())
+                    .cloned();
+                let Some((base, path)) = pick else {
+                    return Ok(out);
+                };
+                self.next = self.next.max(base);
+                self.at = Some((base, path, base, 0));
+            }
+            let Some((base, path, mut offset, mut pos)) = self.at.take() else {
+                return Ok(out);
+            };
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            let mut reader = BufReader::new(file);
+            reader
+                .seek(SeekFrom::Start(pos))
+                .map_err(io_err("reading", &path))?;
+            while out.len() < max {
+                let frame = match read_frame(&mut reader, &self.options, pos) {
+                    Ok(Some(f)) => f,
+                    Ok(None) | Err(FrameError::Torn(_)) => break,
+                    Err(FrameError::Io(e)) => return Err(io_err("reading", &path)(e)),
+                };
+                pos += frame.len;
+                if offset >= self.next {
+                    let body: BodyIn =
+                        postcard::from_bytes(&frame.body).map_err(|e| LogError::Corrupt {
+                            path: path.clone(),
+                            at: pos,
+                            why: format!("a record passed its checksum but does not decode: {e}"),
+                        })?;
+                    out.push(LogRecord {
+                        offset,
+                        timestamp_ms: body.timestamp_ms,
+                        key: body.key,
+                        headers: body.headers,
+                        value: body.value,
+                    });
+                    self.next = offset + 1;
+                }
+                offset += 1;
+            }
+            // At the end of this segment: go on to the next one if it exists, else wait here.
+            let following = segments
+                .iter()
+                .find(|(b, _)| *b > base && *b <= offset)
+                .cloned();
+            match following {
+                Some((b, p)) if out.len() < max => self.at = Some((b, p, b, 0)),
+                _ => {
+                    self.at = Some((base, path, offset, pos));
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}

@@ -1,9 +1,14 @@
 //! The `sluice` command: runs and checks a Sluice deployment.
 
 mod aggregator;
+mod client;
 mod edge;
 mod schema;
+mod send;
 mod signals;
+mod streams;
+mod tail;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +35,16 @@ enum Command {
     Aggregator(aggregator::AggregatorArgs),
     /// Run the native edge: EventGate-compatible intake, forwarding over QUIC.
     Edge(edge::EdgeArgs),
+    /// Run the whole platform on a laptop: an aggregator on the embedded log and an edge.
+    Up(up::UpArgs),
+    /// Send events to an edge as an offline app flushes its queue, retrying what can be retried.
+    Send(send::SendArgs),
+    /// Print a stream's events from the embedded log (or Kafka).
+    Tail(tail::TailArgs),
+    /// Print the effective stream config.
+    Streams(streams::StreamsArgs),
+    /// Send a canary event to every stream with canary_events_enabled.
+    Canary(streams::CanaryArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +61,11 @@ fn main() -> ExitCode {
         Command::Schema(cmd) => schema::run(cmd),
         Command::Aggregator(args) => aggregator::run(args),
         Command::Edge(args) => edge::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Tail(args) => tail::run(args),
+        Command::Streams(args) => streams::streams(args),
+        Command::Canary(args) => streams::canary(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,148 @@
+//! `sluice tail STREAM`: prints a stream's events, one JSON document per
+//! line, from the embedded log an aggregator (or `sluice up`) writes, or
+//! from Kafka when brokers are given. Follows new events until Ctrl-C,
+//! unless `--no-follow`.
+
+use anyhow::Context;
+use clap::Args;
+use sluice_aggregator::{LogOptions, LogTail};
+use sluice_shared::StreamConfig;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Options of `sluice tail`.
+#[derive(Args, Debug)]
+pub struct TailArgs {
+    /// The stream.
+    stream: String,
+    /// Print the events already there, not only new ones.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop once caught up instead of following.
+    #[arg(long)]
+    no_follow: bool,
+    /// The data folder of `sluice up` (the log is under `aggregator/log`).
+    #[arg(long, default_value = ".sluice")]
+    data_dir: PathBuf,
+    /// The embedded log folder, when not the one under `--data-dir`.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// The stream config that names the stream's topic.
+    #[arg(long, default_value = "schemas/streams.yaml")]
+    streams: PathBuf,
+    /// Read from Kafka at these brokers instead of the embedded log.
+    #[arg(long, env = "SLUICE_AGGREGATOR_KAFKA__BROKERS")]
+    brokers: Option<String>,
+}
+
+/// The topic a stream's events are written to.
+fn topic(args: &TailArgs) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(&args.streams)
+        .with_context(|| format!("cannot read the stream config {}", args.streams.display()))?;
+    let config = StreamConfig::parse(&text).map_err(|errors| {
+        anyhow::anyhow!(
+            "the stream config {} is wrong: {}",
+            args.streams.display(),
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    Ok(config
+        .get(&args.stream)
+        .map_or_else(|| args.stream.clone(), |e| e.produce_topic(&args.stream)))
+}
+
+/// Runs `sluice tail`.
+pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let topic = topic(&args)?;
+    match args.brokers.as_deref().filter(|b| !b.trim().is_empty()) {
+        Some(brokers) => kafka(&args, brokers, &topic),
+        None => log(&args, &topic),
+    }
+}
+
+fn log(args: &TailArgs, topic: &str) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("aggregator/log"));
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "no embedded log at {}: is `sluice up` running from here, or pass --data-dir/--log-dir",
+            dir.display()
+        );
+    }
+    let mut tail = LogTail::new(&dir, topic, 0, LogOptions::default());
+    if !args.from_beginning {
+        // Skip what is there already.
+        while !tail.poll(100_000)?.is_empty() {}
+    }
+    let mut out = std::io::stdout().lock();
+    loop {
+        let records = tail.poll(10_000)?;
+        for r in &records {
+            out.write_all(&r.value)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        if records.is_empty() {
+            if args.no_follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn kafka(args: &TailArgs, brokers: &str, topic: &str) -> anyhow::Result<ExitCode> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("sluice-tail-{:016x}", u64::from_le_bytes(id)),
+        )
+        .set("enable.auto.commit", "false")
+        .set(
+            "auto.offset.reset",
+            if args.from_beginning {
+                "earliest"
+            } else {
+                "latest"
+            },
+        )
+        .create()
+        .context("cannot create a Kafka consumer")?;
+    consumer
+        .subscribe(&[topic])
+        .with_context(|| format!("cannot subscribe to {topic}"))?;
+    let mut out = std::io::stdout().lock();
+    let mut idle = 0;
+    loop {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                out.write_all(m.payload().unwrap_or_default())?;
+                out.write_all(b"\n")?;
+                out.flush()?;
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error."),
+            None => {
+                idle += 1;
+                // Caught up: nothing for five seconds (the group needs a moment to be assigned).
+                if args.no_follow && idle >= 10 {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `sluice up`: an aggregator and a native edge together in one process, on
+//! the embedded log and a development PKI, with everything under one data
+//! folder. Ctrl-C (or SIGTERM) stops the edge first, so that what it holds
+//! reaches the aggregator, then the aggregator, which answers every batch
+//! it took before it exits.
+
+use anyhow::Context;
+use clap::Args;
+use sluice_aggregator::AggregatorConfig;
+use sluice_edge::native::EdgeConfig;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Options of `sluice up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Where the log, certificates, spool and token live.
+    #[arg(long, default_value = ".sluice")]
+    data_dir: PathBuf,
+    /// A schema repository folder (repeatable, in resolution order).
+    #[arg(long = "repo", default_value = "schemas")]
+    repos: Vec<PathBuf>,
+    /// The stream config file.
+    #[arg(long, default_value = "schemas/streams.yaml")]
+    streams: PathBuf,
+    /// Where the edge takes events (HTTP).
+    #[arg(long, default_value = "127.0.0.1:8420")]
+    edge_addr: SocketAddr,
+    /// Where the aggregator serves batches over HTTP, the schemas, stream config and metrics.
+    #[arg(long, default_value = "127.0.0.1:8421")]
+    aggregator_addr: SocketAddr,
+    /// Where the aggregator takes batches over QUIC (UDP).
+    #[arg(long, default_value = "127.0.0.1:8422")]
+    quic_addr: SocketAddr,
+}
+
+/// The token Workers present to this aggregator: kept in the data folder, made on first start.
+fn token(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("aggregator.token");
+    if !path.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, format!("{text}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// Runs the platform until Ctrl-C or SIGTERM.
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut aggregator = AggregatorConfig::load(None)?;
+    aggregator.data_dir = args.data_dir.join("aggregator");
+    aggregator.repositories = args.repos.clone();
+    aggregator.streams = args.streams.clone();
+    aggregator.http.listen = args.aggregator_addr;
+    aggregator.quic.listen = args.quic_addr;
+    aggregator.http.token = None;
+    aggregator.http.token_file = Some(token(&args.data_dir)?);
+    let tls = aggregator.data_dir.join("tls");
+    let mut edge = EdgeConfig::load(None)?;
+    edge.listen = args.edge_addr;
+    edge.data_dir = args.data_dir.join("edge");
+    edge.tls.ca = tls.join("ca.pem");
+    edge.tls.cert = Some(tls.join("edge.pem"));
+    edge.tls.key = Some(tls.join("edge.key.pem"));
+    edge.token = None;
+    edge.token_file = None;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (edge_done_tx, edge_done_rx) = tokio::sync::watch::channel(false);
+        let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
+        // The aggregator stops once the edge has (or at once if the edge never started).
+        let aggregator_stop = {
+            let mut edge_done = edge_done_rx.clone();
+            async move {
+                let _ = edge_done.wait_for(|d| *d).await;
+            }
+        };
+        let aggregator_task = tokio::spawn(sluice_aggregator::run(
+            aggregator,
+            move |at| {
+                let _ = listening_tx.send(at);
+            },
+            aggregator_stop,
+        ));
+        let signal = tokio::spawn(async move {
+            crate::signals::stop().await;
+            tracing::info!("Stopping: the edge first, then the aggregator; nothing acknowledged is lost.");
+            let _ = stop_tx.send(true);
+        });
+        let at = match listening_rx.await {
+            Ok(at) => at,
+            Err(_) => {
+                signal.abort();
+                return match aggregator_task.await {
+                    Ok(Err(e)) => Err(anyhow::Error::new(e).context("the aggregator did not start")),
+                    _ => Err(anyhow::anyhow!("the aggregator did not start")),
+                };
+            }
+        };
+        edge.aggregators = vec![at.quic.to_string()];
+        edge.bundle.url = format!("http://{}/v1/bundle", at.http);
+        let edge_stop = {
+            let mut stop = stop_rx.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        };
+        let edge_result = sluice_edge::native::run(
+            edge,
+            |edge_at| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "Sluice is up.\n\
+                     \n  send events to   http://{edge_at}/v1/events   (EventGate-compatible; ?hasty=true answers at once)\
+                     \n  stream config    http://{edge_at}/v1/streams and http://{http}/v1/streams\
+                     \n  schemas          http://{http}/repositories/<repo>/jsonschema/<title>/<version>.yaml\
+                     \n  metrics          http://{edge_at}/metrics and http://{http}/metrics\
+                     \n  batch ingest     quic://{quic} and http://{http}/v1/batches (for Workers)\
+                     \n\nTry:\n  curl -i -X POST http://{edge_at}/v1/events -H 'Content-Type: application/json' -d '{{\"$schema\": \"/sluice/test/event/1.0.0\", \"meta\": {{\"stream\": \"sluice.test.event\"}}, \"dt\": \"2026-11-27T12:00:00Z\", \"message\": \"hello\"}}'\
+                     \n\nedge listening on http://{edge_at}\nCtrl-C stops both.",
+                    http = at.http,
+                    quic = at.quic,
+                );
+                let _ = out.flush();
+            },
+            edge_stop,
+        )
+        .await;
+        let _ = edge_done_tx.send(true);
+        let aggregator_result = aggregator_task.await;
+        signal.abort();
+        edge_result.context("the edge failed")?;
+        match aggregator_result {
+            Ok(r) => r.context("the aggregator failed")?,
+            Err(e) => return Err(anyhow::anyhow!("the aggregator task failed: {e}")),
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
