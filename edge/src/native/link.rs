@@ -10,6 +10,7 @@ use sluice_shared::link::{ALPN, request_head};
 use sluice_shared::{Batch, LinkReply, WireLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// A client certificate chain and its key.
@@ -162,8 +163,15 @@ struct State {
     /// No connection attempt before this.
     next_attempt: Instant,
     last_error: String,
-    /// A task is connecting: others do not wait behind it.
-    connecting: bool,
+}
+
+/// Clears the connecting flag when the attempt ends, finished or cancelled.
+struct Attempt<'a>(&'a AtomicBool);
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Connections to a list of aggregators, one in use at a time.
@@ -174,6 +182,8 @@ pub struct Link {
     token: Option<String>,
     limits: WireLimits,
     state: tokio::sync::Mutex<State>,
+    /// A task is connecting: others do not wait behind it.
+    connecting: AtomicBool,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -200,8 +210,8 @@ impl Link {
                 failures: 0,
                 next_attempt: Instant::now(),
                 last_error: String::new(),
-                connecting: false,
             }),
+            connecting: AtomicBool::new(false),
         }
     }
 
@@ -221,13 +231,14 @@ impl Link {
                 retry_after: state.next_attempt - now,
             });
         }
-        if state.connecting {
+        if self.connecting.swap(true, Ordering::AcqRel) {
             return Err(LinkDown {
                 last: "connecting to an aggregator".into(),
                 retry_after: Duration::from_millis(50),
             });
         }
-        state.connecting = true;
+        // A request that gives up (its timeout) drops this future mid-attempt; the guard lets the next one try.
+        let _attempt = Attempt(&self.connecting);
         let first = state.current;
         drop(state);
         let n = self.aggregators.len();
@@ -248,7 +259,6 @@ impl Link {
             }
         }
         let mut state = self.state.lock().await;
-        state.connecting = false;
         if let Some(last) = failures.last() {
             state.last_error.clone_from(last);
         }
