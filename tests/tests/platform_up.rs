@@ -3,7 +3,7 @@
 //! a scratch data folder): `sluice up` starts an aggregator and an edge;
 //! the README's event goes in; `sluice tail` shows it, `sluice streams`
 //! prints the config, `sluice canary` reaches every canary stream; Ctrl-C
-//! (SIGINT) stops both cleanly.
+//! (SIGINT) stops both cleanly. And `sluice up` runs on Wikimedia's repositories.
 
 use sluice_tests::{KillOnDrop, binary, free_port, http_call, metric, wait_until, workspace};
 use std::io::BufRead;
@@ -140,6 +140,79 @@ fn the_readme_main_command_runs_the_platform() {
 
     // Ctrl-C stops both, cleanly.
     assert!(metric(edge, "sluice_edge_requests_total{status=\"201\"}") >= 2.0);
+    let status = Command::new("kill")
+        .args(["-INT", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("sluice up exits", || child.0.try_wait().unwrap().is_some());
+    assert!(child.0.wait().unwrap().success());
+}
+
+#[test]
+fn sluice_up_runs_on_wikimedias_repositories() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams = dir.path().join("streams.yaml");
+    std::fs::write(
+        &streams,
+        "streams:\n  eventgate-analytics.test.event:\n    schema_title: test/event\n",
+    )
+    .unwrap();
+    let corpus = sluice_tests::corpus();
+    let edge_addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(binary("sluice"))
+        .arg("up")
+        .arg("--repo")
+        .arg(corpus.join("primary"))
+        .arg("--repo")
+        .arg(corpus.join("secondary"))
+        .arg("--streams")
+        .arg(&streams)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--edge-addr", &edge_addr])
+        .args(["--aggregator-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--quic-addr", &format!("127.0.0.1:{}", free_port())])
+        .current_dir(workspace())
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sluice up starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let started = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("edge listening on"));
+    assert!(
+        started,
+        "sluice up did not start on Wikimedia's repositories"
+    );
+    let edge = edge_addr.parse().unwrap();
+    let event = r#"{"$schema": "/test/event/1.0.0", "meta": {"stream": "eventgate-analytics.test.event"}, "dt": "2026-11-27T12:00:00Z", "test": "hello"}"#;
+    let r = http_call(
+        edge,
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/json")],
+        event.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let bad = event.replace("\"hello\"", "42");
+    let r = http_call(
+        edge,
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/json")],
+        bad.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["invalid"][0]["context"]["errors"][0]["instancePath"],
+        "/test"
+    );
     let status = Command::new("kill")
         .args(["-INT", &child.0.id().to_string()])
         .status()
