@@ -10,12 +10,13 @@
 //! (each request timed from when it was due, so a stall is not hidden).
 //! Then, when the Worker is built and workerd is at hand (`SLUICE_WORKERD`),
 //! the Worker's CPU time per 50-event request under workerd.
-//! `SLUICE_BENCH_SECS` sets each phase's length (default 10).
+//! `SLUICE_BENCH_SECS` sets each phase's length (default 10); `SLUICE_BENCH_LZ4=0`
+//! sends the edge's batches uncompressed.
 
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use sluice_tests::{Scratch, Workerd, workspace};
+use sluice_tests::{Scratch, Workerd, rebuild_binary, workspace};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +25,23 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "bench-token";
 const PER_REQUEST: usize = 50;
 
+/// 900 characters of hexadecimal noise for event `i`: about as compressible as real text fields, unlike a run of one letter.
+fn message(i: usize) -> String {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..900)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap_or('0')
+        })
+        .collect()
+}
+
 fn body() -> Bytes {
-    let message = "x".repeat(900);
     let events: Vec<String> = (0..PER_REQUEST)
         .map(|i| {
+            let message = message(i);
             format!(
                 r#"{{"$schema":"/sluice/test/event/1.0.0","meta":{{"stream":"sluice.test.event"}},"dt":"2026-11-27T12:00:00.000Z","count":{i},"message":"{message}"}}"#
             )
@@ -195,14 +209,23 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
-    let streams = std::fs::read_to_string(workspace().join("schemas/streams.yaml"))
-        .expect("the default stream config")
-        .replace("rate_limit: {events_per_second: 1000, burst: 2000}", "");
-    let scratch = Scratch::with_streams(&streams);
+    rebuild_binary("sluice");
+    // A rate limit would measure the limiter, not the edge: the test stream without one.
+    let scratch = Scratch::with_streams(
+        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  sluice.test.event:\n    schema_title: sluice/test/event\n",
+    );
     let aggregator = scratch.aggregator(TOKEN, &[]);
+    // Batches are LZ4-compressed, the edge's default, unless SLUICE_BENCH_LZ4=0.
+    let compress = std::env::var("SLUICE_BENCH_LZ4").map_or(true, |v| v != "0");
     let edge = scratch.edge(
         &aggregator,
-        &[("SLUICE_EDGE_BATCH__HASTY_AGE_MS", "10".as_ref())],
+        &[
+            ("SLUICE_EDGE_BATCH__HASTY_AGE_MS", "10".as_ref()),
+            (
+                "SLUICE_EDGE_BATCH__COMPRESS",
+                if compress { "true" } else { "false" }.as_ref(),
+            ),
+        ],
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -210,7 +233,7 @@ fn main() {
         .build()
         .expect("a runtime");
     println!(
-        "edge over HTTP on loopback: {PER_REQUEST}-event requests of ~1 KB events, {connections} connections, {secs} s per phase"
+        "edge over HTTP on loopback: {PER_REQUEST}-event requests of ~1 KB events, {connections} connections, {secs} s per phase, LZ4 batches: {compress}"
     );
     println!(
         "{:<12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",

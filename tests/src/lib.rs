@@ -26,6 +26,22 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Builds a workspace binary for the profile the caller runs in, even when one is there
+/// (benchmarks run release builds that `cargo bench` does not rebuild itself).
+pub fn rebuild_binary(name: &str) -> PathBuf {
+    let path = binary(name);
+    let release = path.parent().is_some_and(|d| d.ends_with("release"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args(["build", "--bin", name])
+        .args(if release { vec!["--release"] } else { vec![] })
+        .current_dir(workspace())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building {name} failed");
+    path
+}
+
 /// Path of a workspace binary, built first when it is not there yet.
 pub fn binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; binaries one level up.

@@ -89,6 +89,8 @@ pub struct BatchConfig {
     pub in_flight: usize,
     /// How long a guaranteed request waits for an aggregator before 503, in milliseconds.
     pub forward_timeout_ms: u64,
+    /// LZ4-compress batches (fewer bytes to encrypt and send; off only for events that do not compress).
+    pub compress: bool,
 }
 
 /// `[spool]`.
@@ -130,6 +132,7 @@ impl Default for EdgeConfig {
                 hasty_age_ms: 1000,
                 in_flight: 64,
                 forward_timeout_ms: 5000,
+                compress: true,
             },
             spool: SpoolConfig {
                 max_bytes: 1024 * 1024 * 1024,

@@ -34,6 +34,8 @@ pub struct ForwardOptions {
     pub in_flight: usize,
     /// How long a guaranteed request waits for an aggregator before giving up.
     pub forward_timeout: Duration,
+    /// LZ4-compress batch frames.
+    pub compress: bool,
 }
 
 struct Item {
@@ -80,6 +82,9 @@ impl Drained {
         }
     }
 }
+
+/// How long a hasty batch waits on a busy aggregator before it goes to the spool.
+const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 
 fn random_id() -> [u8; 16] {
     fastrand::u128(..).to_le_bytes()
@@ -225,7 +230,7 @@ fn build(items: &mut [Item]) -> Batch {
 async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
     let counts: Vec<usize> = items.iter().map(|i| i.events.len()).collect();
     let batch = build(&mut items);
-    let frame = batch.encode(true);
+    let frame = batch.encode(ctx.options.compress);
     let deadline = Instant::now() + ctx.options.forward_timeout;
     let (message, wait) = loop {
         let sent = tokio::time::timeout_at(deadline, ctx.link.send(&batch, &frame)).await;
@@ -367,13 +372,24 @@ fn settle_hasty(ctx: &Ctx, events: Vec<BatchEvent>, verdicts: Vec<EventAck>) -> 
 
 async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
     let batch = build(&mut items);
-    let frame = batch.encode(true);
+    let frame = batch.encode(ctx.options.compress);
     // While the spool holds anything, new batches queue behind it, keeping their order.
     if !ctx.spool.is_empty() {
         spool(ctx, &frame, batch.events.len());
         return;
     }
-    match ctx.link.send(&batch, &frame).await {
+    // An aggregator that answers busy is alive: wait as it asks (holding this batch's
+    // place, so that the queue fills and senders get 503) rather than spool, for a while.
+    let busy_until = Instant::now() + BUSY_PATIENCE;
+    let reply = loop {
+        match ctx.link.send(&batch, &frame).await {
+            Ok(LinkReply::Busy(ms)) if Instant::now() < busy_until => {
+                tokio::time::sleep(Duration::from_millis(u64::from(ms.clamp(10, 1000)))).await;
+            }
+            other => break other,
+        }
+    };
+    match reply {
         Ok(LinkReply::Ack(ack)) => {
             ctx.metrics
                 .batches
@@ -388,7 +404,7 @@ async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
                     events: retry,
                     errors: Vec::new(),
                 };
-                spool(ctx, &again.encode(true), again.events.len());
+                spool(ctx, &again.encode(ctx.options.compress), again.events.len());
             }
         }
         other => {
@@ -456,7 +472,7 @@ async fn replay(ctx: Arc<Ctx>) {
                         events: retry,
                         errors: Vec::new(),
                     };
-                    frame = batch.encode(true);
+                    frame = batch.encode(ctx.options.compress);
                     Duration::from_secs(1)
                 }
                 Ok(LinkReply::Busy(ms)) => Duration::from_millis(u64::from(ms)),

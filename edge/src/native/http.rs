@@ -104,7 +104,13 @@ pub fn router(state: EdgeState, options: &HttpOptions) -> Router {
             options.timeout,
         ))
         .layer(cors)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Refusals are answers, not faults: the handlers log what needs a line, so a flood of
+        // 503s under backpressure does not become a flood of error lines.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().on_failure(
+                tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG),
+            ),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

@@ -120,6 +120,7 @@ pub async fn run(
             hasty_age: Duration::from_millis(b.hasty_age_ms),
             in_flight: b.in_flight,
             forward_timeout: Duration::from_millis(b.forward_timeout_ms),
+            compress: b.compress,
         },
         limits,
         metrics.clone(),
