@@ -115,3 +115,82 @@ fn hasty_events_wait_in_the_spool_and_land_once() {
     assert!(counts.values().all(|&c| c == 1), "an event landed twice");
     assert!(!counts.contains_key("refused"));
 }
+
+#[test]
+fn a_full_spool_refuses_hasty_requests_and_loses_nothing_it_answered() {
+    let scratch = Scratch::with_streams(
+        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  spool.test:\n    schema_title: sluice/test/event\n",
+    );
+    let (quic, http) = (free_port(), free_port());
+    let quic_listen = format!("127.0.0.1:{quic}");
+    let http_listen = format!("127.0.0.1:{http}");
+    let fixed = [
+        ("SLUICE_AGGREGATOR_QUIC__LISTEN", quic_listen.as_ref()),
+        ("SLUICE_AGGREGATOR_HTTP__LISTEN", http_listen.as_ref()),
+    ];
+    let mut aggregator = scratch.aggregator(TOKEN, &fixed);
+    let Edge {
+        child: mut edge_child,
+        http: edge,
+    } = scratch.edge(
+        &aggregator,
+        &[
+            ("SLUICE_EDGE_SPOOL__MAX_BYTES", "262144".as_ref()),
+            ("SLUICE_EDGE_SPOOL__SEGMENT_BYTES", "65536".as_ref()),
+            ("SLUICE_EDGE_BATCH__HASTY_AGE_MS", "20".as_ref()),
+        ],
+    );
+    assert!(terminate(&mut aggregator.child).success());
+    // Bursts of hasty requests until the spool's bound turns them away.
+    let mut answered = Vec::new();
+    let mut refused = 0;
+    for req in 0..200 {
+        let batch: Vec<_> = (0..20)
+            .map(|i| {
+                json!({
+                    "$schema": "/sluice/test/event/1.0.0",
+                    "meta": {"stream": "spool.test"},
+                    "dt": "2026-11-27T12:00:00.000Z",
+                    "message": format!("b-{req}-{i}-{}", "y".repeat(400)),
+                })
+            })
+            .collect();
+        let r = http_call(
+            edge,
+            "POST",
+            "/v1/events?hasty=true",
+            &[("Content-Type", "application/json")],
+            json!(batch).to_string().as_bytes(),
+        )
+        .unwrap();
+        match r.status {
+            202 => answered.push(req),
+            503 => {
+                assert!(r.header("retry-after").is_some());
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused > 0, "the spool never filled");
+    assert!(!answered.is_empty());
+    let taken = (answered.len() * 20) as f64;
+    wait_until("every answered event is spooled", || {
+        metric(edge, "sluice_edge_events_total{outcome=\"spooled\"}") == taken
+    });
+    assert_eq!(
+        metric(edge, "sluice_edge_hasty_dropped_total{outcome=\"lost\"}"),
+        0.0
+    );
+
+    let mut aggregator = scratch.aggregator(TOKEN, &fixed);
+    wait_until("the spool is replayed", || {
+        metric(edge, "sluice_edge_events_total{outcome=\"delivered\"}") == taken
+    });
+    assert!(terminate(&mut edge_child).success());
+    assert!(terminate(&mut aggregator.child).success());
+    assert_eq!(
+        log_events(&scratch.data, "local.spool.test").len(),
+        answered.len() * 20
+    );
+}

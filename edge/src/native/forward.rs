@@ -15,6 +15,7 @@ use super::spool::Spool;
 use crate::respond::Forwarded;
 use sluice_shared::{Batch, BatchError, BatchEvent, EventAck, LinkReply, WireLimits};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -42,6 +43,8 @@ struct Item {
     events: Vec<BatchEvent>,
     errors: Vec<BatchError>,
     reply: Option<oneshot::Sender<Forwarded>>,
+    /// Spool bytes set aside for this hasty item (0 for guaranteed ones).
+    reserved: u64,
 }
 
 struct Ctx {
@@ -50,6 +53,9 @@ struct Ctx {
     metrics: Metrics,
     options: ForwardOptions,
     limits: WireLimits,
+    /// Spool bytes set aside for hasty events answered 202 and not yet acknowledged or
+    /// spooled: a 202 is given only when its events are sure to fit in the spool.
+    reserved: AtomicU64,
 }
 
 /// A hasty request that cannot be taken now.
@@ -86,6 +92,37 @@ impl Drained {
 /// How long a hasty batch waits on a busy aggregator before it goes to the spool.
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 
+/// An upper bound of the spool bytes these events and reports take in a frame (uncompressed,
+/// with postcard's lengths and a record header).
+fn frame_bound(events: &[BatchEvent], errors: &[BatchError]) -> u64 {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let events: usize = events
+        .iter()
+        .map(|e| {
+            e.json.len()
+                + e.stream.len()
+                + e.topic.len()
+                + e.schema_uri.len()
+                + text(&e.partition_key)
+                + text(&e.rate_key)
+                + 64
+        })
+        .sum();
+    let errors: usize = errors
+        .iter()
+        .map(|r| {
+            r.raw_event.len()
+                + r.message.len()
+                + r.error_type.len()
+                + text(&r.stream)
+                + text(&r.schema_uri)
+                + text(&r.request_id)
+                + 64
+        })
+        .sum();
+    (events + errors + 64) as u64
+}
+
 fn random_id() -> [u8; 16] {
     fastrand::u128(..).to_le_bytes()
 }
@@ -114,6 +151,7 @@ impl Forwarder {
             metrics,
             options,
             limits,
+            reserved: AtomicU64::new(0),
         });
         let drained = Drained(vec![
             tokio::spawn(batcher(g_rx, false, ctx.clone())),
@@ -138,6 +176,7 @@ impl Forwarder {
             events,
             errors,
             reply: Some(tx),
+            reserved: 0,
         };
         if let Err(mpsc::error::SendError(item)) = self.guaranteed.send(item).await {
             return Forwarded::Unavailable {
@@ -153,14 +192,17 @@ impl Forwarder {
         })
     }
 
-    /// Queues a hasty request's events (and error reports); they go to an aggregator or the spool.
+    /// Queues a hasty request's events (and error reports); they go to an aggregator or the
+    /// spool. Refused unless the spool could take them, counting everything already queued.
     pub fn hasty(
         &self,
         events: Vec<BatchEvent>,
         errors: Vec<BatchError>,
     ) -> Result<(), HastyRefused> {
-        let bytes: usize = events.iter().map(|e| e.json.len()).sum();
-        if !events.is_empty() && !self.ctx.spool.has_room(bytes as u64) {
+        let need = frame_bound(&events, &errors);
+        let before = self.ctx.reserved.fetch_add(need, Ordering::AcqRel);
+        if !self.ctx.spool.has_room(before + need) {
+            self.ctx.reserved.fetch_sub(need, Ordering::AcqRel);
             return Err(HastyRefused::SpoolFull);
         }
         self.hasty
@@ -168,8 +210,12 @@ impl Forwarder {
                 events,
                 errors,
                 reply: None,
+                reserved: need,
             })
-            .map_err(|_| HastyRefused::Busy)
+            .map_err(|_| {
+                self.ctx.reserved.fetch_sub(need, Ordering::AcqRel);
+                HastyRefused::Busy
+            })
     }
 
     /// Bytes held in the spool.
@@ -203,7 +249,9 @@ async fn batcher(mut rx: mpsc::Receiver<Item>, hasty: bool, ctx: Arc<Ctx>) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if hasty {
+                let reserved: u64 = items.iter().map(|i| i.reserved).sum();
                 send_hasty(&ctx, items).await;
+                ctx.reserved.fetch_sub(reserved, Ordering::AcqRel);
             } else {
                 send_guaranteed(&ctx, items).await;
             }
