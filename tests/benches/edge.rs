@@ -16,7 +16,7 @@
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use sluice_tests::{Scratch, Workerd, rebuild_binary, workspace};
+use sluice_tests::{Scratch, Workerd, metric, rebuild_binary, workspace};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -236,26 +236,44 @@ fn main() {
         "edge over HTTP on loopback: {PER_REQUEST}-event requests of ~1 KB events, {connections} connections, {secs} s per phase, LZ4 batches: {compress}"
     );
     println!(
-        "{:<12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
-        "mode", "max ev/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors"
+        "{:<12} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "mode", "max ev/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "errors", "spooled"
     );
+    let spooled = |http| metric(http, "sluice_edge_events_total{outcome=\"spooled\"}") as u64;
+    let settled = |http| {
+        // Half load is measured on a settled pipeline: the spool replayed, the aggregator caught up.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while metric(http, "sluice_edge_spool_bytes") > 0.0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
     for (mode, path) in [
         ("hasty", "/v1/events?hasty=true"),
         ("guaranteed", "/v1/events"),
     ] {
+        let spooled_before = spooled(edge.http);
         let (max, errors) = rt.block_on(max_rate(edge.http, path, connections, secs));
+        settled(edge.http);
         let half = max / 2.0 / PER_REQUEST as f64;
         let (h, failed) = rt.block_on(at_rate(edge.http, path, connections, half, secs));
         println!(
-            "{mode:<12} {max:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+            "{mode:<12} {max:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>10}",
             ms(&h, 0.5),
             ms(&h, 0.9),
             ms(&h, 0.99),
             ms(&h, 0.999),
             h.max() as f64 / 1000.0,
-            errors + failed
+            errors + failed,
+            spooled(edge.http) - spooled_before
         );
     }
+    let lost = metric(
+        edge.http,
+        "sluice_edge_hasty_dropped_total{outcome=\"lost\"}",
+    );
+    println!(
+        "spooled: events the edge answered and wrote to its spool because the aggregator was busy past 5 s (replayed before the half-load phase); lost: {lost}"
+    );
 
     let built = workspace().join("edge/build/index_bg.wasm").exists();
     let workerd = std::env::var_os("SLUICE_WORKERD").is_some();

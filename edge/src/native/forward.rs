@@ -5,9 +5,11 @@
 //!
 //! A guaranteed request waits for its events' verdicts, retrying across
 //! aggregators until its forward timeout, then gives up with 503. A hasty
-//! batch that no aggregator takes goes to the [`Spool`], and while the
-//! spool holds anything every hasty batch goes there too, so that the
-//! replayer delivers them in order once an aggregator is back.
+//! batch that no aggregator takes (or that one keeps answering busy) goes
+//! to the [`Spool`], whose replayer delivers its batches in order once an
+//! aggregator answers. New hasty batches do not wait behind the spool: an
+//! edge that queued every batch behind a backlog would be writing all its
+//! traffic to disk just when it most needs to catch up.
 
 use super::link::{Link, LinkDown};
 use super::metrics::{Metrics, OutcomeLabels};
@@ -421,11 +423,6 @@ fn settle_hasty(ctx: &Ctx, events: Vec<BatchEvent>, verdicts: Vec<EventAck>) -> 
 async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
     let batch = build(&mut items);
     let frame = batch.encode(ctx.options.compress);
-    // While the spool holds anything, new batches queue behind it, keeping their order.
-    if !ctx.spool.is_empty() {
-        spool(ctx, &frame, batch.events.len());
-        return;
-    }
     // An aggregator that answers busy is alive: wait as it asks (holding this batch's
     // place, so that the queue fills and senders get 503) rather than spool, for a while.
     let busy_until = Instant::now() + BUSY_PATIENCE;
