@@ -361,25 +361,38 @@ impl EmbeddedLog {
                 };
                 at += frame.len;
                 if offset >= from {
-                    let body: BodyIn =
-                        postcard::from_bytes(&frame.body).map_err(|e| LogError::Corrupt {
-                            path: seg.path.clone(),
-                            at,
-                            why: format!("a record passed its checksum but does not decode: {e}"),
-                        })?;
-                    out.push(LogRecord {
-                        offset,
-                        timestamp_ms: body.timestamp_ms,
-                        key: body.key,
-                        headers: body.headers,
-                        value: body.value,
-                    });
+                    out.push(decode_record(&frame, offset, &seg.path, at)?);
                 }
                 offset += 1;
             }
         }
         Ok(out)
     }
+}
+
+/// The record a checksummed frame holds, at `offset` of the topic (`at` bytes into `path`).
+fn decode_record(frame: &Frame, offset: u64, path: &Path, at: u64) -> Result<LogRecord, LogError> {
+    let body: BodyIn = postcard::from_bytes(&frame.body).map_err(|e| LogError::Corrupt {
+        path: path.to_path_buf(),
+        at,
+        why: format!("a record passed its checksum but does not decode: {e}"),
+    })?;
+    Ok(LogRecord {
+        offset,
+        timestamp_ms: body.timestamp_ms,
+        key: body.key,
+        headers: body.headers,
+        value: body.value,
+    })
+}
+
+/// The base offset a segment file's name gives, if it is a segment.
+fn segment_base(path: &Path) -> Option<u64> {
+    path.extension()
+        .filter(|e| *e == SEGMENT_EXT)
+        .and(path.file_stem())
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse::<u64>().ok())
 }
 
 struct Frame {
@@ -500,13 +513,7 @@ impl Topic {
         let mut segments = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
             let path = entry.map_err(io_err("listing", dir))?.path();
-            let base = path
-                .extension()
-                .filter(|e| *e == SEGMENT_EXT)
-                .and(path.file_stem())
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u64>().ok());
-            if let Some(base) = base {
+            if let Some(base) = segment_base(&path) {
                 segments.push(Segment { base, path });
             }
         }
@@ -675,11 +682,6 @@ impl LogTail {
         }
     }
 
-    /// The offset the next record will have.
-    pub fn next_offset(&self) -> u64 {
-        self.next
-    }
-
     fn segments(&self) -> Vec<(u64, PathBuf)> {
         let mut out: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)
             .into_iter()
@@ -687,13 +689,7 @@ impl LogTail {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let path = e.path();
-                let base = path
-                    .extension()
-                    .filter(|x| *x == SEGMENT_EXT)
-                    .and(path.file_stem())
-                    .and_then(|s| s.to_str())
-                    .and_then(|s| s.parse::<u64>().ok())?;
-                Some((base, path))
+                Some((segment_base(&path)?, path))
             })
             .collect();
         out.sort();
@@ -738,19 +734,7 @@ impl LogTail {
                 };
                 pos += frame.len;
                 if offset >= self.next {
-                    let body: BodyIn =
-                        postcard::from_bytes(&frame.body).map_err(|e| LogError::Corrupt {
-                            path: path.clone(),
-                            at: pos,
-                            why: format!("a record passed its checksum but does not decode: {e}"),
-                        })?;
-                    out.push(LogRecord {
-                        offset,
-                        timestamp_ms: body.timestamp_ms,
-                        key: body.key,
-                        headers: body.headers,
-                        value: body.value,
-                    });
+                    out.push(decode_record(&frame, offset, &path, pos)?);
                     self.next = offset + 1;
                 }
                 offset += 1;

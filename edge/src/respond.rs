@@ -5,7 +5,7 @@
 //! `{status, event, context}`.
 
 use serde_json::{Map, Value, json};
-use sluice_shared::{BatchEvent, BodyError, EventAck, EventOutcome, Verdict};
+use sluice_shared::{BatchEvent, BodyError, EventAck, EventOutcome, StreamConfig, Verdict};
 
 /// An answer to an intake request.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,6 +190,42 @@ pub fn answer(outcomes: &[EventOutcome], forwarded: Forwarded) -> Reply {
         retry_after_secs: None,
         body,
     }
+}
+
+/// The answer to `GET /v1/streams?<query>`: the stream config as EventStreamConfig
+/// gives it, for the streams `streams=a|b` names (all by default), with only
+/// `sample` and `producers` of each, as browsers need, unless `all_settings=true`.
+pub fn streams(config: &StreamConfig, query: Option<&str>) -> Value {
+    let mut names: Option<Vec<String>> = None;
+    let mut all = false;
+    for pair in query.unwrap_or_default().split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+        match k {
+            "streams" => {
+                names = Some(
+                    v.split('|')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                );
+            }
+            "all_settings" => all = v == "true",
+            _ => {}
+        }
+    }
+    let refs: Option<Vec<&str>> = names
+        .as_ref()
+        .map(|n| n.iter().map(String::as_str).collect());
+    let mut api = config.to_api(refs.as_deref(), &[]);
+    if !all && let Some(Value::Object(streams)) = api.get_mut("streams") {
+        for settings in streams.values_mut() {
+            if let Value::Object(map) = settings {
+                map.retain(|k, _| k == "sample" || k == "producers");
+            }
+        }
+    }
+    api
 }
 
 #[cfg(test)]

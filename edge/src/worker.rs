@@ -404,14 +404,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         }
         (Method::Get, "/v1/streams") => match intake(&env, Date::now().as_millis()).await {
             Ok((intake, _)) => {
-                let mut api = intake.streams().to_api(None, &[]);
-                if let Some(serde_json::Value::Object(streams)) = api.get_mut("streams") {
-                    for settings in streams.values_mut() {
-                        if let serde_json::Value::Object(map) = settings {
-                            map.retain(|k, _| k == "sample" || k == "producers");
-                        }
-                    }
-                }
+                let api = respond::streams(intake.streams(), raw_query.as_deref());
                 Response::from_json(&api)?
             }
             Err(e) => to_response(&Reply::message(500, &e))?,

@@ -211,9 +211,7 @@ fn main() {
         .unwrap_or(32);
     rebuild_binary("sluice");
     // A rate limit would measure the limiter, not the edge: the test stream without one.
-    let scratch = Scratch::with_streams(
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  sluice.test.event:\n    schema_title: sluice/test/event\n",
-    );
+    let scratch = Scratch::new("sluice.test.event");
     let aggregator = scratch.aggregator(TOKEN, &[]);
     // Batches are LZ4-compressed, the edge's default, unless SLUICE_BENCH_LZ4=0.
     let compress = std::env::var("SLUICE_BENCH_LZ4").map_or(true, |v| v != "0");

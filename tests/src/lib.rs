@@ -259,6 +259,39 @@ pub fn start_edge(env: &[(&str, &std::ffi::OsStr)]) -> Edge {
     panic!("the edge exited before it listened");
 }
 
+/// Aggregator listeners on ports fixed for one test, so that an aggregator
+/// restarted with them comes back where its edges look for it.
+pub struct FixedPorts {
+    /// `127.0.0.1:<port>` for QUIC.
+    pub quic: String,
+    /// `127.0.0.1:<port>` for HTTP.
+    pub http: String,
+}
+
+impl FixedPorts {
+    /// Two free loopback ports.
+    pub fn new() -> FixedPorts {
+        FixedPorts {
+            quic: format!("127.0.0.1:{}", free_port()),
+            http: format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    /// The aggregator settings that listen on them.
+    pub fn env(&self) -> [(&str, &std::ffi::OsStr); 2] {
+        [
+            ("SLUICE_AGGREGATOR_QUIC__LISTEN", self.quic.as_ref()),
+            ("SLUICE_AGGREGATOR_HTTP__LISTEN", self.http.as_ref()),
+        ]
+    }
+}
+
+impl Default for FixedPorts {
+    fn default() -> Self {
+        FixedPorts::new()
+    }
+}
+
 /// A free loopback port (TCP and UDP), for processes that must come back on the same one.
 pub fn free_port() -> u16 {
     loop {
@@ -311,10 +344,11 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// A scratch folder whose stream config names `stream`.
+    /// A scratch folder whose stream config names `stream` (schema title
+    /// `sluice/test/event`, topic `local.<stream>`).
     pub fn new(stream: &str) -> Scratch {
         Scratch::with_streams(&format!(
-            "streams:\n  {stream}:\n    schema_title: sluice/test/event\n"
+            "defaults:\n  topic_prefixes: [local.]\nstreams:\n  {stream}:\n    schema_title: sluice/test/event\n"
         ))
     }
 

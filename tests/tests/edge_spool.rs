@@ -7,7 +7,7 @@
 
 use serde_json::json;
 use sluice_tests::{
-    Edge, Scratch, free_port, http_call, log_events, metric, terminate, wait_until,
+    Edge, FixedPorts, Scratch, free_port, http_call, log_events, metric, terminate, wait_until,
 };
 use std::collections::HashMap;
 
@@ -17,19 +17,12 @@ const PER_REQUEST: usize = 50;
 
 #[test]
 fn hasty_events_wait_in_the_spool_and_land_once() {
-    let scratch = Scratch::with_streams(
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  spool.test:\n    schema_title: sluice/test/event\n",
-    );
-    let (quic, http) = (free_port(), free_port());
-    let quic_listen = format!("127.0.0.1:{quic}");
-    let http_listen = format!("127.0.0.1:{http}");
-    let fixed = [
-        ("SLUICE_AGGREGATOR_QUIC__LISTEN", quic_listen.as_ref()),
-        ("SLUICE_AGGREGATOR_HTTP__LISTEN", http_listen.as_ref()),
-    ];
+    let scratch = Scratch::new("spool.test");
+    let ports = FixedPorts::new();
+    let fixed = ports.env();
     let mut aggregator = scratch.aggregator(TOKEN, &fixed);
     // The first aggregator listed never answers: the edge fails over to the second.
-    let aggregators = format!("[\"127.0.0.1:{}\", \"{quic_listen}\"]", free_port());
+    let aggregators = format!("[\"127.0.0.1:{}\", \"{}\"]", free_port(), ports.quic);
     let edge_env = [
         ("SLUICE_EDGE_AGGREGATORS", aggregators.as_ref()),
         ("SLUICE_EDGE_BATCH__HASTY_AGE_MS", "50".as_ref()),
@@ -118,16 +111,9 @@ fn hasty_events_wait_in_the_spool_and_land_once() {
 
 #[test]
 fn a_full_spool_refuses_hasty_requests_and_loses_nothing_it_answered() {
-    let scratch = Scratch::with_streams(
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  spool.test:\n    schema_title: sluice/test/event\n",
-    );
-    let (quic, http) = (free_port(), free_port());
-    let quic_listen = format!("127.0.0.1:{quic}");
-    let http_listen = format!("127.0.0.1:{http}");
-    let fixed = [
-        ("SLUICE_AGGREGATOR_QUIC__LISTEN", quic_listen.as_ref()),
-        ("SLUICE_AGGREGATOR_HTTP__LISTEN", http_listen.as_ref()),
-    ];
+    let scratch = Scratch::new("spool.test");
+    let ports = FixedPorts::new();
+    let fixed = ports.env();
     let mut aggregator = scratch.aggregator(TOKEN, &fixed);
     let Edge {
         child: mut edge_child,

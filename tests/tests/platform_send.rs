@@ -4,7 +4,7 @@
 //! the aggregator comes back; `sluice send` reports all 10,000 accepted and
 //! the sink holds each exactly once.
 
-use sluice_tests::{Edge, Scratch, binary, free_port, log_events, metric, terminate, wait_until};
+use sluice_tests::{Edge, FixedPorts, Scratch, binary, log_events, metric, terminate, wait_until};
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -14,16 +14,9 @@ const EVENTS: usize = 10_000;
 
 #[test]
 fn an_offline_app_flush_lands_exactly_once() {
-    let scratch = Scratch::with_streams(
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  app.events:\n    schema_title: sluice/test/event\n",
-    );
-    let (quic, http) = (free_port(), free_port());
-    let quic_listen = format!("127.0.0.1:{quic}");
-    let http_listen = format!("127.0.0.1:{http}");
-    let fixed = [
-        ("SLUICE_AGGREGATOR_QUIC__LISTEN", quic_listen.as_ref()),
-        ("SLUICE_AGGREGATOR_HTTP__LISTEN", http_listen.as_ref()),
-    ];
+    let scratch = Scratch::new("app.events");
+    let ports = FixedPorts::new();
+    let fixed = ports.env();
     let mut aggregator = scratch.aggregator(TOKEN, &fixed);
     let Edge {
         child: mut edge_child,

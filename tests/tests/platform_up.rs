@@ -24,6 +24,59 @@ fn readme_arguments() -> Vec<String> {
         .collect()
 }
 
+/// A running `sluice up` on free ports, and what it printed up to its edge's address.
+struct Up {
+    child: KillOnDrop,
+    edge: std::net::SocketAddr,
+    printed: String,
+}
+
+/// Starts `sluice` with `args` (beginning with `up`), its data in `data` and free ports.
+fn start_up(args: &[std::ffi::OsString], data: &std::path::Path) -> Up {
+    let edge_addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(binary("sluice"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--edge-addr", &edge_addr])
+        .args(["--aggregator-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--quic-addr", &format!("127.0.0.1:{}", free_port())])
+        .current_dir(workspace())
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sluice up starts");
+    let stdout = child.stdout.take().unwrap();
+    let child = KillOnDrop(child);
+    let mut printed = String::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("edge listening on") {
+            return Up {
+                child,
+                edge: edge_addr.parse().unwrap(),
+                printed,
+            };
+        }
+    }
+    panic!("sluice up exited before its edge listened:\n{printed}");
+}
+
+/// Ctrl-C (SIGINT): both stop, cleanly.
+fn interrupt(up: &mut Up) {
+    let status = Command::new("kill")
+        .args(["-INT", &up.child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("sluice up exits", || {
+        up.child.0.try_wait().unwrap().is_some()
+    });
+    assert!(up.child.0.wait().unwrap().success());
+}
+
 fn sluice(args: &[&str]) -> std::process::Output {
     Command::new(binary("sluice"))
         .args(args)
@@ -38,37 +91,10 @@ fn the_readme_main_command_runs_the_platform() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("sluice");
     let data_arg = data.to_string_lossy().into_owned();
-    let (edge_port, http_port, quic_port) = (free_port(), free_port(), free_port());
-    let edge_addr = format!("127.0.0.1:{edge_port}");
-    let mut args = readme_arguments();
-    args.extend([
-        "--data-dir".into(),
-        data_arg.clone(),
-        "--edge-addr".into(),
-        edge_addr.clone(),
-        "--aggregator-addr".into(),
-        format!("127.0.0.1:{http_port}"),
-        "--quic-addr".into(),
-        format!("127.0.0.1:{quic_port}"),
-    ]);
-    let mut child = Command::new(binary("sluice"))
-        .args(&args)
-        .current_dir(workspace())
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sluice up starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut child = KillOnDrop(child);
-    let mut printed = String::new();
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        printed.push_str(&line);
-        printed.push('\n');
-        if line.starts_with("edge listening on") {
-            break;
-        }
-    }
+    let args: Vec<std::ffi::OsString> = readme_arguments().into_iter().map(Into::into).collect();
+    let mut up = start_up(&args, &data);
+    let (edge, printed) = (up.edge, up.printed.clone());
+    let edge_addr = edge.to_string();
     assert!(
         printed.contains(&format!("http://{edge_addr}/v1/events")),
         "{printed}"
@@ -78,7 +104,6 @@ fn the_readme_main_command_runs_the_platform() {
 
     // The README's event, as its curl line sends it.
     let event = r#"{"$schema": "/sluice/test/event/1.0.0", "meta": {"stream": "sluice.test.event"}, "dt": "2026-11-27T12:00:00Z", "message": "hello"}"#;
-    let edge = edge_addr.parse().unwrap();
     let r = http_call(
         edge,
         "POST",
@@ -140,13 +165,7 @@ fn the_readme_main_command_runs_the_platform() {
 
     // Ctrl-C stops both, cleanly.
     assert!(metric(edge, "sluice_edge_requests_total{status=\"201\"}") >= 2.0);
-    let status = Command::new("kill")
-        .args(["-INT", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    wait_until("sluice up exits", || child.0.try_wait().unwrap().is_some());
-    assert!(child.0.wait().unwrap().success());
+    interrupt(&mut up);
 }
 
 #[test]
@@ -159,36 +178,17 @@ fn sluice_up_runs_on_wikimedias_repositories() {
     )
     .unwrap();
     let corpus = sluice_tests::corpus();
-    let edge_addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(binary("sluice"))
-        .arg("up")
-        .arg("--repo")
-        .arg(corpus.join("primary"))
-        .arg("--repo")
-        .arg(corpus.join("secondary"))
-        .arg("--streams")
-        .arg(&streams)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--edge-addr", &edge_addr])
-        .args(["--aggregator-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--quic-addr", &format!("127.0.0.1:{}", free_port())])
-        .current_dir(workspace())
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sluice up starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut child = KillOnDrop(child);
-    let started = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("edge listening on"));
-    assert!(
-        started,
-        "sluice up did not start on Wikimedia's repositories"
-    );
-    let edge = edge_addr.parse().unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "up".into(),
+        "--repo".into(),
+        corpus.join("primary").into(),
+        "--repo".into(),
+        corpus.join("secondary").into(),
+        "--streams".into(),
+        streams.into(),
+    ];
+    let mut up = start_up(&args, &dir.path().join("data"));
+    let edge = up.edge;
     let event = r#"{"$schema": "/test/event/1.0.0", "meta": {"stream": "eventgate-analytics.test.event"}, "dt": "2026-11-27T12:00:00Z", "test": "hello"}"#;
     let r = http_call(
         edge,
@@ -213,11 +213,5 @@ fn sluice_up_runs_on_wikimedias_repositories() {
         r.json()["invalid"][0]["context"]["errors"][0]["instancePath"],
         "/test"
     );
-    let status = Command::new("kill")
-        .args(["-INT", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    wait_until("sluice up exits", || child.0.try_wait().unwrap().is_some());
-    assert!(child.0.wait().unwrap().success());
+    interrupt(&mut up);
 }

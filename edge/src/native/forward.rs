@@ -12,7 +12,7 @@
 //! traffic to disk just when it most needs to catch up.
 
 use super::link::{Link, LinkDown};
-use super::metrics::{Metrics, OutcomeLabels};
+use super::metrics::Metrics;
 use super::spool::Spool;
 use crate::respond::Forwarded;
 use sluice_shared::{Batch, BatchError, BatchEvent, EventAck, LinkReply, WireLimits};
@@ -123,6 +123,15 @@ fn frame_bound(events: &[BatchEvent], errors: &[BatchError]) -> u64 {
         })
         .sum();
     (events + errors + 64) as u64
+}
+
+/// A new batch of events that failed at the aggregator, to be tried again.
+fn retry_batch(events: Vec<BatchEvent>) -> Batch {
+    Batch {
+        id: random_id(),
+        events,
+        errors: Vec::new(),
+    }
 }
 
 fn random_id() -> [u8; 16] {
@@ -292,12 +301,7 @@ async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
         };
         let (message, wait) = match sent {
             Ok(LinkReply::Ack(ack)) => {
-                ctx.metrics
-                    .batches
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "acknowledged",
-                    })
-                    .inc();
+                ctx.metrics.batch("acknowledged");
                 let mut verdicts = batch.events.into_iter().zip(ack.verdicts);
                 for (item, n) in items.into_iter().zip(counts) {
                     let mine: Vec<(BatchEvent, EventAck)> = verdicts.by_ref().take(n).collect();
@@ -341,12 +345,7 @@ async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
         }
         tokio::time::sleep(wait).await;
     };
-    ctx.metrics
-        .batches
-        .get_or_create(&OutcomeLabels {
-            outcome: "unavailable",
-        })
-        .inc();
+    ctx.metrics.batch("unavailable");
     ctx.metrics.count("unavailable", batch.events.len());
     tracing::warn!(events = batch.events.len(), error = %message, "A guaranteed batch found no aggregator; its senders get 503.");
     let mut events = batch.events.into_iter();
@@ -381,10 +380,7 @@ fn spool(ctx: &Ctx, frame: &[u8], events: usize) {
     match ctx.spool.append(frame) {
         Ok(()) => ctx.metrics.count("spooled", events),
         Err(e) => {
-            ctx.metrics
-                .hasty_dropped
-                .get_or_create(&OutcomeLabels { outcome: "lost" })
-                .inc_by(events as u64);
+            ctx.metrics.dropped("lost", events);
             tracing::error!(events, error = %e, "Hasty events answered 202 could not be spooled and are lost.");
         }
     }
@@ -406,12 +402,7 @@ fn settle_hasty(ctx: &Ctx, events: Vec<BatchEvent>, verdicts: Vec<EventAck>) -> 
         }
     }
     if limited > 0 {
-        ctx.metrics
-            .hasty_dropped
-            .get_or_create(&OutcomeLabels {
-                outcome: "rate_limited",
-            })
-            .inc_by(limited);
+        ctx.metrics.dropped("rate_limited", limited);
         tracing::warn!(
             events = limited,
             "Hasty events were over their stream's rate limit and are dropped."
@@ -436,19 +427,10 @@ async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
     };
     match reply {
         Ok(LinkReply::Ack(ack)) => {
-            ctx.metrics
-                .batches
-                .get_or_create(&OutcomeLabels {
-                    outcome: "acknowledged",
-                })
-                .inc();
+            ctx.metrics.batch("acknowledged");
             let retry = settle_hasty(ctx, batch.events, ack.verdicts);
             if !retry.is_empty() {
-                let again = Batch {
-                    id: random_id(),
-                    events: retry,
-                    errors: Vec::new(),
-                };
+                let again = retry_batch(retry);
                 spool(ctx, &again.encode(ctx.options.compress), again.events.len());
             }
         }
@@ -456,10 +438,7 @@ async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
             if let Ok(LinkReply::Unauthorized | LinkReply::BadRequest(_)) = &other {
                 tracing::error!(reply = ?other, "The aggregator refused a hasty batch; spooling it.");
             }
-            ctx.metrics
-                .batches
-                .get_or_create(&OutcomeLabels { outcome: "spooled" })
-                .inc();
+            ctx.metrics.batch("spooled");
             spool(ctx, &frame, batch.events.len());
         }
     }
@@ -502,21 +481,14 @@ async fn replay(ctx: Arc<Ctx>) {
                     }
                     failures += 1;
                     if failures > 5 {
-                        ctx.metrics
-                            .hasty_dropped
-                            .get_or_create(&OutcomeLabels { outcome: "failed" })
-                            .inc_by(retry.len() as u64);
+                        ctx.metrics.dropped("failed", retry.len());
                         tracing::error!(
                             events = retry.len(),
                             "Spooled events failed at the aggregator five times and are dropped."
                         );
                         break;
                     }
-                    batch = Batch {
-                        id: random_id(),
-                        events: retry,
-                        errors: Vec::new(),
-                    };
+                    batch = retry_batch(retry);
                     frame = batch.encode(ctx.options.compress);
                     Duration::from_secs(1)
                 }

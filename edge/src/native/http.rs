@@ -15,7 +15,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::Value;
 use sluice_shared::{EventIds, Intake, Live, RequestMeta, Timestamp};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -290,36 +289,7 @@ async fn beacon(
 /// only `sample` and `producers` of each stream, as browsers need (EventLogging's
 /// `all_settings=false`); `?all_settings=true` gives everything; `?streams=a|b` selects.
 async fn streams(State(state): State<EdgeState>, RawQuery(query): RawQuery) -> Response {
-    let mut names: Option<Vec<String>> = None;
-    let mut all = false;
-    for pair in query.as_deref().unwrap_or_default().split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
-        match k {
-            "streams" => {
-                names = Some(
-                    v.split('|')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                )
-            }
-            "all_settings" => all = v == "true",
-            _ => {}
-        }
-    }
-    let intake = state.0.intake.get();
-    let refs: Option<Vec<&str>> = names
-        .as_ref()
-        .map(|n| n.iter().map(String::as_str).collect());
-    let mut api = intake.streams().to_api(refs.as_deref(), &[]);
-    if !all && let Some(Value::Object(streams)) = api.get_mut("streams") {
-        for settings in streams.values_mut() {
-            if let Value::Object(map) = settings {
-                map.retain(|k, _| k == "sample" || k == "producers");
-            }
-        }
-    }
+    let api = respond::streams(state.0.intake.get().streams(), query.as_deref());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

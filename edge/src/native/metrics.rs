@@ -93,6 +93,18 @@ impl Metrics {
         }
     }
 
+    /// Counts a batch sent to aggregators, with its result.
+    pub fn batch(&self, outcome: &'static str) {
+        self.batches.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts `n` hasty events answered 202 and then dropped, by reason.
+    pub fn dropped(&self, outcome: &'static str, n: usize) {
+        self.hasty_dropped
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(n as u64);
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
