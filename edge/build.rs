@@ -2,7 +2,8 @@
 //! bundle: every `.yaml`, `.yml` and `.json` file of the repositories in
 //! `SLUICE_BUNDLE_REPOS` (colon-separated, default `../schemas`) and the
 //! stream config `SLUICE_BUNDLE_STREAMS` (default `../schemas/streams.yaml`),
-//! written as `bundle.json` into `OUT_DIR` in the shape of `/v1/bundle`.
+//! written as `bundle.json` into `OUT_DIR` in the shape of `/v1/bundle`;
+//! or, when `SLUICE_BUNDLE` names one, the bundle file `sluice schema bundle` wrote.
 //! Native builds take their bundle at run time and skip this.
 
 use std::collections::BTreeMap;
@@ -45,6 +46,16 @@ fn main() {
     if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("wasm32") {
         return;
     }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("bundle.json");
+    // A bundle written by `sluice schema bundle`, checked to load when it was made.
+    println!("cargo:rerun-if-env-changed=SLUICE_BUNDLE");
+    if let Ok(file) = std::env::var("SLUICE_BUNDLE") {
+        println!("cargo:rerun-if-changed={file}");
+        if let Err(e) = std::fs::copy(&file, &out) {
+            panic!("cannot read the bundle {file}: {e}");
+        }
+        return;
+    }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let repos: Vec<PathBuf> = std::env::var("SLUICE_BUNDLE_REPOS")
         .map(|v| v.split(':').map(PathBuf::from).collect())
@@ -69,7 +80,6 @@ fn main() {
         panic!("cannot read the stream config {}", streams.display());
     };
     let bundle = serde_json::json!({ "streams": streams_text, "repositories": repositories });
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("bundle.json");
     if let Err(e) = std::fs::write(&out, bundle.to_string()) {
         panic!("cannot write {}: {e}", out.display());
     }

@@ -21,6 +21,9 @@ pub struct AggregatorConfig {
     pub streams: PathBuf,
     /// Schema repository folders served to edges, in resolution order.
     pub repositories: Vec<PathBuf>,
+    /// A bundle file written by `sluice schema bundle`; when set, it is
+    /// served instead of `streams` and `repositories`.
+    pub bundle: Option<PathBuf>,
     /// HTTP batch ingest.
     pub http: HttpConfig,
     /// QUIC batch ingest.
@@ -105,6 +108,7 @@ impl Default for AggregatorConfig {
             data_dir: PathBuf::from(".sluice/aggregator"),
             streams: PathBuf::from("schemas/streams.yaml"),
             repositories: vec![PathBuf::from("schemas")],
+            bundle: None,
             http: HttpConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8421)),
                 token: None,

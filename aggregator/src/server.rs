@@ -60,6 +60,18 @@ pub enum ServerError {
 
 /// Reads the stream config and schema repositories and checks they load together.
 pub fn load_bundle(config: &AggregatorConfig) -> Result<(Bundle, StreamConfig), ServerError> {
+    if let Some(file) = &config.bundle {
+        let bytes = std::fs::read(file).map_err(|source| ServerError::Io {
+            action: format!("reading the bundle {}", file.display()),
+            source,
+        })?;
+        let bundle: Bundle = serde_json::from_slice(&bytes)
+            .map_err(|e| ServerError::Bundle(format!("{} is not a bundle: {e}", file.display())))?;
+        let (_, streams) = bundle
+            .load()
+            .map_err(|e| ServerError::Bundle(e.to_string()))?;
+        return Ok((bundle, streams));
+    }
     let path = config.streams.display().to_string();
     let text = std::fs::read_to_string(&config.streams).map_err(|e| ServerError::Streams {
         path,

@@ -23,7 +23,10 @@ pub use examples::{EXAMPLES_CASE, ExampleFailure, ExamplesReport, check_examples
 pub use registry::{BASE_URI, CompiledSchema, ResolveError, SchemaLoadError, SchemaRegistry};
 #[cfg(feature = "fs")]
 pub use repository::fs;
-pub use repository::{RepositoryError, SchemaFile, SchemaRepository, SkipRule, parse_document};
+pub use repository::{
+    MAX_SAFE_INTEGER, RepositoryError, SchemaFile, SchemaRepository, SkipRule, ToolsConfig,
+    parse_document,
+};
 pub use schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
 pub use validation::{SchemaViolation, Violations};
 
@@ -56,6 +59,7 @@ pub use tape_json::{TapeJson, TapeNode, TapeNumber};
 // Edge to aggregator.
 mod bundle;
 pub mod link;
+pub mod tooling;
 mod wire;
 pub use bundle::{Bundle, BundleError, BundleRepository};
 pub use link::LinkReply;

@@ -179,6 +179,27 @@ impl SchemaRegistry {
         compile(&Arc::new(documents), title, version, document).map(|_| ())
     }
 
+    /// Compiles one schema document on its own (a materialized file not yet
+    /// written, say), resolving its `$ref`s against `repos`.
+    pub fn compile_standalone(
+        repos: &[SchemaRepository],
+        title: &str,
+        version: Version,
+        document: &Value,
+    ) -> Result<CompiledSchema, String> {
+        let documents = Arc::new(Documents::new(repos));
+        let validator = compile(&documents, title, version, document)?;
+        Ok(CompiledSchema {
+            uri: format!("/{title}/{version}"),
+            title: title.to_owned(),
+            version,
+            repository: String::new(),
+            path: String::new(),
+            document: Arc::new(document.clone()),
+            validator,
+        })
+    }
+
     /// Resolves a `$schema` URI to a compiled schema.
     pub fn resolve(&self, uri: &str) -> Result<&Arc<CompiledSchema>, ResolveError> {
         if let Some(schema) = self.by_uri.get(uri) {

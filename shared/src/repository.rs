@@ -20,7 +20,7 @@ pub struct SchemaFile {
 /// Per-schema exceptions from `.jsonschema-tools.yaml` `skipSchemaTestCases`.
 #[derive(Debug, Clone)]
 pub struct SkipRule {
-    /// A pattern over schema `$id`s or `title/version`s.
+    /// A pattern searched for in schema `$id`s (unanchored, as jsonschema-tools does).
     pub pattern: regex::Regex,
     /// The jsonschema-tools test case names skipped, e.g. `schema-deterministic-types`.
     pub cases: Vec<String>,
@@ -39,6 +39,40 @@ pub struct SchemaRepository {
     pub skip: Vec<SkipRule>,
     /// Where schemas live inside the repository (`schemaBasePath`), e.g. `jsonschema/`.
     pub base_path: String,
+    /// How the schema tools materialize this repository.
+    pub tools: ToolsConfig,
+}
+
+/// The `.jsonschema-tools.yaml` settings that shape materialized files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolsConfig {
+    /// `contentTypes`: the file types written per version, the first one the
+    /// target of the extensionless and `latest` links. Default `[yaml, json]`.
+    pub content_types: Vec<String>,
+    /// `enforcedNumericBounds`: `minimum`/`maximum` given to every number and
+    /// integer field that lacks one. Default ±(2^53 − 1); `false` turns it off.
+    pub numeric_bounds: Option<(f64, f64)>,
+    /// `shouldGenerateExample`: give a schema with no `examples` a generated one.
+    pub generate_example: bool,
+    /// `shouldSymlinkExtensionless`: link `X.Y.Z` to `X.Y.Z.<first type>`.
+    pub link_extensionless: bool,
+    /// `shouldSymlinkLatest`: link `latest` and `latest.<type>` to the highest version.
+    pub link_latest: bool,
+}
+
+/// The largest integer a JSON number holds exactly (2^53 − 1).
+pub const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig {
+            content_types: vec!["yaml".to_owned(), "json".to_owned()],
+            numeric_bounds: Some((-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)),
+            generate_example: false,
+            link_extensionless: true,
+            link_latest: true,
+        }
+    }
 }
 
 /// A file that could not be read as part of a repository.
@@ -122,8 +156,14 @@ impl SchemaRepository {
             match version {
                 Some(v) => {
                     let slot = repo.versions.entry(title.to_owned()).or_default();
-                    // A .yaml and a .json of one version carry the same schema; keep the first.
-                    slot.entry(v).or_insert(file);
+                    // A .yaml and a .json of one version carry the same schema; keep
+                    // the YAML, the file people read and tools name first.
+                    match slot.get(&v) {
+                        Some(kept) if !(kept.path.ends_with(".json") && ext != "json") => {}
+                        _ => {
+                            slot.insert(v, file);
+                        }
+                    }
                 }
                 None => {
                     repo.current.insert(title.to_owned(), file);
@@ -151,10 +191,54 @@ impl SchemaRepository {
                 format!("{base}/")
             };
         }
+        if let Some(types) = config.get("contentTypes") {
+            let types: Vec<String> = types
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if types.is_empty() || types.iter().any(|t| t != "yaml" && t != "json") {
+                return Err("contentTypes must be a non-empty list of yaml and json".to_owned());
+            }
+            self.tools.content_types = types;
+        }
+        match config.get("enforcedNumericBounds") {
+            None => {}
+            Some(Value::Bool(false)) | Some(Value::Null) => self.tools.numeric_bounds = None,
+            Some(Value::Array(b)) if b.len() == 2 && b.iter().all(Value::is_number) => {
+                let (lo, hi) = (b[0].as_f64(), b[1].as_f64());
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    self.tools.numeric_bounds = Some((lo, hi));
+                }
+            }
+            Some(_) => {
+                return Err(
+                    "enforcedNumericBounds must be false or a [minimum, maximum] pair".to_owned(),
+                );
+            }
+        }
+        for (key, slot) in [
+            ("shouldGenerateExample", &mut self.tools.generate_example),
+            (
+                "shouldSymlinkExtensionless",
+                &mut self.tools.link_extensionless,
+            ),
+            ("shouldSymlinkLatest", &mut self.tools.link_latest),
+        ] {
+            match config.get(key) {
+                None => {}
+                Some(Value::Bool(b)) => *slot = *b,
+                Some(_) => return Err(format!("{key} must be true or false")),
+            }
+        }
         if let Some(skips) = config.get("skipSchemaTestCases").and_then(Value::as_object) {
             for (pattern, cases) in skips {
-                let anchored = format!("^/?(?:{})$", pattern.trim_start_matches('/'));
-                let pattern = regex::Regex::new(&anchored).map_err(|e| {
+                // jsonschema-tools searches `$id`s for these patterns, unanchored.
+                let pattern = regex::Regex::new(pattern).map_err(|e| {
                     format!("skipSchemaTestCases pattern `{pattern}` is not a regex: {e}")
                 })?;
                 let cases = cases
@@ -178,6 +262,14 @@ impl SchemaRepository {
         self.skip
             .iter()
             .any(|r| r.cases.iter().any(|c| c == case) && r.pattern.is_match(&id))
+    }
+
+    /// Whether `.jsonschema-tools.yaml` skips `case` for the schema whose
+    /// `$id` is `id` (jsonschema-tools matches its patterns against `$id`s).
+    pub fn skips_id(&self, id: &str, case: &str) -> bool {
+        self.skip
+            .iter()
+            .any(|r| r.cases.iter().any(|c| c == case) && r.pattern.is_match(id))
     }
 
     /// Number of materialized versions.
@@ -214,7 +306,13 @@ pub mod fs {
         while let Some(d) = stack.pop() {
             for entry in std::fs::read_dir(&d)? {
                 let path = entry?.path();
-                let meta = std::fs::metadata(&path)?;
+                let meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    // A dangling link (say `latest.json` to a deleted file) is not a
+                    // schema; the lint reports the missing file.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
                 if meta.is_dir() {
                     stack.push(path);
                 } else if meta.is_file() {
