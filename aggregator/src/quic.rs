@@ -87,7 +87,39 @@ pub fn server_endpoint(
         .send_fairness(false);
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(config, addr).map_err(|source| QuicError::Io { addr, source })
+    let socket = udp_socket(addr).map_err(|source| QuicError::Io { addr, source })?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| QuicError::Io { addr, source })
+}
+
+/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max`/`wmem_max`).
+const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// A UDP socket with large buffers: bursts of batch packets overflow Linux's
+/// default receive buffer (about 200 KB), and every packet dropped there is a
+/// QUIC loss that delays its batch by a retransmission.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let sock = socket2::SockRef::from(&socket);
+    for (what, set) in [
+        ("receive", sock.set_recv_buffer_size(UDP_BUFFER_BYTES)),
+        ("send", sock.set_send_buffer_size(UDP_BUFFER_BYTES)),
+    ] {
+        if let Err(e) = set {
+            tracing::warn!(error = %e, "Could not enlarge the QUIC socket's {what} buffer.");
+        }
+    }
+    tracing::debug!(
+        receive = sock.recv_buffer_size().unwrap_or(0),
+        send = sock.send_buffer_size().unwrap_or(0),
+        "QUIC socket buffers."
+    );
+    Ok(socket)
 }
 
 /// Accepts connections until the endpoint closes, feeding batches to `sink`.
@@ -205,6 +237,8 @@ async fn handle_stream(
     limits: &WireLimits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let request = recv.read_to_end(limits.max_frame_bytes + 512).await?;
+    // Timed from the whole frame's arrival, as over HTTP.
+    let started = std::time::Instant::now();
     let answer = match authenticate(&request, certified, token) {
         Err(()) => {
             tracing::warn!(
@@ -224,7 +258,12 @@ async fn handle_stream(
                     reply(status::FAILED, b"the aggregator's sink has stopped")
                 }
                 Ok(rx) => match rx.await {
-                    Ok(ack) => reply(status::OK, &ack.encode()),
+                    Ok(ack) => {
+                        sink.metrics()
+                            .ack_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        reply(status::OK, &ack.encode())
+                    }
                     Err(_) => reply(
                         status::FAILED,
                         b"the sink dropped the batch without an answer",

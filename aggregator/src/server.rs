@@ -276,6 +276,12 @@ pub async fn run(
         http: addr,
         quic: quic_addr,
     });
+    // Acknowledgements go out at once: no Nagle delay behind a client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "Could not set TCP_NODELAY on a connection.");
+        }
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(http_stop)
         .await

@@ -1,8 +1,10 @@
 //! The `sluice` command: runs and checks a Sluice deployment.
 
 mod aggregator;
+mod bench;
 mod client;
 mod edge;
+mod loadgen;
 mod schema;
 mod send;
 mod signals;
@@ -45,6 +47,10 @@ enum Command {
     Streams(streams::StreamsArgs),
     /// Send a canary event to every stream with canary_events_enabled.
     Canary(streams::CanaryArgs),
+    /// Load an edge with batches of events and report throughput and latency.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Benchmark the whole pipeline: edge, aggregator and load generator as processes.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,8 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args),
         Command::Streams(args) => streams::streams(args),
         Command::Canary(args) => streams::canary(args),
+        Command::Loadgen(args) => loadgen::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

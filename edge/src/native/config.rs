@@ -130,7 +130,7 @@ impl Default for EdgeConfig {
                 max_bytes: 1024 * 1024,
                 guaranteed_age_ms: 10,
                 hasty_age_ms: 1000,
-                in_flight: 64,
+                in_flight: 8,
                 forward_timeout_ms: 5000,
                 compress: true,
             },

@@ -91,6 +91,9 @@ impl Drained {
     }
 }
 
+/// How long a hasty request waits for room in the batcher's queue before 503.
+pub const HASTY_QUEUE_PATIENCE: Duration = Duration::from_secs(1);
+
 /// How long a hasty batch waits on a busy aggregator before it goes to the spool.
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -205,7 +208,12 @@ impl Forwarder {
 
     /// Queues a hasty request's events (and error reports); they go to an aggregator or the
     /// spool. Refused unless the spool could take them, counting everything already queued.
-    pub fn hasty(
+    ///
+    /// When the batcher's queue is full the request waits for room (up to
+    /// [`HASTY_QUEUE_PATIENCE`]) rather than being refused at once: under
+    /// overload that turns into backpressure on the senders instead of a
+    /// stream of 503s whose bodies were parsed and validated for nothing.
+    pub async fn hasty(
         &self,
         events: Vec<BatchEvent>,
         errors: Vec<BatchError>,
@@ -216,17 +224,25 @@ impl Forwarder {
             self.ctx.reserved.fetch_sub(need, Ordering::AcqRel);
             return Err(HastyRefused::SpoolFull);
         }
-        self.hasty
-            .try_send(Item {
-                events,
-                errors,
-                reply: None,
-                reserved: need,
-            })
-            .map_err(|_| {
-                self.ctx.reserved.fetch_sub(need, Ordering::AcqRel);
-                HastyRefused::Busy
-            })
+        let item = Item {
+            events,
+            errors,
+            reply: None,
+            reserved: need,
+        };
+        let queued = match self.hasty.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(item)) => self
+                .hasty
+                .send_timeout(item, HASTY_QUEUE_PATIENCE)
+                .await
+                .map_err(|_| ()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        queued.map_err(|()| {
+            self.ctx.reserved.fetch_sub(need, Ordering::AcqRel);
+            HastyRefused::Busy
+        })
     }
 
     /// Bytes held in the spool.

@@ -206,7 +206,7 @@ impl EdgeState {
         s.metrics.count("sampled_out", sampled_out);
         s.metrics.count("invalid", invalid);
         let forwarded = if events.is_empty() {
-            if !errors.is_empty() && s.forwarder.hasty(Vec::new(), errors).is_err() {
+            if !errors.is_empty() && s.forwarder.hasty(Vec::new(), errors).await.is_err() {
                 tracing::warn!(
                     events = invalid,
                     "Error reports for refused events were dropped: the edge is overloaded."
@@ -214,7 +214,7 @@ impl EdgeState {
             }
             Forwarded::Verdicts(Vec::new())
         } else if query.hasty {
-            if let Err(e) = s.forwarder.hasty(events, errors) {
+            if let Err(e) = s.forwarder.hasty(events, errors).await {
                 return Reply::unavailable(&e.to_string(), 5);
             }
             Forwarded::Hasty

@@ -106,7 +106,12 @@ pub fn client_endpoint(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto =
         QuicClientConfig::try_from(tls).map_err(|e| LinkSetupError::Quic(e.to_string()))?;
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        udp_socket(SocketAddr::from(([0, 0, 0, 0], 0)))?,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     let mut transport = quinn::TransportConfig::default();
     // Batches go out in the order they are written, each finished before the next starts:
     // round-robin across streams would make every batch in flight wait for all the others.
@@ -343,4 +348,24 @@ impl Link {
             retry_after: Duration::from_millis(100),
         })
     }
+}
+
+/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max`/`wmem_max`).
+const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// A UDP socket with large buffers: acknowledgements and batch packets come in
+/// bursts, and a packet dropped by a full buffer is a QUIC loss that delays
+/// its batch by a retransmission.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let sock = socket2::SockRef::from(&socket);
+    for (what, set) in [
+        ("receive", sock.set_recv_buffer_size(UDP_BUFFER_BYTES)),
+        ("send", sock.set_send_buffer_size(UDP_BUFFER_BYTES)),
+    ] {
+        if let Err(e) = set {
+            tracing::warn!(error = %e, "Could not enlarge the QUIC socket's {what} buffer.");
+        }
+    }
+    Ok(socket)
 }

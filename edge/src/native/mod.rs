@@ -151,6 +151,12 @@ pub async fn run(
     })?;
     tracing::info!(%addr, aggregators = ?config.aggregators, "Edge listening.");
     on_listening(addr);
+    // Answers go out at once: no Nagle delay behind a client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "Could not set TCP_NODELAY on a connection.");
+        }
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
