@@ -192,15 +192,7 @@ impl SchemaRepository {
             };
         }
         if let Some(types) = config.get("contentTypes") {
-            let types: Vec<String> = types
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let types = strings(types);
             if types.is_empty() || types.iter().any(|t| t != "yaml" && t != "json") {
                 return Err("contentTypes must be a non-empty list of yaml and json".to_owned());
             }
@@ -241,15 +233,7 @@ impl SchemaRepository {
                 let pattern = regex::Regex::new(pattern).map_err(|e| {
                     format!("skipSchemaTestCases pattern `{pattern}` is not a regex: {e}")
                 })?;
-                let cases = cases
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let cases = strings(cases);
                 self.skip.push(SkipRule { pattern, cases });
             }
         }
@@ -258,10 +242,7 @@ impl SchemaRepository {
 
     /// Whether `.jsonschema-tools.yaml` skips `case` for the schema `/title/version`.
     pub fn skips(&self, title: &str, version: Version, case: &str) -> bool {
-        let id = format!("/{title}/{version}");
-        self.skip
-            .iter()
-            .any(|r| r.cases.iter().any(|c| c == case) && r.pattern.is_match(&id))
+        self.skips_id(&format!("/{title}/{version}"), case)
     }
 
     /// Whether `.jsonschema-tools.yaml` skips `case` for the schema whose
@@ -276,6 +257,16 @@ impl SchemaRepository {
     pub fn version_count(&self) -> usize {
         self.versions.values().map(BTreeMap::len).sum()
     }
+}
+
+/// The strings of a YAML list (anything else in it ignored).
+fn strings(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Parses a YAML or JSON schema document.
