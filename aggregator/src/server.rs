@@ -126,7 +126,12 @@ async fn reload_loop(
             let _ = &mut hup;
             tick.tick().await;
         }
-        match load_bundle(&config) {
+        // Reading and compiling every schema takes a while: off the threads that answer batches.
+        let c = config.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_bundle(&c))
+            .await
+            .unwrap_or_else(|e| Err(ServerError::Bundle(format!("the reload task failed: {e}"))));
+        match loaded {
             Ok((bundle, new_streams)) => {
                 let before = schemas.etag();
                 schemas.replace(&bundle);

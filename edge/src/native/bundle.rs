@@ -194,14 +194,24 @@ pub async fn refresh(
             })
         } else {
             // Files unchanged since the last read are not compiled again.
-            from_files(&config).map(|b| {
+            let c = config.clone();
+            off_runtime(move || from_files(&c)).await.map(|b| {
                 let changed = last_files.as_ref() != Some(&b);
                 last_files = Some(b.clone());
                 changed.then_some(b)
             })
         };
         let from_aggregator = config.repositories.is_empty();
-        match fresh.and_then(|b| b.map(|b| intake(&b, &options).map(|i| (i, b))).transpose()) {
+        // Compiling a repository takes a while: off the threads that answer requests.
+        let compiled = match fresh {
+            Ok(Some(b)) => {
+                let options = options.clone();
+                off_runtime(move || intake(&b, &options).map(|i| Some((i, b)))).await
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match compiled {
             Ok(Some((intake, bundle))) => {
                 if from_aggregator {
                     save_cache(&cache, &bundle);
@@ -215,4 +225,15 @@ pub async fn refresh(
             }
         }
     }
+}
+
+/// Runs blocking work (file reads, schema compilation) on tokio's blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BundleFetchError> + Send + 'static,
+) -> Result<T, BundleFetchError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(BundleFetchError::Files(format!(
+            "the reload task failed: {e}"
+        )))
+    })
 }
