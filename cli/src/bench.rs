@@ -174,10 +174,11 @@ fn metric(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-/// The batch-ack histogram's cumulative buckets: upper bound → count.
-fn ack_buckets(text: &str) -> BTreeMap<u64, f64> {
+/// A histogram's cumulative buckets (`name` without `_bucket`): upper bound in µs → count.
+fn buckets(text: &str, name: &str) -> BTreeMap<u64, f64> {
+    let prefix = format!("{name}_bucket{{");
     text.lines()
-        .filter(|l| l.starts_with("sluice_aggregator_batch_ack_seconds_bucket{"))
+        .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
             let le = if le == "+Inf" {
@@ -190,8 +191,8 @@ fn ack_buckets(text: &str) -> BTreeMap<u64, f64> {
         .collect()
 }
 
-/// The p99 bucket bound (ms) of the batches acknowledged between two scrapes.
-fn ack_p99(before: &BTreeMap<u64, f64>, after: &BTreeMap<u64, f64>) -> Option<f64> {
+/// The p99 bucket bound (ms) of what a histogram counted between two scrapes.
+fn p99_between(before: &BTreeMap<u64, f64>, after: &BTreeMap<u64, f64>) -> Option<f64> {
     let total = after.get(&u64::MAX)? - before.get(&u64::MAX).unwrap_or(&0.0);
     if total <= 0.0 {
         return None;
@@ -244,6 +245,10 @@ fn noise(i: usize) -> String {
         .collect()
 }
 
+/// The table's header and rule, as printed and recorded.
+const HEADER: &str = "| sink  | mode       |  max ev/s |  errors |  p50 ms |  p99 ms | edge p99 |  ack p99 |  edge MB |   agg MB | CPU s/Mev |";
+const RULE: &str = "|-------|------------|-----------|---------|---------|---------|----------|----------|----------|----------|-----------|";
+
 /// One row of the table.
 struct Row {
     sink: Sink,
@@ -251,6 +256,7 @@ struct Row {
     max: Report,
     half: Report,
     ack_p99_ms: Option<f64>,
+    edge_p99_ms: Option<f64>,
     cpu_per_million: f64,
 }
 
@@ -401,7 +407,19 @@ fn run_sink(
         let max = loadgen(edge_http, &mix_file, args, secs, mode, None)?;
         let cpu = usage(edge.pid()).0 + usage(aggregator.pid()).0 - cpu_before;
         settle(edge_http, agg_http);
-        let before = ack_buckets(&get(agg_http, "/metrics").unwrap_or_default());
+        let scrape = || {
+            (
+                buckets(
+                    &get(agg_http, "/metrics").unwrap_or_default(),
+                    "sluice_aggregator_batch_ack_seconds",
+                ),
+                buckets(
+                    &get(edge_http, "/metrics").unwrap_or_default(),
+                    "sluice_edge_request_seconds",
+                ),
+            )
+        };
+        let before = scrape();
         let half = loadgen(
             edge_http,
             &mix_file,
@@ -410,12 +428,13 @@ fn run_sink(
             mode,
             Some((max.events_per_sec / 2.0).max(1.0)),
         )?;
-        let after = ack_buckets(&get(agg_http, "/metrics").unwrap_or_default());
+        let after = scrape();
         settle(edge_http, agg_http);
         rows.push(Row {
             sink,
             mode,
-            ack_p99_ms: ack_p99(&before, &after),
+            ack_p99_ms: p99_between(&before.0, &after.0),
+            edge_p99_ms: p99_between(&before.1, &after.1),
             cpu_per_million: cpu / (max.accepted_events.max(1) as f64) * 1e6,
             max,
             half,
@@ -490,21 +509,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     result?;
-    let header = format!(
-        "| {:<5} | {:<10} | {:>9} | {:>7} | {:>7} | {:>7} | {:>8} | {:>8} | {:>8} | {:>9} |",
-        "sink",
-        "mode",
-        "max ev/s",
-        "errors",
-        "p50 ms",
-        "p99 ms",
-        "ack p99",
-        "edge MB",
-        "agg MB",
-        "CPU s/Mev"
-    );
-    let rule = "|-------|------------|-----------|---------|---------|---------|----------|----------|----------|-----------|";
-    println!("{header}\n{rule}");
+    println!("{HEADER}\n{RULE}");
     let mut lines = Vec::new();
     for (rows, edge_rss, agg_rss) in &all {
         for r in rows {
@@ -516,15 +521,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .filter(|(s, _)| !(200..300).contains(*s))
                 .map(|(_, n)| n)
                 .sum();
-            let ack = r.ack_p99_ms.map_or("–".to_owned(), |v| format!("≤{v}"));
+            let bound = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("≤{v}"));
+            let (edge_p99, ack) = (bound(r.edge_p99_ms), bound(r.ack_p99_ms));
             let line = format!(
-                "| {:<5} | {:<10} | {:>9.0} | {:>7} | {:>7.2} | {:>7.2} | {:>8} | {:>8.0} | {:>8.0} | {:>9.1} |",
+                "| {:<5} | {:<10} | {:>9.0} | {:>7} | {:>7.2} | {:>7.2} | {:>8} | {:>8} | {:>8.0} | {:>8.0} | {:>9.1} |",
                 format!("{:?}", r.sink).to_lowercase(),
                 format!("{:?}", r.mode).to_lowercase(),
                 r.max.events_per_sec,
                 errors,
                 r.half.latency_ms.get("p50").copied().unwrap_or(0.0),
                 r.half.latency_ms.get("p99").copied().unwrap_or(0.0),
+                edge_p99,
                 ack,
                 edge_rss,
                 agg_rss,
@@ -535,7 +542,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "max ev/s: events/s the edge accepted, closed loop; errors: non-2xx answers in both phases; p50/p99: request latency at half that rate, open loop; ack p99: the aggregator's batch-ack p99 at half load (histogram bucket bound, ms); MB: peak RSS; CPU s/Mev: edge + aggregator CPU seconds per million events at max. {:.0} s in all.",
+        "max ev/s: events/s the edge accepted, closed loop; errors: non-2xx answers in both phases; p50/p99: request latency at half that rate, open loop, as the load generator saw it; edge p99: the same requests inside the edge, body read to answer (histogram bucket bound, ms); ack p99: the aggregator's batch-ack p99 at half load (histogram bucket bound, ms); MB: peak RSS; CPU s/Mev: edge + aggregator CPU seconds per million events at max. {:.0} s in all.",
         started.elapsed().as_secs_f64()
     );
     if let Some(file) = &args.record {
@@ -565,8 +572,10 @@ fn record(file: &Path, lines: &[String], secs: f64, args: &BenchArgs) -> anyhow:
         args.connections,
         if args.quick { ", --quick" } else { "" }
     ));
-    text.push_str("| sink  | mode       |  max ev/s |  errors |  p50 ms |  p99 ms |  ack p99 |  edge MB |   agg MB | CPU s/Mev |\n");
-    text.push_str("|-------|------------|-----------|---------|---------|---------|----------|----------|----------|-----------|\n");
+    text.push_str(HEADER);
+    text.push('\n');
+    text.push_str(RULE);
+    text.push('\n');
     for l in lines {
         text.push_str(l);
         text.push('\n');

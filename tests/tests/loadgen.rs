@@ -163,11 +163,11 @@ fn bench_quick_prints_its_table() {
         .collect();
     assert_eq!(rows.len(), 2, "{stdout}");
     for row in rows {
-        assert_eq!(row.len(), 10, "{row:?}");
+        assert_eq!(row.len(), 11, "{row:?}");
         let max: f64 = row[2].parse().expect("events/s");
         assert!(max > 0.0, "{row:?}");
-        let edge_mb: f64 = row[7].parse().expect("edge RSS");
-        let agg_mb: f64 = row[8].parse().expect("aggregator RSS");
+        let edge_mb: f64 = row[8].parse().expect("edge RSS");
+        let agg_mb: f64 = row[9].parse().expect("aggregator RSS");
         assert!(edge_mb > 0.0 && agg_mb > 0.0, "{row:?}");
     }
 }

@@ -249,8 +249,14 @@ async fn events(
     if let Err(e) = request::body_kind(content_type) {
         return state.answer(&Reply::message(415, &e.to_string()));
     }
+    let started = std::time::Instant::now();
     let query = Query::parse(query.as_deref());
     let reply = state.handle(peer, &headers, &query, &body).await;
+    state
+        .0
+        .metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
     state.answer(&reply)
 }
 

@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
@@ -37,6 +38,8 @@ pub struct Metrics {
     pub batches: Family<OutcomeLabels, Counter>,
     /// Bytes in the spool.
     pub spool_bytes: Gauge,
+    /// Time from a request's body being read to its answer, `/v1/events` only.
+    pub request_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -56,6 +59,9 @@ impl Metrics {
             hasty_dropped: Family::default(),
             batches: Family::default(),
             spool_bytes: Gauge::default(),
+            request_seconds: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
         };
         registry.register(
             "requests",
@@ -77,6 +83,11 @@ impl Metrics {
             "spool_bytes",
             "Bytes held in the spool",
             m.spool_bytes.clone(),
+        );
+        registry.register(
+            "request_seconds",
+            "Time from an intake request's body being read to its answer",
+            m.request_seconds.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
