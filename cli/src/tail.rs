@@ -137,9 +137,14 @@ fn kafka(args: &TailArgs, brokers: &str, topic: &str) -> anyhow::Result<ExitCode
             }
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error."),
             None => {
-                idle += 1;
-                // Caught up: nothing for five seconds (the group needs a moment to be assigned).
-                if args.no_follow && idle >= 10 {
+                // Caught up: nothing for two seconds once the group has given this
+                // consumer its partitions (which can take a while after subscribing).
+                let assigned = consumer
+                    .assignment()
+                    .map(|a| a.count() > 0)
+                    .unwrap_or(false);
+                idle = if assigned { idle + 1 } else { 0 };
+                if args.no_follow && idle >= 4 {
                     return Ok(ExitCode::SUCCESS);
                 }
             }

@@ -164,6 +164,20 @@ impl SchemaRegistry {
             .iter()
             .map(|s| (s.uri.clone(), s.clone()))
             .collect();
+        // A schema whose `$id` names another path (Wikimedia's development/webrequest
+        // says `/webrequest/1.0.0`) is also found by its `$id`, as its events name it,
+        // unless that URI is a schema's own path.
+        let aliases: Vec<(String, Arc<CompiledSchema>)> = registry
+            .iter()
+            .filter_map(|s| {
+                let id = s.document.get("$id")?.as_str()?;
+                let id = id.strip_suffix('#').unwrap_or(id);
+                (id != s.uri && SchemaUri::parse(id).is_ok()).then(|| (id.to_owned(), s.clone()))
+            })
+            .collect();
+        for (id, schema) in aliases {
+            registry.by_uri.entry(id).or_insert(schema);
+        }
         (registry, errors)
     }
 

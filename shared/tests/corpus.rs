@@ -91,6 +91,20 @@ fn a_ref_outside_the_repositories_is_a_load_error_not_a_fetch() {
 }
 
 #[test]
+fn a_schema_whose_id_names_another_path_resolves_by_both() {
+    let (registry, errors) = SchemaRegistry::load(&wikimedia());
+    assert!(errors.is_empty(), "{errors:?}");
+    let by_folder = registry
+        .resolve("/development/webrequest/1.0.0")
+        .expect("by its folder");
+    let by_id = registry
+        .resolve("/webrequest/1.0.0")
+        .expect("by its $id, as its events name it");
+    assert_eq!(by_folder.uri, by_id.uri);
+    assert_eq!(by_id.title, "development/webrequest");
+}
+
+#[test]
 fn skip_rules_come_from_the_tools_config() {
     let repos = wikimedia();
     let v = |s: &str| Version::parse(s).unwrap();

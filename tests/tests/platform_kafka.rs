@@ -8,7 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
-use sluice_tests::{Edge, Scratch, Tansu, http_call, terminate};
+use sluice_tests::{Edge, Scratch, Tansu, binary, http_call, terminate};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,30 @@ fn events_from_the_edge_reach_kafka_with_topic_key_and_headers() {
     }
     assert_eq!(seen.len(), total, "read {} of {total} events", seen.len());
     assert!(seen.values().all(|&c| c == 1), "an event was read twice");
+
+    // `sluice tail --brokers` reads the same events back from Kafka, one JSON line each.
+    let out = std::process::Command::new(binary("sluice"))
+        .args(["tail", "kafka.e2e", "--from-beginning", "--no-follow"])
+        .args(["--brokers", &tansu.brokers])
+        .arg("--streams")
+        .arg(&scratch.streams)
+        .output()
+        .expect("sluice tail runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut counts: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("a JSON line")["count"]
+                .as_u64()
+                .expect("a count")
+        })
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (0..total as u64).collect::<Vec<_>>());
     assert!(terminate(&mut edge_child).success());
     assert!(terminate(&mut aggregator.child).success());
 }

@@ -395,7 +395,7 @@ fn id_rule(ctx: &mut Ctx<'_>, title: &str, version: Option<Version>, file: &Sche
             vec![(
                 at.clone(),
                 format!(
-                    "$id `{id}` is not under /{title}/; the schema is served as /{title}/<version>, so events must name that"
+                    "$id `{id}` is not under /{title}/; Sluice resolves both, but jsonschema-tools and schema services find a schema by its folder"
                 ),
             )]
         });
