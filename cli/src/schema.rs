@@ -577,9 +577,11 @@ fn materialize(args: MaterializeArgs) -> anyhow::Result<ExitCode> {
     jobs.sort_by_key(|(_, t)| (!t.contains("common"), t.matches('/').count(), t.clone()));
     let (mut matched, mut compared, mut written, mut failed) = (0usize, 0usize, 0usize, 0usize);
     let mut rows: Vec<Value> = Vec::new();
+    // Each set's repositories in resolution order, made once rather than per schema.
+    let ordered: Vec<Vec<SchemaRepository>> = sets.iter().map(|s| s.order(0)).collect();
     for (set, title) in &jobs {
         let loaded = &sets[*set];
-        let repos = loaded.order(0);
+        let repos = &ordered[*set];
         let repo = &repos[0];
         let Some(current) = repo.current.get(title) else {
             bail!("{title} has no current.yaml");
@@ -852,11 +854,13 @@ fn bundle(args: BundleArgs) -> anyhow::Result<ExitCode> {
     let streams = std::fs::read_to_string(&args.streams)
         .with_context(|| format!("cannot read {}", args.streams.display()))?;
     let bundle = fs::read_bundle(&args.repos, streams).context("cannot read the repositories")?;
-    if let Err(e) = bundle.load() {
-        println!("FAIL {e}");
-        return Ok(ExitCode::FAILURE);
-    }
-    let (registry, _) = bundle.load().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let registry = match bundle.load() {
+        Ok((registry, _)) => registry,
+        Err(e) => {
+            println!("FAIL {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     write_file(&args.output, &serde_json::to_string(&bundle)?)?;
     println!(
         "wrote {}: {} schema versions from {} repositories",

@@ -6,6 +6,7 @@
 //! One deliberate difference: a bound may be widened (a `maxLength` raised,
 //! a `minimum` lowered), since every event valid before stays valid.
 
+use crate::json::json_type_name;
 use serde_json::Value;
 
 /// Keys that may change between compatible versions.
@@ -41,17 +42,6 @@ pub fn compare_versions(new: &Value, old: &Value) -> Vec<CompatBreak> {
     let mut out = Vec::new();
     walk(new, old, &mut String::from("#"), &mut out);
     out
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 fn show(v: &Value) -> String {
@@ -182,14 +172,14 @@ fn walk(new: &Value, old: &Value, path: &mut String, out: &mut Vec<CompatBreak>)
             }
         }
         (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
-        _ if kind(old) != kind(new) => push(
+        _ if json_type_name(old) != json_type_name(new) => push(
             out,
             path,
             format!(
                 "changed from {} {} to {} {}",
-                kind(old),
+                json_type_name(old),
                 show(old),
-                kind(new),
+                json_type_name(new),
                 show(new)
             ),
         ),

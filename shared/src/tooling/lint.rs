@@ -3,7 +3,7 @@
 //! skip per schema, each finding naming the file, the rule, where in the
 //! schema, and how to fix it.
 
-use super::materialize::{Materializer, id_version};
+use super::materialize::{Materializer, id_version, schema_paths};
 use super::same_schema;
 use crate::registry::SchemaRegistry;
 use crate::repository::{SchemaFile, SchemaRepository};
@@ -688,42 +688,5 @@ fn num(x: f64) -> String {
         format!("{x}")
     } else {
         format!("{x:e}")
-    }
-}
-
-/// Calls `f` on every subschema with its JSON pointer.
-fn schema_paths(node: &Value, path: &str, f: &mut dyn FnMut(&Value, &str)) {
-    f(node, path);
-    let Value::Object(map) = node else { return };
-    for (key, value) in map {
-        let here = format!("{path}/{key}");
-        match (key.as_str(), value) {
-            (
-                "properties" | "patternProperties" | "definitions" | "dependencies",
-                Value::Object(children),
-            ) => {
-                for (name, child) in children.iter().filter(|(_, c)| c.is_object()) {
-                    schema_paths(child, &format!("{here}/{name}"), f);
-                }
-            }
-            ("items" | "allOf" | "anyOf" | "oneOf", Value::Array(items)) => {
-                for (i, item) in items.iter().enumerate() {
-                    schema_paths(item, &format!("{here}/{i}"), f);
-                }
-            }
-            (
-                "items"
-                | "additionalProperties"
-                | "additionalItems"
-                | "contains"
-                | "propertyNames"
-                | "not"
-                | "if"
-                | "then"
-                | "else",
-                Value::Object(_),
-            ) => schema_paths(value, &here, f),
-            _ => {}
-        }
     }
 }

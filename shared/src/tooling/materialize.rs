@@ -189,20 +189,23 @@ impl Documents for Materializer<'_> {
 
 /// Gives every `number` and `integer` field without a `minimum` or `maximum` one.
 pub fn enforce_numeric_bounds(schema: &mut Value, lo: f64, hi: f64) {
-    visit_schemas(schema, &mut |node| {
-        let Value::Object(map) = node else { return };
-        if !matches!(
-            map.get("type").and_then(Value::as_str),
+    let mut numbers = Vec::new();
+    schema_paths(schema, "", &mut |node, path| {
+        if matches!(
+            node.get("type").and_then(Value::as_str),
             Some("number" | "integer")
         ) {
-            return;
-        }
-        for (key, bound) in [("minimum", lo), ("maximum", hi)] {
-            if !map.contains_key(key) {
-                map.insert(key.to_owned(), number(bound));
-            }
+            numbers.push(path.to_owned());
         }
     });
+    for path in numbers {
+        let Some(Value::Object(map)) = schema.pointer_mut(&path) else {
+            continue;
+        };
+        for (key, bound) in [("minimum", lo), ("maximum", hi)] {
+            map.entry(key).or_insert_with(|| number(bound));
+        }
+    }
 }
 
 /// A bound as JSON: an integer when it is one.
@@ -214,32 +217,41 @@ fn number(x: f64) -> Value {
     }
 }
 
-/// Calls `f` on `schema` and every subschema in it (not on `examples`,
-/// `enum`, `const` or `default`, which hold data rather than schemas).
-pub fn visit_schemas(schema: &mut Value, f: &mut dyn FnMut(&mut Value)) {
-    f(schema);
-    let Value::Object(map) = schema else { return };
-    for (key, value) in map.iter_mut() {
-        match key.as_str() {
-            "properties" | "patternProperties" | "definitions" | "dependencies" => {
-                if let Value::Object(children) = value {
-                    for child in children.values_mut().filter(|c| c.is_object()) {
-                        visit_schemas(child, f);
-                    }
+/// Calls `f` on `schema` and every subschema in it, with its JSON pointer
+/// below `path` (not on `examples`, `enum`, `const` or `default`, which hold
+/// data rather than schemas).
+pub fn schema_paths(node: &Value, path: &str, f: &mut dyn FnMut(&Value, &str)) {
+    f(node, path);
+    let Value::Object(map) = node else { return };
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    for (key, value) in map {
+        let here = format!("{path}/{}", escape(key));
+        match (key.as_str(), value) {
+            (
+                "properties" | "patternProperties" | "definitions" | "dependencies",
+                Value::Object(children),
+            ) => {
+                for (name, child) in children.iter().filter(|(_, c)| c.is_object()) {
+                    schema_paths(child, &format!("{here}/{}", escape(name)), f);
                 }
             }
-            "items" | "allOf" | "anyOf" | "oneOf" => match value {
-                Value::Array(items) => items.iter_mut().for_each(|i| visit_schemas(i, f)),
-                other => visit_schemas(other, f),
-            },
-            "additionalProperties"
-            | "additionalItems"
-            | "contains"
-            | "propertyNames"
-            | "not"
-            | "if"
-            | "then"
-            | "else" => visit_schemas(value, f),
+            ("items" | "allOf" | "anyOf" | "oneOf", Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    schema_paths(item, &format!("{here}/{i}"), f);
+                }
+            }
+            (
+                "items"
+                | "additionalProperties"
+                | "additionalItems"
+                | "contains"
+                | "propertyNames"
+                | "not"
+                | "if"
+                | "then"
+                | "else",
+                Value::Object(_),
+            ) => schema_paths(value, &here, f),
             _ => {}
         }
     }

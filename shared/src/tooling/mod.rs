@@ -14,7 +14,7 @@ pub use compat::{CompatBreak, compare_versions};
 pub use deref::{Documents, dereference, pointed};
 pub use lint::{Finding, LintReport, Listing, Rule, lint};
 pub use materialize::{
-    Materialized, Materializer, enforce_numeric_bounds, example, id_version, visit_schemas,
+    Materialized, Materializer, enforce_numeric_bounds, example, id_version, schema_paths,
 };
 pub use merge::merge_all_of;
 
