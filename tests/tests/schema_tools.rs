@@ -445,3 +445,79 @@ fn bundle_is_what_edges_load_and_bad_input_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no/such/repository"), "{}", text(&out));
 }
+
+#[test]
+fn new_bump_and_bundle_work_on_wikimedias_repositories() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let (primary, secondary) = (dir.path().join("primary"), dir.path().join("secondary"));
+    copy_tree(&corpus().join("primary"), &primary);
+    copy_tree(&corpus().join("secondary"), &secondary);
+    // A new schema in the secondary repository builds on the primary's fragment.
+    let schema = secondary.join("jsonschema/analytics/sluice_trial/click");
+    let out = sluice(
+        &["schema", "new"],
+        &[&schema, Path::new("--repo"), &primary],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(schema.join("current.yaml"))
+            .expect("current.yaml")
+            .contains("$ref: /fragment/common/")
+    );
+    let current = schema.join("current.yaml");
+    let s = std::fs::read_to_string(&current).expect("current.yaml");
+    std::fs::write(
+        &current,
+        s.replacen(
+            "examples:",
+            "  - properties:\n      target:\n        description: What was clicked.\n        type: string\nexamples:",
+            1,
+        ),
+    )
+    .expect("write");
+    let out = sluice(
+        &["schema", "bump"],
+        &[&schema, Path::new("--repo"), &primary],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(link(&schema.join("latest")), "1.1.0.yaml");
+    let out = sluice(
+        &["schema", "check", "--format", "json", "--repo"],
+        &[&primary, Path::new("--repo"), &secondary],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json(&out);
+    assert_eq!(report["lint_findings"], 0, "{report}");
+    assert_eq!(report["pairs"], 241, "{report}");
+
+    // The bundle of both repositories, with a stream taking the new schema, loads.
+    let streams = dir.path().join("streams.yaml");
+    std::fs::write(
+        &streams,
+        "streams:\n  sluice_trial.click:\n    schema_title: analytics/sluice_trial/click\n",
+    )
+    .expect("write");
+    let bundle_file = dir.path().join("bundle.json");
+    let out = sluice(
+        &["schema", "bundle", "--repo"],
+        &[
+            &primary,
+            Path::new("--repo"),
+            &secondary,
+            Path::new("--streams"),
+            &streams,
+            Path::new("-o"),
+            &bundle_file,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle: sluice_shared::Bundle =
+        serde_json::from_slice(&std::fs::read(&bundle_file).expect("bundle")).expect("a bundle");
+    let (registry, _) = bundle.load().expect("the bundle loads");
+    assert!(
+        registry
+            .resolve("/analytics/sluice_trial/click/1.1.0")
+            .is_ok()
+    );
+    assert!(registry.resolve("/analytics/test/1.0.0").is_ok());
+}
