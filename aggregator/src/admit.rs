@@ -4,6 +4,9 @@
 //! retry-after; the rest are written. Ids are remembered when admitted, so a
 //! repeat in the same or a concurrent batch is caught before either is
 //! durable; if the write then fails, [`Admission::forget`] lets the retry in.
+//! Until a write is confirmed durable ([`Admission::confirm`]), a repeat is
+//! [`Admit::InFlight`], not a duplicate: it is answered by the first copy's
+//! fate, never acknowledged ahead of it.
 
 use sluice_shared::{Batch, BatchEvent, DedupeSet, Quota, RateLimiter, StreamConfig, Timestamp};
 
@@ -14,6 +17,9 @@ pub enum Admit {
     Write,
     /// Seen within the window: acknowledge as a duplicate, write nothing.
     Duplicate,
+    /// A copy of it is being written and not yet durable: write nothing; a
+    /// duplicate once that copy is durable, else failed (and retried).
+    InFlight,
     /// Over a limit: retry after this many milliseconds.
     RateLimited {
         /// Milliseconds until a retry can pass.
@@ -26,6 +32,8 @@ pub enum Admit {
 pub struct Admission {
     dedupe: DedupeSet,
     limiter: RateLimiter,
+    /// Ids admitted for writing whose write is not yet confirmed.
+    pending: std::collections::HashSet<u128, foldhash::fast::FixedState>,
 }
 
 impl Admission {
@@ -35,6 +43,7 @@ impl Admission {
         Admission {
             dedupe: DedupeSet::new(window_nanos, seed),
             limiter: RateLimiter::new(max_rate_keys, seed.rotate_left(17)),
+            pending: Default::default(),
         }
     }
 
@@ -50,6 +59,9 @@ impl Admission {
     fn admit_one(&mut self, event: &BatchEvent, streams: &StreamConfig, now: Timestamp) -> Admit {
         let id = u128::from_be_bytes(event.id);
         if event.dedupe && self.dedupe.contains(id) {
+            if self.pending.contains(&id) {
+                return Admit::InFlight;
+            }
             return Admit::Duplicate;
         }
         if let Some(entry) = streams.get(&event.stream) {
@@ -76,6 +88,7 @@ impl Admission {
         if event.dedupe {
             // Found absent above, and nothing was inserted since.
             self.dedupe.insert_new(id, now);
+            self.pending.insert(id);
         }
         Admit::Write
     }
@@ -84,14 +97,37 @@ impl Admission {
     pub fn forget(&mut self, batch: &Batch, admits: &[Admit]) {
         for (e, a) in batch.events.iter().zip(admits) {
             if *a == Admit::Write && e.dedupe {
-                self.dedupe.remove(u128::from_be_bytes(e.id));
+                let id = u128::from_be_bytes(e.id);
+                self.dedupe.remove(id);
+                self.pending.remove(&id);
             }
         }
     }
 
+    /// Confirms the ids admitted for writing in `batch` as durable: repeats are duplicates now.
+    pub fn confirm(&mut self, batch: &Batch, admits: &[Admit]) {
+        for (e, a) in batch.events.iter().zip(admits) {
+            if *a == Admit::Write && e.dedupe {
+                self.pending.remove(&u128::from_be_bytes(e.id));
+            }
+        }
+    }
+
+    /// Confirms one id as durable.
+    pub fn confirm_id(&mut self, id: [u8; 16]) {
+        self.pending.remove(&u128::from_be_bytes(id));
+    }
+
+    /// Ids admitted for writing and not yet confirmed or forgotten.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Forgets one id, after its write failed.
     pub fn forget_id(&mut self, id: [u8; 16]) {
-        self.dedupe.remove(u128::from_be_bytes(id));
+        let id = u128::from_be_bytes(id);
+        self.dedupe.remove(id);
+        self.pending.remove(&id);
     }
 
     /// Remembers an id as seen at `at`, e.g. when rebuilding the window after a restart.
@@ -169,10 +205,10 @@ streams:
             event("limited", 2, "d"),
         ]);
         // A stream without dedupe writes repeats.
-        assert_eq!(
-            a.admit(&b, &streams, now(0)),
-            [Admit::Write, Admit::Write, Admit::Duplicate]
-        );
+        let admits = a.admit(&b, &streams, now(0));
+        // The repeat in the same batch waits on its first copy's fate.
+        assert_eq!(admits, [Admit::Write, Admit::Write, Admit::InFlight]);
+        a.confirm(&b, &admits);
         let again = a.admit(
             &batch(vec![event("free", 1, "c"), event("limited", 2, "e")]),
             &streams,
@@ -215,6 +251,26 @@ streams:
             now(100),
         );
         assert_eq!(retry, [Admit::Write]);
+    }
+
+    #[test]
+    fn a_repeat_is_a_duplicate_only_once_its_first_copy_is_durable() {
+        let streams = StreamConfig::parse(STREAMS).unwrap();
+        let mut a = Admission::new(3_600_000_000_000, 1000, 1);
+        let first = batch(vec![event("limited", 9, "a")]);
+        assert_eq!(a.admit(&first, &streams, now(0)), [Admit::Write]);
+        assert_eq!(a.pending_len(), 1);
+        let repeat = batch(vec![event("limited", 9, "b")]);
+        assert_eq!(a.admit(&repeat, &streams, now(1)), [Admit::InFlight]);
+        a.confirm_id(first.events[0].id);
+        assert_eq!(a.pending_len(), 0);
+        assert_eq!(a.admit(&repeat, &streams, now(2)), [Admit::Duplicate]);
+        // A failed first copy lets the next repeat be written.
+        let other = |client| batch(vec![event("limited", 10, client)]);
+        assert_eq!(a.admit(&other("c"), &streams, now(3)), [Admit::Write]);
+        assert_eq!(a.admit(&other("d"), &streams, now(4)), [Admit::InFlight]);
+        a.forget_id([10; 16]);
+        assert_eq!(a.admit(&other("e"), &streams, now(5)), [Admit::Write]);
     }
 
     #[test]

@@ -200,9 +200,9 @@ impl ProducerContext for Reports {
 pub struct KafkaSink {
     producer: ThreadedProducer<Reports>,
     done_tx: Sender<Finished>,
-    failed_rx: Receiver<[u8; 16]>,
+    settled_rx: Receiver<Settled>,
     /// Taken by [`KafkaSink::begin`] for the completion thread.
-    waiting: Option<(Receiver<Finished>, DedupeJournal, Sender<[u8; 16]>)>,
+    waiting: Option<(Receiver<Finished>, DedupeJournal, Sender<Settled>)>,
     /// Told when the completion thread has answered its last batch.
     completion: Option<Receiver<()>>,
 }
@@ -219,13 +219,13 @@ impl KafkaSink {
                 metrics: metrics.clone(),
             })?;
         let (done_tx, done_rx) = mpsc::channel();
-        let (failed_tx, failed_rx) = mpsc::channel();
+        let (settled_tx, settled_rx) = mpsc::channel();
         tracing::info!(brokers = %options.brokers, "Kafka producer created.");
         Ok(KafkaSink {
             producer,
             done_tx,
-            failed_rx,
-            waiting: Some((done_rx, journal, failed_tx)),
+            settled_rx,
+            waiting: Some((done_rx, journal, settled_tx)),
             completion: None,
         })
     }
@@ -244,14 +244,14 @@ impl KafkaSink {
 
     /// Starts the completion thread, which answers batches through `finisher`.
     pub(crate) fn begin(&mut self, finisher: Finisher) {
-        let Some((done_rx, journal, failed_tx)) = self.waiting.take() else {
+        let Some((done_rx, journal, settled_tx)) = self.waiting.take() else {
             return;
         };
         let (ended_tx, ended_rx) = mpsc::channel();
         let spawned = thread::Builder::new()
             .name("sluice-kafka-acks".into())
             .spawn(move || {
-                completions(done_rx, journal, failed_tx, finisher);
+                completions(done_rx, journal, settled_tx, finisher);
                 let _ = ended_tx.send(());
             });
         match spawned {
@@ -260,9 +260,9 @@ impl KafkaSink {
         }
     }
 
-    /// Ids whose delivery failed since the last call.
-    pub(crate) fn failed_ids(&self) -> Vec<[u8; 16]> {
-        self.failed_rx.try_iter().collect()
+    /// Delivery reports of written ids since the last call.
+    pub(crate) fn settled(&self) -> Vec<Settled> {
+        self.settled_rx.try_iter().collect()
     }
 
     /// Sends the events of `job` admitted for writing; the batch is answered
@@ -280,7 +280,16 @@ impl KafkaSink {
         let pending = Arc::new(Pending {
             state: Mutex::new(PendingState {
                 job: Some(job),
-                failures: vec![None; admits.len()],
+                // A repeat of an event still on its way to Kafka is answered `failed`,
+                // so its sender retries and meets a duplicate once the first copy is in.
+                failures: admits
+                    .iter()
+                    .map(|a| {
+                        (*a == Admit::InFlight).then(|| {
+                            "an earlier copy of this event is not yet in Kafka; retry".to_owned()
+                        })
+                    })
+                    .collect(),
                 remaining: writes.len() + 1,
                 admits,
                 at_ms: at.unix_millis(),
@@ -355,10 +364,16 @@ impl KafkaSink {
     }
 }
 
+/// The ids of written events whose delivery reports came in, by outcome.
+pub(crate) struct Settled {
+    pub(crate) delivered: Vec<[u8; 16]>,
+    pub(crate) failed: Vec<[u8; 16]>,
+}
+
 fn completions(
     rx: Receiver<Finished>,
     mut journal: DedupeJournal,
-    failed_tx: Sender<[u8; 16]>,
+    settled_tx: Sender<Settled>,
     finisher: Finisher,
 ) {
     let mut last_trim = Instant::now();
@@ -371,6 +386,7 @@ fn completions(
             }
         }
         let mut delivered = Vec::new();
+        let mut failed = Vec::new();
         for f in &done {
             for ((event, admit), failure) in
                 f.job.batch.events.iter().zip(&f.admits).zip(&f.failures)
@@ -380,13 +396,16 @@ fn completions(
                 }
                 match failure {
                     None => delivered.push((event.id, f.at_ms)),
-                    // Sent before the answer, so the retry the answer invites is not a duplicate.
-                    Some(_) => {
-                        let _ = failed_tx.send(event.id);
-                    }
+                    Some(_) => failed.push(event.id),
                 }
             }
         }
+        // Sent before the answers, so that the retry a `failed` answer invites is let in,
+        // and a repeat after an `accepted` one is a duplicate.
+        let _ = settled_tx.send(Settled {
+            delivered: delivered.iter().map(|(id, _)| *id).collect(),
+            failed,
+        });
         if let Err(e) = journal.record(&delivered) {
             finisher.metrics.journal_failures.inc();
             tracing::error!(error = %e, ids = delivered.len(), "Could not journal delivered ids; after a restart their retries may be written again.");

@@ -32,7 +32,7 @@ pub use errors::{ERROR_SCHEMA_URI, ErrorStream, ErrorStreamOptions};
 pub use http::{BatchService, FRAME_MEDIA_TYPE};
 pub use journal::DedupeJournal;
 pub use kafka::{KafkaOptions, KafkaSink, KafkaSinkError};
-pub use log::{EmbeddedLog, LogError, LogOptions, LogRecord, LogTail, NewRecord};
+pub use log::{EmbeddedLog, LogError, LogMark, LogOptions, LogRecord, LogTail, NewRecord};
 pub use metrics::Metrics;
 pub use server::{ServerError, run};
 pub use sink::{Sink, SinkOptions, SinkTarget, SubmitError};

@@ -163,6 +163,10 @@ struct Topic {
     dirty: bool,
 }
 
+/// Where each topic of a log stood (segments, open segment size, next offset); see [`EmbeddedLog::mark`].
+#[derive(Debug, Clone)]
+pub struct LogMark(BTreeMap<String, (usize, u64, u64)>);
+
 /// The embedded log of every topic under one folder.
 #[derive(Debug)]
 pub struct EmbeddedLog {
@@ -278,6 +282,32 @@ impl EmbeddedLog {
         t.next_offset += records.len() as u64;
         t.dirty = true;
         Ok(first)
+    }
+
+    /// Where every topic stands now, for [`EmbeddedLog::rewind`].
+    pub fn mark(&self) -> LogMark {
+        LogMark(
+            self.topics
+                .iter()
+                .map(|(name, t)| (name.clone(), (t.segments.len(), t.size, t.next_offset)))
+                .collect(),
+        )
+    }
+
+    /// Cuts off everything appended since `mark` (a group whose append or sync
+    /// failed), so that its retry is not written twice. Topics created since are
+    /// emptied. Errors are logged: what cannot be cut stays until the next start's
+    /// recovery reads it back as written.
+    pub fn rewind(&mut self, mark: &LogMark) {
+        for (name, t) in &mut self.topics {
+            let (segments, size, next_offset) = mark.0.get(name).copied().unwrap_or((1, 0, 0));
+            if (t.segments.len(), t.size, t.next_offset) == (segments, size, next_offset) {
+                continue;
+            }
+            if let Err(e) = t.rewind(segments.max(1), size, next_offset) {
+                tracing::error!(topic = %name, error = %e, "Could not cut a failed group off the embedded log.");
+            }
+        }
     }
 
     /// Makes every appended record durable: one `fsync` per file written since the last sync.
@@ -491,6 +521,25 @@ impl Topic {
             || segment_path(&self.dir, self.next_offset),
             |s| s.path.clone(),
         )
+    }
+
+    /// Back to `segments` segments, the last `size` bytes long, next offset `next_offset`.
+    fn rewind(&mut self, segments: usize, size: u64, next_offset: u64) -> Result<(), LogError> {
+        while self.segments.len() > segments {
+            let Some(extra) = self.segments.pop() else {
+                break;
+            };
+            fs::remove_file(&extra.path).map_err(io_err("removing", &extra.path))?;
+            let path = self.current_path();
+            self.file = open_append(&path)?;
+        }
+        let path = self.current_path();
+        self.file.set_len(size).map_err(io_err("cutting", &path))?;
+        self.file.sync_data().map_err(io_err("syncing", &path))?;
+        self.size = size;
+        self.next_offset = next_offset;
+        self.dirty = false;
+        Ok(())
     }
 
     fn roll(&mut self) -> Result<(), LogError> {

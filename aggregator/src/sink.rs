@@ -278,6 +278,13 @@ impl Finisher {
                     },
                 },
                 Admit::Duplicate => EventAck::Duplicate,
+                // Its earlier copy's fate: `failure(i)` says why it is not durable, if it is not.
+                Admit::InFlight => match failure(i) {
+                    None => EventAck::Duplicate,
+                    Some(reason) => EventAck::Failed {
+                        reason: reason.to_owned(),
+                    },
+                },
                 Admit::RateLimited { retry_after_ms } => EventAck::RateLimited {
                     retry_after_ms: *retry_after_ms,
                 },
@@ -303,6 +310,19 @@ impl Finisher {
     }
 }
 
+/// Applies Kafka's delivery reports to admission: delivered ids are durable
+/// (repeats are duplicates now), failed ones are forgotten (their retries get in).
+fn settle_kafka(kafka: &KafkaSink, admission: &mut Admission) {
+    for settled in kafka.settled() {
+        for id in settled.failed {
+            admission.forget_id(id);
+        }
+        for id in settled.delivered {
+            admission.confirm_id(id);
+        }
+    }
+}
+
 fn commit_loop(
     rx: Receiver<Job>,
     mut target: SinkTarget,
@@ -319,6 +339,9 @@ fn commit_loop(
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
+                if let SinkTarget::Kafka(kafka) = &target {
+                    settle_kafka(kafka, &mut admission);
+                }
                 chores.run(&mut target, &mut admission);
                 continue;
             }
@@ -334,10 +357,7 @@ fn commit_loop(
         metrics.queue_depth.dec_by(group.len() as i64);
         let at = now();
         if let SinkTarget::Kafka(kafka) = &target {
-            // Ids whose delivery failed were answered `failed`; let their retries in.
-            for id in kafka.failed_ids() {
-                admission.forget_id(id);
-            }
+            settle_kafka(kafka, &mut admission);
         }
         let current = streams.get();
         let admits: Vec<Vec<Admit>> = group
@@ -346,11 +366,19 @@ fn commit_loop(
             .collect();
         match &mut target {
             SinkTarget::Log(log) => {
+                let mark = log.mark();
                 let written = write_group(log, &group, &admits);
                 if let Err(e) = &written {
+                    // Nothing of a failed group may stay behind to be written again by its retry.
+                    log.rewind(&mark);
                     tracing::error!(error = %e, batches = group.len(), "A group commit failed; its events are answered as failed.");
                     for (job, a) in group.iter().zip(&admits) {
                         admission.forget(&job.batch, a);
+                    }
+                }
+                if written.is_ok() {
+                    for (job, a) in group.iter().zip(&admits) {
+                        admission.confirm(&job.batch, a);
                     }
                 }
                 metrics.set_writable(written.is_ok());

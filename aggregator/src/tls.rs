@@ -142,6 +142,23 @@ fn write(path: &Path, text: &str) -> Result<(), TlsError> {
     })
 }
 
+/// Writes a private key readable by its owner only.
+fn write_secret(path: &Path, text: &str) -> Result<(), TlsError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|source| TlsError::Io {
+            action: "writing",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Io {
         action: "reading",
@@ -192,10 +209,10 @@ pub fn ensure_dev_pki(dir: &Path) -> Result<DevPki, TlsError> {
         let ca = DevCa::generate("Sluice development CA")?;
         let (_, cert_pem, key_pem) = ca.issue(&["localhost", "127.0.0.1"], false)?;
         write(&server_cert, &cert_pem)?;
-        write(&server_key, &key_pem)?;
+        write_secret(&server_key, &key_pem)?;
         let (_, cert_pem, key_pem) = ca.issue(&["sluice-edge"], true)?;
         write(&edge_cert, &cert_pem)?;
-        write(&edge_key, &key_pem)?;
+        write_secret(&edge_key, &key_pem)?;
         write(&ca_path, &ca.pem())?;
         tracing::warn!(dir = %dir.display(), "Generated a development CA, server and edge certificates; configure real ones outside development.");
     }

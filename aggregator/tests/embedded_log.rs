@@ -294,3 +294,39 @@ fn retention_deletes_old_closed_segments_and_the_rest_reads_on() {
     assert_eq!(log.append("t", &[record(b"next")]).unwrap(), 5);
     assert_eq!(values(&log, "t").last().map(String::as_str), Some("next"));
 }
+
+#[test]
+fn a_rewound_group_leaves_no_trace_across_topics_and_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_bytes: 300,
+        ..LogOptions::default()
+    };
+    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
+    log.append("a", &[record(b"kept-0"), record(b"kept-1")])
+        .unwrap();
+    log.sync().unwrap();
+    let before = segments(dir.path(), "a");
+    let mark = log.mark();
+    // A failed group: several appends, rolling "a" over segments, and a new topic "b".
+    for i in 0..20 {
+        log.append("a", &[record(format!("gone-{i:02}").as_bytes())])
+            .unwrap();
+    }
+    log.append("b", &[record(b"gone-b")]).unwrap();
+    assert!(segments(dir.path(), "a").len() > before.len());
+    log.rewind(&mark);
+    assert_eq!(segments(dir.path(), "a"), before);
+    assert_eq!(values(&log, "a"), ["kept-0", "kept-1"]);
+    assert_eq!(log.next_offset("a"), 2);
+    assert!(values(&log, "b").is_empty());
+    // The retry appends where the group began, and reads back once after reopening.
+    assert_eq!(log.append("a", &[record(b"retry")]).unwrap(), 2);
+    assert_eq!(log.append("b", &[record(b"retry-b")]).unwrap(), 0);
+    log.sync().unwrap();
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), options).unwrap();
+    assert_eq!(log.recovered_bytes(), 0);
+    assert_eq!(values(&log, "a"), ["kept-0", "kept-1", "retry"]);
+    assert_eq!(values(&log, "b"), ["retry-b"]);
+}

@@ -243,6 +243,15 @@ fn a_development_pki_is_generated_once_and_reused() {
         assert!(dir.path().join(f).exists(), "{f}");
     }
     assert!(first.edge_files.0.ends_with("edge.pem"));
+    #[cfg(unix)]
+    for key in ["server.key.pem", "edge.key.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{key} is readable by others: {mode:o}");
+    }
 }
 
 #[tokio::test]
