@@ -27,6 +27,34 @@ pub enum Refusal {
     /// The GET beacon's query is not an event.
     #[error("the beacon's query string is not a percent-encoded JSON event: {0}")]
     Beacon(String),
+    /// The request's headers are too large.
+    #[error("the request headers are {size} bytes, over the limit of {limit} bytes")]
+    HeadersTooLarge {
+        /// Their size: names and values.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// The most header bytes (names and values together) a request may carry.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses a request whose headers (name, value pairs) add up to more than [`MAX_HEADER_BYTES`].
+pub fn check_header_size<'a>(
+    headers: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<(), Refusal> {
+    let size = headers
+        .into_iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return Err(Refusal::HeadersTooLarge {
+            size,
+            limit: MAX_HEADER_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// Reads the `content-type` header.

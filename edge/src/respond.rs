@@ -66,7 +66,7 @@ pub enum Forwarded {
 /// The answer to a body that was refused whole.
 pub fn body_refused(e: &BodyError) -> Reply {
     let status = match e {
-        BodyError::TooLarge { .. } => 413,
+        BodyError::TooLarge { .. } | BodyError::TooManyEvents { .. } => 413,
         _ => 400,
     };
     Reply::message(status, &e.to_string())
@@ -327,6 +327,10 @@ mod tests {
     fn whole_body_refusals() {
         assert_eq!(
             body_refused(&BodyError::TooLarge { size: 9, limit: 1 }).status,
+            413
+        );
+        assert_eq!(
+            body_refused(&BodyError::TooManyEvents { limit: 2 }).status,
             413
         );
         assert_eq!(body_refused(&BodyError::EmptyArray).status, 400);

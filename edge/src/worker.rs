@@ -358,6 +358,44 @@ async fn handle(
     respond::answer(&outcomes, forwarded)
 }
 
+/// Reads a request body of at most `limit` bytes: refused with 413 from its
+/// `Content-Length`, or as soon as more arrives, so that an oversized body is
+/// never held whole.
+async fn read_body(req: &mut Request, limit: usize) -> worker::Result<Result<Vec<u8>, Reply>> {
+    use futures_util::StreamExt;
+    let too_large = |size: usize| {
+        Reply::message(
+            413,
+            &format!(
+                "the body is {size} bytes or more, over the limit of {limit} bytes: send fewer events per request"
+            ),
+        )
+    };
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if let Some(size) = declared.filter(|&n| n > limit) {
+        return Ok(Err(too_large(size)));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    let mut stream = match req.stream() {
+        Ok(s) => s,
+        // No body at all.
+        Err(_) => return Ok(Ok(body)),
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Ok(Err(too_large(body.len() + chunk.len())));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body))
+}
+
 #[worker::event(fetch)]
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let origin = req.headers().get("Origin").ok().flatten();
@@ -369,7 +407,15 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let path = url.path().to_owned();
     let raw_query = url.query().map(str::to_owned);
     let method = req.method();
+    let sizes: Vec<(String, String)> = req.headers().entries().collect();
+    let headers_ok =
+        request::check_header_size(sizes.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+    drop(sizes);
     let mut response = match (method, path.as_str()) {
+        _ if headers_ok.is_err() => {
+            let e = headers_ok.err().map(|e| e.to_string()).unwrap_or_default();
+            to_response(&Reply::message(431, &e))?
+        }
         (Method::Options, _) => {
             let r = Response::empty()?.with_status(204);
             let _ = r
@@ -383,12 +429,16 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         }
         (Method::Post, "/v1/events") => {
             let content_type = req.headers().get("Content-Type").ok().flatten();
-            match request::body_kind(content_type.as_deref()) {
-                Err(e) => to_response(&Reply::message(415, &e.to_string()))?,
-                Ok(_) => {
-                    let body = req.bytes().await?;
-                    let query = Query::parse(raw_query.as_deref());
-                    to_response(&handle(&req, &env, &ctx, &body, &query, &request_id).await)?
+            let limit = limits(&env).max_body_bytes;
+            if let Err(e) = request::body_kind(content_type.as_deref()) {
+                to_response(&Reply::message(415, &e.to_string()))?
+            } else {
+                match read_body(&mut req, limit).await? {
+                    Err(reply) => to_response(&reply)?,
+                    Ok(body) => {
+                        let query = Query::parse(raw_query.as_deref());
+                        to_response(&handle(&req, &env, &ctx, &body, &query, &request_id).await)?
+                    }
                 }
             }
         }

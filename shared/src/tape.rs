@@ -549,6 +549,51 @@ impl<'s> Parser<'s> {
         Ok(())
     }
 
+    /// Steps over the object or array at `pos` without building it: its brackets
+    /// must pair up and its strings close; what lies between is not looked at.
+    /// Iterative, one bit of memory per level.
+    fn skip_container(&mut self) -> Result<(), TapeError> {
+        let start = self.pos;
+        let mut open: Vec<bool> = Vec::new();
+        while let Some(&b) = self.bytes.get(self.pos) {
+            self.pos += 1;
+            match b {
+                b'{' => open.push(true),
+                b'[' => open.push(false),
+                b'}' | b']' => {
+                    if open.pop() != Some(b == b'}') {
+                        self.pos -= 1;
+                        return Err(self.err(format!(
+                            "`{}` does not close the bracket it meets",
+                            b as char
+                        )));
+                    }
+                    if open.is_empty() {
+                        return Ok(());
+                    }
+                }
+                b'"' => loop {
+                    match self.bytes.get(self.pos) {
+                        None => {
+                            return Err(self.err("unexpected end of input inside a string"));
+                        }
+                        Some(b'\\') => self.pos += 2,
+                        Some(b'"') => {
+                            self.pos += 1;
+                            break;
+                        }
+                        Some(_) => self.pos += 1,
+                    }
+                },
+                _ => {}
+            }
+        }
+        Err(TapeError::at(
+            start,
+            "unexpected end of input: an array or object is not closed",
+        ))
+    }
+
     /// Parses one complete value, iteratively.
     fn value_tree(&mut self, record_events: bool) -> Result<(), TapeError> {
         let mut event_start = 0usize;
@@ -568,10 +613,16 @@ impl<'s> Parser<'s> {
                 return Err(self.err("unexpected end of input: expected a value"));
             };
             match b {
+                b'{' | b'[' if self.stack.len() >= MAX_DEPTH => {
+                    // Too deep to keep: step over it (checking only that its brackets and
+                    // strings close) and refuse just this event, as for a duplicate key.
+                    self.skip_container()?;
+                    self.problem.get_or_insert_with(|| {
+                        format!("nesting is deeper than {MAX_DEPTH} levels")
+                    });
+                    self.tape.nodes.push(Entry::Null);
+                }
                 b'{' | b'[' => {
-                    if self.stack.len() >= MAX_DEPTH {
-                        return Err(self.err(format!("nesting is deeper than {MAX_DEPTH} levels")));
-                    }
                     let index = self.tape.nodes.len() as u32;
                     let object = b == b'{';
                     self.tape.nodes.push(if object {

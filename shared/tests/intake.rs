@@ -431,17 +431,45 @@ fn hostile_bodies_get_clear_errors() {
     let intake = intake();
     let req = request();
     let mut ids = EventIds::with_seed(1);
-    let mut body_error = |body: &[u8]| intake.process(&req, body, &mut ids).err();
 
-    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    assert!(
-        matches!(body_error(deep.as_bytes()), Some(BodyError::Malformed { message, .. }) if message.contains("deeper than 128"))
+    // An array body's events are refused one by one: a too-deep one beside a good one.
+    let deep = format!(
+        r#"[{{"a": {}1{}}}, {{"b": 2}}]"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
     );
-    let deep_object = format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    let outcomes = intake
+        .process(&req, deep.as_bytes(), &mut EventIds::with_seed(2))
+        .unwrap();
+    assert!(
+        matches!(&outcomes[0].verdict, Verdict::Rejected(r) if r.message.contains("deeper than 128")),
+        "{:?}",
+        outcomes[0].verdict
+    );
+    assert_eq!(outcomes.len(), 2);
+    assert!(!matches!(&outcomes[1].verdict, Verdict::Rejected(r) if r.message.contains("deeper")));
+    // So is a single event.
+    let deep = format!("{{\"a\": {}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    let outcomes = intake
+        .process(&req, deep.as_bytes(), &mut EventIds::with_seed(3))
+        .unwrap();
+    assert!(
+        matches!(&outcomes[0].verdict, Verdict::Rejected(r) if r.message.contains("deeper than 128"))
+    );
+    let mut body_error = |body: &[u8]| intake.process(&req, body, &mut ids).err();
+    // Brackets that do not pair up inside the skipped part are still malformed.
+    let crossed = format!("[{{\"a\": {}}}]", "[".repeat(200));
     assert!(matches!(
-        body_error(deep_object.as_bytes()),
+        body_error(crossed.as_bytes()),
         Some(BodyError::Malformed { .. })
     ));
+    let deep_object = format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    let outcomes = intake
+        .process(&req, deep_object.as_bytes(), &mut EventIds::with_seed(4))
+        .unwrap();
+    assert!(
+        matches!(&outcomes[0].verdict, Verdict::Rejected(r) if r.message.contains("deeper than 128"))
+    );
 
     let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(10 * 1024 * 1024));
     assert!(matches!(

@@ -58,6 +58,18 @@ struct Ctx {
     /// Spool bytes set aside for hasty events answered 202 and not yet acknowledged or
     /// spooled: a 202 is given only when its events are sure to fit in the spool.
     reserved: AtomicU64,
+    /// Hasty batches (frame, events) answered 202 that the spool could not take (a full
+    /// disk, say): kept in memory and written to the spool once it takes writes again.
+    /// While any wait here, hasty requests are refused with 503.
+    held: std::sync::Mutex<std::collections::VecDeque<(Vec<u8>, usize)>>,
+}
+
+impl Ctx {
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(Vec<u8>, usize)>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A hasty request that cannot be taken now.
@@ -69,6 +81,11 @@ pub enum HastyRefused {
     /// The hasty batcher's queue is full.
     #[error("the edge is overloaded: too many hasty events are waiting to be batched")]
     Busy,
+    /// The spool's last write failed (its disk is full or failing).
+    #[error(
+        "the edge's spool cannot be written (its disk is full or failing); hasty events are refused until it can"
+    )]
+    SpoolUnwritable,
 }
 
 /// The handle requests use to forward their events.
@@ -166,11 +183,13 @@ impl Forwarder {
             options,
             limits,
             reserved: AtomicU64::new(0),
+            held: Default::default(),
         });
         let drained = Drained(vec![
             tokio::spawn(batcher(g_rx, false, ctx.clone())),
             tokio::spawn(batcher(h_rx, true, ctx.clone())),
         ]);
+        tokio::spawn(unhold(Arc::downgrade(&ctx)));
         let replayer = tokio::spawn(replay(ctx.clone()));
         (
             Forwarder {
@@ -218,6 +237,9 @@ impl Forwarder {
         events: Vec<BatchEvent>,
         errors: Vec<BatchError>,
     ) -> Result<(), HastyRefused> {
+        if !self.ctx.held().is_empty() {
+            return Err(HastyRefused::SpoolUnwritable);
+        }
         let need = frame_bound(&events, &errors);
         let before = self.ctx.reserved.fetch_add(need, Ordering::AcqRel);
         if !self.ctx.spool.has_room(before + need) {
@@ -393,14 +415,50 @@ fn count_verdicts<'a>(metrics: &Metrics, acks: impl Iterator<Item = &'a EventAck
 }
 
 fn spool(ctx: &Ctx, frame: &[u8], events: usize) {
+    let mut held = ctx.held();
+    // Behind batches already waiting, so that the spool keeps their order.
+    if !held.is_empty() {
+        ctx.metrics.count("held", events);
+        held.push_back((frame.to_vec(), events));
+        return;
+    }
     match ctx.spool.append(frame) {
         Ok(()) => ctx.metrics.count("spooled", events),
         Err(e) => {
-            ctx.metrics.dropped("lost", events);
-            tracing::error!(events, error = %e, "Hasty events answered 202 could not be spooled and are lost.");
+            tracing::error!(events, error = %e, "The spool cannot take hasty events answered 202; holding them in memory and refusing hasty requests until it can.");
+            ctx.metrics.count("held", events);
+            held.push_back((frame.to_vec(), events));
         }
     }
     ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+}
+
+/// Writes held batches to the spool, oldest first, once it takes writes again.
+async fn unhold(ctx: std::sync::Weak<Ctx>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(ctx) = ctx.upgrade() else {
+            return;
+        };
+        let mut held = ctx.held();
+        let before = held.len();
+        while let Some((frame, events)) = held.front() {
+            match ctx.spool.append(frame) {
+                Ok(()) => {
+                    ctx.metrics.count("spooled", *events);
+                    held.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
+        if before > 0 && held.is_empty() {
+            tracing::info!(
+                batches = before,
+                "The spool takes writes again; held hasty batches are spooled."
+            );
+        }
+        ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+    }
 }
 
 /// Handles the verdicts on a hasty batch: rate-limited events are dropped

@@ -93,6 +93,7 @@ pub fn router(state: EdgeState, options: &HttpOptions) -> Router {
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .layer(axum::middleware::from_fn(refuse_large_headers))
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
         .layer(axum::middleware::map_response(
@@ -119,6 +120,22 @@ pub fn router(state: EdgeState, options: &HttpOptions) -> Router {
                 "the edge failed on this request; it has been logged",
             ))
         }))
+}
+
+/// 431 for requests whose headers are over [`request::MAX_HEADER_BYTES`].
+async fn refuse_large_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    if let Err(e) = request::check_header_size(headers) {
+        tracing::debug!(error = %e, "Refused a request with oversized headers.");
+        return to_response(&Reply::message(431, &e.to_string()));
+    }
+    next.run(req).await
 }
 
 /// The body limit's bare 413 becomes an EventGate-style JSON answer that names the limit.

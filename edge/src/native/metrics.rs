@@ -29,10 +29,12 @@ pub struct Metrics {
     /// Intake requests by answer status.
     pub requests: Family<StatusLabels, Counter>,
     /// Events by outcome: `accepted`, `sampled_out`, `invalid`, and after forwarding
-    /// `delivered`, `duplicate`, `rate_limited`, `failed`, `unavailable`, `spooled`.
+    /// `delivered`, `duplicate`, `rate_limited`, `failed`, `unavailable`, `spooled`, and
+    /// `held` (answered 202 but kept in memory while the spool cannot be written).
     pub events: Family<OutcomeLabels, Counter>,
     /// Hasty events that were answered 202 but then dropped, by reason
-    /// (`rate_limited` by the aggregator, or `lost` when the spool refused them).
+    /// (`rate_limited` by the aggregator, or `failed` when the aggregator refused a
+    /// spooled event five times).
     pub hasty_dropped: Family<OutcomeLabels, Counter>,
     /// Batches sent to aggregators, by result.
     pub batches: Family<OutcomeLabels, Counter>,
