@@ -191,6 +191,14 @@ pub struct Aggregator {
 /// loopback listeners on free ports and quiet logs), and waits for it to
 /// print its addresses.
 pub fn start_aggregator(env: &[(&str, &std::ffi::OsStr)]) -> Aggregator {
+    start_aggregator_logging(env, std::process::Stdio::inherit())
+}
+
+/// [`start_aggregator`], with its log (stderr) going to `log`.
+pub fn start_aggregator_logging(
+    env: &[(&str, &std::ffi::OsStr)],
+    log: std::process::Stdio,
+) -> Aggregator {
     use std::io::BufRead;
     let mut command = Command::new(binary("sluice"));
     command
@@ -199,7 +207,7 @@ pub fn start_aggregator(env: &[(&str, &std::ffi::OsStr)]) -> Aggregator {
         .env("SLUICE_AGGREGATOR_QUIC__LISTEN", "127.0.0.1:0")
         .env("SLUICE_LOG", "warn")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit());
+        .stderr(log);
     for (k, v) in env {
         command.env(k, v);
     }
@@ -631,4 +639,195 @@ const edge :Workerd.Worker = (
             _dir: dir,
         }
     }
+}
+
+/// The resident set size of process `pid`, in MiB (0 when it cannot be read).
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// A body of events of the test stream `stream` (schema `sluice/test/event`),
+/// one per message, each with a `meta.id` made from its message (its first 64
+/// characters), so that a retry of the same events is deduplicated as a
+/// client's retry should be.
+pub fn test_events_body(stream: &str, messages: &[String]) -> Vec<u8> {
+    let events: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let id: String = m.chars().take(64).collect();
+            serde_json::json!({
+                "$schema": "/sluice/test/event/1.0.0",
+                "meta": {"stream": stream, "id": id},
+                "dt": "2026-11-27T12:00:00.000Z",
+                "message": m,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&events).unwrap_or_default()
+}
+
+/// What a [`send_retrying`] call saw.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// The status that finally took the events (201 or 202).
+    pub status: u16,
+    /// 503 and 429 answers before that, each with a Retry-After.
+    pub refused: usize,
+    /// The first refusal's body.
+    pub refusal: Option<String>,
+}
+
+/// Posts `messages` to the edge until it takes them (201 or 202), as a
+/// client that honours Retry-After does: a 503 or 429 is retried after the
+/// time it names (at most 200 ms here, to keep tests short). Any other
+/// status panics, naming it and its body.
+pub fn send_retrying(
+    edge: std::net::SocketAddr,
+    stream: &str,
+    messages: &[String],
+    hasty: bool,
+) -> Delivery {
+    send_counting(
+        edge,
+        stream,
+        messages,
+        hasty,
+        &std::sync::atomic::AtomicUsize::new(0),
+    )
+}
+
+/// [`send_retrying`], adding each refusal to `refusals` as it comes.
+pub fn send_counting(
+    edge: std::net::SocketAddr,
+    stream: &str,
+    messages: &[String],
+    hasty: bool,
+    refusals: &std::sync::atomic::AtomicUsize,
+) -> Delivery {
+    let body = test_events_body(stream, messages);
+    let path = if hasty {
+        "/v1/events?hasty=true"
+    } else {
+        "/v1/events"
+    };
+    let mut delivery = Delivery::default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edge did not take a batch within 180 s"
+        );
+        let reply = match http_call(
+            edge,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            &body,
+        ) {
+            Ok(r) => r,
+            Err(e) => panic!("the edge does not answer: {e}"),
+        };
+        match reply.status {
+            201 | 202 => {
+                delivery.status = reply.status;
+                return delivery;
+            }
+            503 | 429 => {
+                let retry = reply
+                    .header("retry-after")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("{} without a Retry-After", reply.status));
+                delivery.refused += 1;
+                refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                delivery
+                    .refusal
+                    .get_or_insert_with(|| String::from_utf8_lossy(&reply.body).into_owned());
+                std::thread::sleep(std::time::Duration::from_millis((retry * 1000).min(200)));
+            }
+            other => panic!(
+                "the edge answered {other}: {}",
+                String::from_utf8_lossy(&reply.body)
+            ),
+        }
+    }
+}
+
+/// A tmpfs of `mib` MiB mounted at a folder for one test (a disk that can
+/// fill), unmounted when dropped. Needs root, as `.ci/run` has.
+pub struct SmallDisk {
+    /// Where it is mounted.
+    pub path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a fresh tmpfs of `mib` MiB at `path` (created if missing).
+    pub fn mount(path: &Path, mib: u32) -> SmallDisk {
+        std::fs::create_dir_all(path).expect("the mount point is created");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a {mib} MiB tmpfs at {} failed: the disk-full tests need root (as .ci/run has)",
+            path.display()
+        );
+        SmallDisk {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Fills the disk but for about `free_kib` KiB with a ballast file.
+    pub fn fill_leaving(&self, free_kib: u64) {
+        use std::io::Write;
+        let ballast = self.path.join("ballast");
+        let mut f = std::fs::File::create(&ballast).expect("the ballast file is created");
+        let chunk = vec![0xA5u8; 64 * 1024];
+        while self.free_kib() > free_kib + 64 {
+            f.write_all(&chunk).expect("the ballast is written");
+        }
+        f.sync_all().expect("the ballast is synced");
+    }
+
+    /// Deletes the ballast: the space comes back.
+    pub fn free(&self) {
+        std::fs::remove_file(self.path.join("ballast")).expect("the ballast is removed");
+    }
+
+    /// Free space in KiB.
+    pub fn free_kib(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["-k", "--output=avail"])
+            .arg(&self.path)
+            .output()
+            .expect("df runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Stops (SIGSTOP) or resumes (SIGCONT) process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{sig} {pid} failed");
 }
