@@ -362,6 +362,47 @@ fn a_slow_aggregator_gets_the_edge_to_refuse_not_to_grow() {
     );
 }
 
+/// Posts 50-event batches of about 1 KB events until one is refused (at most
+/// 20 MB in all); the messages answered 201/202 before it, the refused batch,
+/// and the refusal's body. The refusal must be a 503 with Retry-After.
+fn post_until_refused(
+    edge: SocketAddr,
+    stream: &str,
+    tag: &str,
+    hasty: bool,
+) -> (Vec<String>, Vec<String>, String) {
+    let (path, taken) = if hasty {
+        ("/v1/events?hasty=true", 202)
+    } else {
+        ("/v1/events", 201)
+    };
+    let mut answered = Vec::new();
+    for r in 0..400 {
+        let batch = messages(tag, r * PER_REQUEST, PER_REQUEST, 1000);
+        let reply = sluice_tests::http_call(
+            edge,
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            &sluice_tests::test_events_body(stream, &batch),
+        )
+        .expect("the edge answers");
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        match reply.status {
+            s if s == taken => answered.extend(batch),
+            503 => {
+                assert!(
+                    reply.header("retry-after").is_some(),
+                    "503 without Retry-After"
+                );
+                return (answered, batch, body);
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    panic!("a full disk never refused a request");
+}
+
 #[test]
 fn a_full_disk_under_the_embedded_log_is_a_503_and_heals() {
     let scratch = Scratch::new("fault.disk");
@@ -372,31 +413,7 @@ fn a_full_disk_under_the_embedded_log_is_a_503_and_heals() {
         http: edge,
     } = scratch.edge(&aggregator, &[]);
     disk.fill_leaving(1024);
-    let mut answered = Vec::new();
-    let mut refusal = None;
-    for r in 0..200 {
-        let batch = messages("d", r * PER_REQUEST, PER_REQUEST, 1000);
-        let reply = sluice_tests::http_call(
-            edge,
-            "POST",
-            "/v1/events",
-            &[("Content-Type", "application/json")],
-            &sluice_tests::test_events_body("fault.disk", &batch),
-        )
-        .expect("the edge answers");
-        match reply.status {
-            201 => answered.extend(batch),
-            503 => {
-                assert!(reply.header("retry-after").is_some());
-                refusal = Some((batch, String::from_utf8_lossy(&reply.body).into_owned()));
-                break;
-            }
-            other => panic!("{other}: {}", String::from_utf8_lossy(&reply.body)),
-        }
-    }
-    let Some((refused, body)) = refusal else {
-        panic!("a full disk never refused a request");
-    };
+    let (mut answered, refused, body) = post_until_refused(edge, "fault.disk", "d", false);
     assert!(
         body.contains("No space left on device"),
         "the 503 does not say why: {body}"
@@ -448,31 +465,7 @@ fn a_full_disk_under_the_spool_is_a_503_and_heals() {
     );
     assert!(terminate(&mut aggregator.child).success());
     disk.fill_leaving(512);
-    let mut answered = Vec::new();
-    let mut refusal = None;
-    for r in 0..400 {
-        let batch = messages("p", r * PER_REQUEST, PER_REQUEST, 1000);
-        let reply = sluice_tests::http_call(
-            edge,
-            "POST",
-            "/v1/events?hasty=true",
-            &[("Content-Type", "application/json")],
-            &sluice_tests::test_events_body("fault.spool", &batch),
-        )
-        .expect("the edge answers");
-        match reply.status {
-            202 => answered.extend(batch),
-            503 => {
-                assert!(reply.header("retry-after").is_some());
-                refusal = Some((batch, String::from_utf8_lossy(&reply.body).into_owned()));
-                break;
-            }
-            other => panic!("{other}: {}", String::from_utf8_lossy(&reply.body)),
-        }
-    }
-    let Some((refused, body)) = refusal else {
-        panic!("a full spool disk never refused a request");
-    };
+    let (mut answered, refused, body) = post_until_refused(edge, "fault.spool", "p", true);
     assert!(
         body.contains("spool cannot be written"),
         "the 503 does not say why: {body}"
