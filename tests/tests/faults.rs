@@ -11,8 +11,8 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use sluice_tests::{
-    Edge, FixedPorts, Scratch, SmallDisk, http_get, log_events, metric, rss_mib, send_counting,
-    send_retrying, signal, terminate, wait_until,
+    Aggregator, Edge, FixedPorts, Scratch, SmallDisk, http_get, log_events, metric, rss_mib,
+    send_counting, send_retrying, signal, terminate, wait_until,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -142,6 +142,18 @@ fn aggregator_killed_under_hasty_load_loses_nothing_answered() {
     );
 }
 
+/// An edge sending hasty batches after 20 ms, with a spool of `max_bytes`.
+fn small_spool_edge(scratch: &Scratch, aggregator: &Aggregator, max_bytes: &str) -> Edge {
+    scratch.edge(
+        aggregator,
+        &[
+            ("SLUICE_EDGE_BATCH__HASTY_AGE_MS", "20".as_ref()),
+            ("SLUICE_EDGE_SPOOL__MAX_BYTES", max_bytes.as_ref()),
+            ("SLUICE_EDGE_SPOOL__SEGMENT_BYTES", "524288".as_ref()),
+        ],
+    )
+}
+
 /// Sends requests of both kinds until `stop`, recording what was answered.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -217,14 +229,7 @@ fn kafka_down_for_thirty_seconds_stops_acknowledgements_and_loses_nothing() {
     let Edge {
         child: mut edge_child,
         http: edge,
-    } = scratch.edge(
-        &aggregator,
-        &[
-            ("SLUICE_EDGE_BATCH__HASTY_AGE_MS", "20".as_ref()),
-            ("SLUICE_EDGE_SPOOL__MAX_BYTES", "4194304".as_ref()),
-            ("SLUICE_EDGE_SPOOL__SEGMENT_BYTES", "524288".as_ref()),
-        ],
-    );
+    } = small_spool_edge(&scratch, &aggregator, "4194304");
     let load = Load::start(edge, "fault.kafka", 2, 2, "f");
     wait_until("load flows", || load.answered() >= 5_000);
 
@@ -317,14 +322,7 @@ fn a_slow_aggregator_gets_the_edge_to_refuse_not_to_grow() {
     let Edge {
         child: mut edge_child,
         http: edge,
-    } = scratch.edge(
-        &aggregator,
-        &[
-            ("SLUICE_EDGE_BATCH__HASTY_AGE_MS", "20".as_ref()),
-            ("SLUICE_EDGE_SPOOL__MAX_BYTES", "2097152".as_ref()),
-            ("SLUICE_EDGE_SPOOL__SEGMENT_BYTES", "524288".as_ref()),
-        ],
-    );
+    } = small_spool_edge(&scratch, &aggregator, "2097152");
     let pid = aggregator.child.0.id();
     let load = Load::start(edge, "fault.slow", 8, 0, "s");
     wait_until("load flows", || load.answered() >= 2_000);
