@@ -97,13 +97,24 @@ pub struct Forwarder {
 }
 
 /// Resolves once both batchers have flushed everything given to them (after every [`Forwarder`] is dropped).
-pub struct Drained(Vec<tokio::task::JoinHandle<()>>);
+pub struct Drained(Vec<tokio::task::JoinHandle<()>>, Arc<Ctx>);
 
 impl Drained {
-    /// Waits for the batchers.
+    /// Waits for the batchers, then spools what the spool could not take before;
+    /// whatever it still cannot take is counted lost and logged, never dropped unsaid.
     pub async fn wait(self) {
         for h in self.0 {
             let _ = h.await;
+        }
+        let ctx = self.1;
+        let mut held = ctx.held();
+        while let Some((frame, events)) = held.pop_front() {
+            if let Err(e) = ctx.spool.append(&frame) {
+                let lost = events + held.iter().map(|(_, n)| n).sum::<usize>();
+                ctx.metrics.dropped("lost", lost);
+                tracing::error!(events = lost, error = %e, "The edge stops with hasty events answered 202 that its spool cannot take; they are lost.");
+                held.clear();
+            }
         }
     }
 }
@@ -185,10 +196,13 @@ impl Forwarder {
             reserved: AtomicU64::new(0),
             held: Default::default(),
         });
-        let drained = Drained(vec![
-            tokio::spawn(batcher(g_rx, false, ctx.clone())),
-            tokio::spawn(batcher(h_rx, true, ctx.clone())),
-        ]);
+        let drained = Drained(
+            vec![
+                tokio::spawn(batcher(g_rx, false, ctx.clone())),
+                tokio::spawn(batcher(h_rx, true, ctx.clone())),
+            ],
+            ctx.clone(),
+        );
         tokio::spawn(unhold(Arc::downgrade(&ctx)));
         let replayer = tokio::spawn(replay(ctx.clone()));
         (

@@ -33,8 +33,9 @@ pub struct Metrics {
     /// `held` (answered 202 but kept in memory while the spool cannot be written).
     pub events: Family<OutcomeLabels, Counter>,
     /// Hasty events that were answered 202 but then dropped, by reason
-    /// (`rate_limited` by the aggregator, or `failed` when the aggregator refused a
-    /// spooled event five times).
+    /// (`rate_limited` by the aggregator, `failed` when the aggregator refused a
+    /// spooled event five times, or `lost` when the edge stopped while its spool
+    /// could not be written).
     pub hasty_dropped: Family<OutcomeLabels, Counter>,
     /// Batches sent to aggregators, by result.
     pub batches: Family<OutcomeLabels, Counter>,
