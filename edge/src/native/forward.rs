@@ -62,6 +62,9 @@ struct Ctx {
     /// disk, say): kept in memory and written to the spool once it takes writes again.
     /// While any wait here, hasty requests are refused with 503.
     held: std::sync::Mutex<std::collections::VecDeque<(Vec<u8>, usize)>>,
+    /// Whether `held` has any: read by every hasty request without taking the lock
+    /// (which a spool write may hold through its fsync).
+    holding: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -195,6 +198,7 @@ impl Forwarder {
             limits,
             reserved: AtomicU64::new(0),
             held: Default::default(),
+            holding: Default::default(),
         });
         let drained = Drained(
             vec![
@@ -251,7 +255,7 @@ impl Forwarder {
         events: Vec<BatchEvent>,
         errors: Vec<BatchError>,
     ) -> Result<(), HastyRefused> {
-        if !self.ctx.held().is_empty() {
+        if self.ctx.holding.load(Ordering::Acquire) {
             return Err(HastyRefused::SpoolUnwritable);
         }
         let need = frame_bound(&events, &errors);
@@ -431,17 +435,16 @@ fn count_verdicts<'a>(metrics: &Metrics, acks: impl Iterator<Item = &'a EventAck
 fn spool(ctx: &Ctx, frame: &[u8], events: usize) {
     let mut held = ctx.held();
     // Behind batches already waiting, so that the spool keeps their order.
-    if !held.is_empty() {
-        ctx.metrics.count("held", events);
-        held.push_back((frame.to_vec(), events));
-        return;
-    }
-    match ctx.spool.append(frame) {
-        Ok(()) => ctx.metrics.count("spooled", events),
-        Err(e) => {
-            tracing::error!(events, error = %e, "The spool cannot take hasty events answered 202; holding them in memory and refusing hasty requests until it can.");
+    let written = held.is_empty().then(|| ctx.spool.append(frame));
+    match written {
+        Some(Ok(())) => ctx.metrics.count("spooled", events),
+        other => {
+            if let Some(Err(e)) = other {
+                tracing::error!(events, error = %e, "The spool cannot take hasty events answered 202; holding them in memory and refusing hasty requests until it can.");
+            }
             ctx.metrics.count("held", events);
             held.push_back((frame.to_vec(), events));
+            ctx.holding.store(true, Ordering::Release);
         }
     }
     ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
@@ -465,6 +468,7 @@ async fn unhold(ctx: std::sync::Weak<Ctx>) {
                 Err(_) => break,
             }
         }
+        ctx.holding.store(!held.is_empty(), Ordering::Release);
         if before > 0 && held.is_empty() {
             tracing::info!(
                 batches = before,
