@@ -317,8 +317,7 @@ fn kafka_down_for_thirty_seconds_stops_acknowledgements_and_loses_nothing() {
 #[test]
 fn a_slow_aggregator_gets_the_edge_to_refuse_not_to_grow() {
     let scratch = Scratch::new("fault.slow");
-    let ports = FixedPorts::new();
-    let mut aggregator = scratch.aggregator(TOKEN, &ports.env());
+    let mut aggregator = scratch.aggregator(TOKEN, &[]);
     let Edge {
         child: mut edge_child,
         http: edge,
