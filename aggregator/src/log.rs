@@ -9,7 +9,7 @@
 //! Opening a log recovers it: a torn or corrupt tail of a topic's last
 //! segment (a crash mid-write) is cut off, and every record before it kept.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 const FRAME_HEADER: usize = 8;
 /// Extension of segment files.
 const SEGMENT_EXT: &str = "log";
+/// Page size, for dropping whole synced pages from the page cache.
+const PAGE: u64 = 4096;
+/// Appended frames are written in chunks of about this many bytes.
+const WRITE_CHUNK: usize = 1 << 20;
 
 /// Settings of the embedded log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +70,64 @@ pub struct LogRecord {
     pub value: Vec<u8>,
 }
 
-// Byte strings go through serde_bytes: postcard writes them as a length and
-// the bytes either way, but as bytes rather than a sequence of u8 it copies them at once.
-#[derive(Serialize)]
-struct BodyOut<'a> {
-    timestamp_ms: i64,
-    #[serde(with = "serde_bytes")]
-    key: Option<&'a [u8]>,
-    headers: &'a [(&'a str, &'a [u8])],
-    #[serde(with = "serde_bytes")]
-    value: &'a [u8],
+/// Bytes of a postcard varint of `n`.
+fn varint_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+/// Bytes of a record's body: postcard's encoding of (timestamp, key, headers, value).
+fn body_len(r: &NewRecord<'_>) -> usize {
+    let bytes = |n: usize| varint_len(n as u64) + n;
+    varint_len(zigzag(r.timestamp_ms))
+        + 1
+        + r.key.map_or(0, |k| bytes(k.len()))
+        + varint_len(r.headers.len() as u64)
+        + r.headers
+            .iter()
+            .map(|(k, v)| bytes(k.len()) + bytes(v.len()))
+            .sum::<usize>()
+        + bytes(r.value.len())
+}
+
+/// Writes a record's body as postcard writes `BodyIn` (the reader's shape), by hand:
+/// this is the hot path of every append, and it needs no intermediate value.
+fn encode_body(r: &NewRecord<'_>, out: &mut Vec<u8>) {
+    put_varint(out, zigzag(r.timestamp_ms));
+    match r.key {
+        None => out.push(0),
+        Some(k) => {
+            out.push(1);
+            put_bytes(out, k);
+        }
+    }
+    put_varint(out, r.headers.len() as u64);
+    for (k, v) in r.headers {
+        put_bytes(out, k.as_bytes());
+        put_bytes(out, v);
+    }
+    put_bytes(out, r.value);
 }
 
 #[derive(Deserialize)]
@@ -159,6 +211,10 @@ struct Topic {
     /// The open last segment, and its size in bytes.
     file: File,
     size: u64,
+    /// Bytes of the append under way written past `size`.
+    pending: u64,
+    /// Where the open segment's bytes still in the page cache start (see [`Topic::uncache`]).
+    cached_from: u64,
     next_offset: u64,
     dirty: bool,
 }
@@ -175,6 +231,8 @@ pub struct EmbeddedLog {
     topics: BTreeMap<String, Topic>,
     /// Bytes cut from torn tails when the log was opened.
     recovered_bytes: u64,
+    /// Reused for encoding appended frames.
+    buffer: Vec<u8>,
 }
 
 impl EmbeddedLog {
@@ -186,6 +244,7 @@ impl EmbeddedLog {
             options,
             topics: BTreeMap::new(),
             recovered_bytes: 0,
+            buffer: Vec::new(),
         };
         for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
             let entry = entry.map_err(io_err("listing", dir))?;
@@ -221,42 +280,6 @@ impl EmbeddedLog {
         if !valid_topic(topic) {
             return Err(LogError::BadTopic(topic.to_owned()));
         }
-        let mut frames = Vec::with_capacity(
-            records
-                .iter()
-                .map(|r| r.value.len() + FRAME_HEADER + 64)
-                .sum(),
-        );
-        for r in records {
-            // Each body is encoded in place behind room for its header, which is filled in after.
-            let at = frames.len();
-            frames.extend_from_slice(&[0; FRAME_HEADER]);
-            frames = postcard::to_extend(
-                &BodyOut {
-                    timestamp_ms: r.timestamp_ms,
-                    key: r.key,
-                    headers: r.headers,
-                    value: r.value,
-                },
-                frames,
-            )
-            .map_err(|e| LogError::Io {
-                action: "encoding a record for",
-                path: self.dir.join(topic),
-                source: io::Error::other(e),
-            })?;
-            let body = &frames[at + FRAME_HEADER..];
-            if body.len() > self.options.max_record_bytes {
-                return Err(LogError::RecordTooLarge {
-                    size: body.len(),
-                    limit: self.options.max_record_bytes,
-                });
-            }
-            let len = (body.len() as u32).to_le_bytes();
-            let crc = crc32fast::hash(body).to_le_bytes();
-            frames[at..at + 4].copy_from_slice(&len);
-            frames[at + 4..at + FRAME_HEADER].copy_from_slice(&crc);
-        }
         let options = self.options;
         let t = match self.topics.get_mut(topic) {
             Some(t) => t,
@@ -265,20 +288,59 @@ impl EmbeddedLog {
                 self.topics.entry(topic.to_owned()).or_insert(t)
             }
         };
-        if t.size > 0 && t.size + frames.len() as u64 > options.segment_bytes {
+        let frames_len: u64 = records
+            .iter()
+            .map(|r| (FRAME_HEADER + body_len(r)) as u64)
+            .sum();
+        if t.size > 0 && t.size + frames_len > options.segment_bytes {
             t.roll()?;
         }
+        // Frames are encoded into one reused buffer and written a chunk at a time: a group
+        // of many batches needs no allocation of its size (whose fresh pages the kernel would
+        // have to zero) and no second copy of its events.
+        let mut frames = std::mem::take(&mut self.buffer);
+        frames.clear();
         let first = t.next_offset;
-        let path = t.current_path();
-        if let Err(e) = t.file.write_all(&frames) {
+        let written = (|| {
+            for r in records {
+                let at = frames.len();
+                frames.extend_from_slice(&[0; FRAME_HEADER]);
+                encode_body(r, &mut frames);
+                let body = &frames[at + FRAME_HEADER..];
+                if body.len() > options.max_record_bytes {
+                    return Err(LogError::RecordTooLarge {
+                        size: body.len(),
+                        limit: options.max_record_bytes,
+                    });
+                }
+                let len = (body.len() as u32).to_le_bytes();
+                let crc = crc32fast::hash(body).to_le_bytes();
+                frames[at..at + 4].copy_from_slice(&len);
+                frames[at + 4..at + FRAME_HEADER].copy_from_slice(&crc);
+                if frames.len() >= WRITE_CHUNK {
+                    t.write(&frames)?;
+                    frames.clear();
+                }
+            }
+            t.write(&frames)
+        })();
+        frames.clear();
+        if frames.capacity() > 2 * WRITE_CHUNK {
+            frames.shrink_to(WRITE_CHUNK);
+        }
+        self.buffer = frames;
+        if let Err(e) = written {
             // A short write (a full disk, say) must not leave half a record for the next
             // append to follow: cut the file back to what it held.
+            let path = t.current_path();
             if let Err(cut) = t.file.set_len(t.size) {
                 tracing::error!(path = %path.display(), error = %cut, "Could not cut a failed append off the embedded log; recovery will on the next start.");
             }
-            return Err(io_err("appending to", &path)(e));
+            t.pending = 0;
+            return Err(e);
         }
-        t.size += frames.len() as u64;
+        t.size += t.pending;
+        t.pending = 0;
         t.next_offset += records.len() as u64;
         t.dirty = true;
         Ok(first)
@@ -316,6 +378,7 @@ impl EmbeddedLog {
             let path = t.current_path();
             t.file.sync_data().map_err(io_err("syncing", &path))?;
             t.dirty = false;
+            t.uncache();
         }
         Ok(())
     }
@@ -511,9 +574,51 @@ impl Topic {
             segments: vec![Segment { base: 0, path }],
             file,
             size: 0,
+            pending: 0,
+            cached_from: 0,
             next_offset: 0,
             dirty: false,
         })
+    }
+
+    /// Lets the page cache drop the synced bytes of the open segment. The log is
+    /// written once and read back rarely (a restart, `sluice tail`), so keeping
+    /// what is on disk in memory only crowds out pages the next appends can reuse;
+    /// the last, partly written page stays.
+    fn uncache(&mut self) {
+        self.uncache_to(self.size & !(PAGE - 1));
+    }
+
+    fn uncache_to(&mut self, end: u64) {
+        if end <= self.cached_from {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let len = std::num::NonZeroU64::new(end.saturating_sub(self.cached_from));
+            // Advice only: a failure leaves the pages cached, which is harmless.
+            if let Err(e) = rustix::fs::fadvise(
+                &self.file,
+                self.cached_from,
+                len.filter(|_| end != u64::MAX),
+                rustix::fs::Advice::DontNeed,
+            ) {
+                tracing::debug!(error = %e, "Could not drop synced embedded-log pages from the page cache.");
+            }
+        }
+        self.cached_from = end;
+    }
+
+    /// Writes frames at the end of the open segment, as part of the append under way.
+    fn write(&mut self, frames: &[u8]) -> Result<(), LogError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.file.write_all(frames) {
+            return Err(io_err("appending to", &self.current_path())(e));
+        }
+        self.pending += frames.len() as u64;
+        Ok(())
     }
 
     fn current_path(&self) -> PathBuf {
@@ -537,6 +642,7 @@ impl Topic {
         self.file.set_len(size).map_err(io_err("cutting", &path))?;
         self.file.sync_data().map_err(io_err("syncing", &path))?;
         self.size = size;
+        self.cached_from = size & !(PAGE - 1);
         self.next_offset = next_offset;
         self.dirty = false;
         Ok(())
@@ -545,6 +651,9 @@ impl Topic {
     fn roll(&mut self) -> Result<(), LogError> {
         let old = self.current_path();
         self.file.sync_data().map_err(io_err("syncing", &old))?;
+        self.cached_from = self.cached_from.min(self.size);
+        self.uncache_to(u64::MAX);
+        self.cached_from = 0;
         let path = segment_path(&self.dir, self.next_offset);
         self.file = open_append(&path)?;
         sync_dir(&self.dir)?;
@@ -631,6 +740,8 @@ impl Topic {
                 segments,
                 file,
                 size,
+                pending: 0,
+                cached_from: size,
                 next_offset,
                 dirty: false,
             },
@@ -800,6 +911,56 @@ impl LogTail {
                     return Ok(out);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape the reader decodes, written by serde, to hold the hand encoder to it.
+    #[derive(serde::Serialize)]
+    struct BodyOut<'a> {
+        timestamp_ms: i64,
+        #[serde(with = "serde_bytes")]
+        key: Option<&'a [u8]>,
+        headers: &'a [(&'a str, &'a [u8])],
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+    }
+
+    #[test]
+    fn bodies_are_encoded_as_postcard_encodes_them() {
+        let long = vec![7u8; 300];
+        let headers: [(&str, &[u8]); 2] = [("schema_uri", b"/a/b/1.0.0"), ("event_id", &long)];
+        for (timestamp_ms, key, headers, value) in [
+            (0i64, None, &headers[..0], &b""[..]),
+            (-1, Some(&b"k"[..]), &headers[..1], &b"{}"[..]),
+            (1_795_780_800_000, Some(&long[..]), &headers[..], &long[..]),
+            (i64::MIN, None, &headers[..], &b"x"[..]),
+            (i64::MAX, Some(&b""[..]), &headers[..], &long[..200]),
+        ] {
+            let r = NewRecord {
+                timestamp_ms,
+                key,
+                headers,
+                value,
+            };
+            let mut mine = Vec::new();
+            encode_body(&r, &mut mine);
+            let theirs = postcard::to_allocvec(&BodyOut {
+                timestamp_ms,
+                key,
+                headers,
+                value,
+            })
+            .unwrap();
+            assert_eq!(mine, theirs);
+            assert_eq!(body_len(&r), mine.len());
+            let back: BodyIn = postcard::from_bytes(&mine).unwrap();
+            assert_eq!(back.timestamp_ms, timestamp_ms);
+            assert_eq!(back.value, value);
         }
     }
 }
