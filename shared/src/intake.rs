@@ -262,6 +262,8 @@ impl Intake {
             return Err(BodyError::EmptyArray);
         }
         let mut out = Vec::with_capacity(spans.len());
+        // Events without a meta.dt get the receive time: the same text for every one.
+        let received_text = req.received.to_rfc3339_millis();
         for (index, span) in spans.iter().enumerate() {
             let mut outcome = EventOutcome {
                 index,
@@ -286,7 +288,14 @@ impl Intake {
                 continue;
             }
             tape.reset_added();
-            match self.run(&mut tape, span, req, ids, &mut outcome.stream) {
+            match self.run(
+                &mut tape,
+                span,
+                req,
+                ids,
+                &mut outcome.stream,
+                &received_text,
+            ) {
                 Ok(Some(event)) => outcome.event = Some(event),
                 Ok(None) => outcome.verdict = Verdict::SampledOut,
                 Err(r) => {
@@ -306,6 +315,7 @@ impl Intake {
         req: &RequestMeta,
         ids: &mut EventIds,
         stream_out: &mut Option<String>,
+        received_text: &str,
     ) -> Result<Option<BatchEvent>, Rejection> {
         use RejectionKind as K;
         let raw = &tape.source()[span.start..span.end];
@@ -420,21 +430,23 @@ impl Intake {
 
         let mark = tape.ext_mark();
         if !schema_given {
-            add_text(tape, node, &["$schema"], schema_uri.clone());
+            tape.add_string(node, "$schema", &schema_uri);
         }
+        // Server-filled meta fields go into the event's meta, made when it has none.
+        let mut meta = meta;
+        let mut add_meta = |tape: &mut Tape<'_>, key: &str, text: &str| {
+            let m = *meta.get_or_insert_with(|| tape.add_object(node, "meta"));
+            tape.add_string(m, key, text);
+        };
         if !stream_given {
-            add_text(tape, node, &["meta", "stream"], stream.clone());
+            add_meta(tape, "stream", &stream);
         }
         if given_id.is_none() {
-            add_text(tape, node, &["meta", "id"], id.hyphenated().to_string());
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            add_meta(tape, "id", id.hyphenated().encode_lower(&mut text));
         }
         if !dt_given {
-            add_text(
-                tape,
-                node,
-                &["meta", "dt"],
-                req.received.to_rfc3339_millis(),
-            );
+            add_meta(tape, "dt", received_text);
         }
         let planned = self
             .header_plan
@@ -445,16 +457,13 @@ impl Intake {
             .flatten()
             .filter_map(|&i| entry.header_fields.get(i))
         {
-            if !can_insert(tape, node, path) {
-                continue;
-            }
             let value = if header == "x-client-ip" {
                 req.client_ip.as_deref()
             } else {
                 req.header(header)
             };
             if let Some(v) = value {
-                add_text(tape, node, path, v.to_owned());
+                add_absent(tape, node, path, v);
             }
         }
 
@@ -470,13 +479,15 @@ impl Intake {
                 violations: Some(v),
             })?;
 
+        let field_text = |path: &crate::field_path::FieldPath| {
+            tape.get_path(node, path.keys())
+                .and_then(|i| tape_text(tape, i))
+        };
+        // The sampling unit's text, read once: a stream is often keyed by it (a session, say).
+        let mut unit = None;
         if let Some(sample) = &entry.settings.sample {
-            let unit_id = self
-                .streams
-                .sample_units
-                .get(&sample.unit)
-                .and_then(|p| tape.get_path(node, p.keys()))
-                .and_then(|i| tape_text(tape, i));
+            let path = self.streams.sample_units.get(&sample.unit);
+            let unit_id = path.and_then(field_text);
             let position = unit_id
                 .as_deref()
                 .and_then(sampling::unit_position)
@@ -484,13 +495,16 @@ impl Intake {
             if !sampling::position_in_sample(position, sample.rate) {
                 return Ok(None);
             }
+            unit = path.map(|p| (p, unit_id));
         }
-
-        let field_text = |path: &crate::field_path::FieldPath| {
-            tape.get_path(node, path.keys())
-                .and_then(|i| tape_text(tape, i))
-        };
-        let partition_key = entry.settings.partition_key.as_ref().and_then(field_text);
+        let partition_key = entry
+            .settings
+            .partition_key
+            .as_ref()
+            .and_then(|p| match &unit {
+                Some((unit_path, text)) if *unit_path == p => text.clone(),
+                _ => field_text(p),
+            });
         let rate_key = entry
             .settings
             .rate_limit
@@ -573,8 +587,9 @@ fn tape_text(tape: &Tape<'_>, i: u32) -> Option<String> {
     }
 }
 
-/// Adds `text` at `path` under the object `node`, creating missing parent objects.
-fn add_text<S: AsRef<str>>(tape: &mut Tape<'_>, node: u32, path: &[S], text: String) {
+/// Adds `text` at `path` under the object `node`, creating missing parent objects,
+/// unless the event has something there already (or a parent that is not an object).
+fn add_absent<S: AsRef<str>>(tape: &mut Tape<'_>, node: u32, path: &[S], text: &str) {
     let Some((leaf, parents)) = path.split_last() else {
         return;
     };
@@ -586,23 +601,9 @@ fn add_text<S: AsRef<str>>(tape: &mut Tape<'_>, node: u32, path: &[S], text: Str
             None => tape.add_object(object, key.as_ref()),
         };
     }
-    tape.add_string(object, leaf.as_ref(), text);
-}
-
-/// Whether `path` is absent under `node` and every parent present is an object.
-fn can_insert<S: AsRef<str>>(tape: &Tape<'_>, node: u32, path: &[S]) -> bool {
-    let mut object = node;
-    for (i, key) in path.iter().enumerate() {
-        if !tape.is_object(object) {
-            return false;
-        }
-        match tape.get(object, key.as_ref()) {
-            None => return true,
-            Some(child) if i + 1 < path.len() => object = child,
-            Some(_) => return false,
-        }
+    if tape.get(object, leaf.as_ref()).is_none() {
+        tape.add_string(object, leaf.as_ref(), text);
     }
-    false
 }
 
 /// A sampling position for events whose unit id is missing: from the event id, so retries decide alike.

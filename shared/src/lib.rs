@@ -15,6 +15,7 @@ type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>
 
 // Schema repositories, their schemas, and validation.
 mod examples;
+mod fast_check;
 mod registry;
 mod repository;
 mod schema_uri;

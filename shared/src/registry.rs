@@ -3,6 +3,7 @@
 //! `$ref`s resolved only to documents of those repositories.
 
 use crate::FastMap;
+use crate::fast_check::{FastSchema, KeywordCache};
 use crate::repository::SchemaRepository;
 use crate::schema_uri::{SchemaUri, SchemaUriError, Version, VersionSpec};
 use crate::tape::Tape;
@@ -33,11 +34,18 @@ pub struct CompiledSchema {
     /// The schema document.
     pub document: Arc<Value>,
     validator: Validator<TapeJson>,
+    /// Checks that pass most valid events without the full validator.
+    fast: Option<FastSchema>,
 }
 
 impl CompiledSchema {
     /// Validates an event on a tape; on failure returns every violation found.
     pub fn validate_node(&self, event: TapeNode<'_>) -> Result<(), Violations> {
+        if let (Some(fast), TapeNode::At(tape, node)) = (&self.fast, event)
+            && fast.passes(tape, node)
+        {
+            return Ok(());
+        }
         if self.validator.is_valid(event) {
             return Ok(());
         }
@@ -128,6 +136,7 @@ impl SchemaRegistry {
         let documents = Arc::new(Documents::new(repos));
         let mut registry = SchemaRegistry::default();
         let mut errors = Vec::new();
+        let mut keywords = KeywordCache::new();
         for repo in repos {
             for (title, versions) in &repo.versions {
                 for (version, file) in versions {
@@ -147,6 +156,7 @@ impl SchemaRegistry {
                                     path: file.path.clone(),
                                     document: Arc::new(file.document.clone()),
                                     validator,
+                                    fast: FastSchema::compile(&file.document, &mut keywords),
                                 }),
                             );
                         }
@@ -211,6 +221,7 @@ impl SchemaRegistry {
             path: String::new(),
             document: Arc::new(document.clone()),
             validator,
+            fast: FastSchema::compile(document, &mut KeywordCache::new()),
         })
     }
 
@@ -338,4 +349,141 @@ fn compile(
         .should_validate_formats(true)
         .build(&doc)
         .map_err(|e| format!("schema does not compile: {e}"))
+}
+
+/// The fast path against the full validator on Wikimedia's repositories: every
+/// example and many broken copies of it (each value swapped for values of other
+/// types and sizes, each member removed, a member added to each object). The
+/// fast path may never pass an event the full validator refuses, and it must
+/// pass the valid ones, or it saves nothing.
+#[cfg(all(test, feature = "fs"))]
+mod fast_path_agreement {
+    use super::*;
+    use crate::repository::fs;
+    use serde_json::json;
+    use std::path::Path;
+
+    /// Copies of `event` with one change each.
+    fn mutations(event: &Value) -> Vec<Value> {
+        let swaps = [
+            json!(null),
+            json!(true),
+            json!(-1),
+            json!(0),
+            json!(1.5),
+            json!(9007199254740993_u64),
+            json!(-9007199254740993_i64),
+            json!(""),
+            json!("x"),
+            json!("2026-11-27T12:00:00Z"),
+            json!("Kafka_(software)"),
+            json!("x".repeat(300)),
+            json!([]),
+            json!(["x", 1]),
+            json!({}),
+            json!({"k": "v"}),
+        ];
+        let mut out = Vec::new();
+        let mut paths = Vec::new();
+        collect_paths(event, &mut Vec::new(), &mut paths);
+        for path in &paths {
+            for swap in &swaps {
+                let mut copy = event.clone();
+                if let Some(slot) = pointer_mut(&mut copy, path) {
+                    *slot = swap.clone();
+                    out.push(copy);
+                }
+            }
+            if let Some((last, parent)) = path.split_last() {
+                let mut copy = event.clone();
+                if let Some(Value::Object(o)) = pointer_mut(&mut copy, parent) {
+                    o.remove(last);
+                    out.push(copy);
+                }
+            }
+            let mut copy = event.clone();
+            if let Some(Value::Object(o)) = pointer_mut(&mut copy, path) {
+                o.insert("zz_added".into(), json!(1));
+                out.push(copy);
+            }
+        }
+        out
+    }
+
+    fn collect_paths(v: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(at.clone());
+        match v {
+            Value::Object(o) => {
+                for (k, child) in o {
+                    at.push(k.clone());
+                    collect_paths(child, at, out);
+                    at.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    at.push(i.to_string());
+                    collect_paths(child, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn pointer_mut<'v>(v: &'v mut Value, path: &[String]) -> Option<&'v mut Value> {
+        path.iter().try_fold(v, |node, key| match node {
+            Value::Object(o) => o.get_mut(key),
+            Value::Array(items) => items.get_mut(key.parse::<usize>().ok()?),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_fast_path_never_passes_what_the_full_validator_refuses() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/wmf-schemas");
+        let corpus = std::env::var_os("SLUICE_CORPUS").map_or(corpus, Into::into);
+        let repos: Vec<SchemaRepository> = ["primary", "secondary"]
+            .iter()
+            .map(|name| {
+                fs::load_dir(&corpus.join(name))
+                    .expect("the corpus is readable")
+                    .0
+            })
+            .collect();
+        let (registry, errors) = SchemaRegistry::load(&repos);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (mut with_fast, mut events, mut valid, mut fast_passed) = (0, 0, 0, 0);
+        for schema in registry.iter() {
+            let Some(fast) = &schema.fast else {
+                continue;
+            };
+            with_fast += 1;
+            let examples = schema.document.get("examples").and_then(Value::as_array);
+            for example in examples.into_iter().flatten() {
+                for event in std::iter::once(example.clone()).chain(mutations(example)) {
+                    let text = event.to_string();
+                    let tape = Tape::parse(&text).expect("a serialized value parses");
+                    let full = schema.validator.is_valid(TapeNode::new(&tape, 0));
+                    let quick = fast.passes(&tape, 0);
+                    assert!(
+                        full || !quick,
+                        "{}: the fast path passed an event the full validator refuses: {text}",
+                        schema.uri
+                    );
+                    events += 1;
+                    valid += usize::from(full);
+                    fast_passed += usize::from(quick);
+                }
+            }
+        }
+        // Every materialized version of the corpus has a fast path, and it passes
+        // nearly every valid event by itself.
+        assert_eq!(with_fast, registry.len());
+        assert!(events > 100_000, "{events} events");
+        assert!(
+            fast_passed * 100 >= valid * 99,
+            "the fast path passed {fast_passed} of {valid} valid events"
+        );
+    }
 }

@@ -59,10 +59,12 @@ struct Ext {
 pub struct Tape<'s> {
     src: &'s str,
     pub(crate) nodes: Vec<Entry>,
-    owned: Vec<String>,
+    /// Where unescaped and added strings live: (start, length) in `text`.
+    owned: Vec<(u32, u32)>,
+    text: String,
     ext: Vec<Ext>,
-    /// Lengths of `nodes` and `owned` when parsing ended; what lies past them was added.
-    parsed: (usize, usize),
+    /// Lengths of `nodes`, `owned` and `text` when parsing ended; what lies past them was added.
+    parsed: (usize, usize, usize),
 }
 
 /// Where a top-level event sits in a body.
@@ -156,9 +158,36 @@ impl<'s> Tape<'s> {
     pub(crate) fn str_at(&self, i: u32) -> Option<&str> {
         match self.nodes[i as usize] {
             Entry::Str { start, len } => self.src.get(start as usize..(start + len) as usize),
-            Entry::Owned(k) => self.owned.get(k as usize).map(String::as_str),
+            Entry::Owned(k) => self.owned_str(k),
             _ => None,
         }
+    }
+
+    fn owned_str(&self, k: u32) -> Option<&str> {
+        let &(start, len) = self.owned.get(k as usize)?;
+        self.text.get(start as usize..start as usize + len as usize)
+    }
+
+    /// The bytes of the string entry at `i` (an object key, say).
+    #[inline]
+    pub(crate) fn key_bytes(&self, i: u32) -> Option<&[u8]> {
+        match self.nodes[i as usize] {
+            Entry::Str { start, len } => self
+                .src
+                .as_bytes()
+                .get(start as usize..start as usize + len as usize),
+            Entry::Owned(k) => self.owned_str(k).map(str::as_bytes),
+            _ => None,
+        }
+    }
+
+    /// Members added to the object at `i`, as (key index, value index).
+    #[inline]
+    pub(crate) fn added_members(&self, i: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.ext
+            .iter()
+            .filter(move |e| e.object == i)
+            .map(|e| (e.key, e.value))
     }
 
     /// Members of the object at `i` as (key index, value index), parsed ones then added ones.
@@ -190,19 +219,14 @@ impl<'s> Tape<'s> {
         let Entry::Object { len, .. } = self.nodes[i as usize] else {
             return None;
         };
-        let src = self.src.as_bytes();
         let want = key.as_bytes();
         let mut k = i + 1;
         for _ in 0..len {
             let found = match self.nodes[k as usize] {
-                Entry::Str { start, len } => {
-                    len as usize == want.len()
-                        && src.get(start as usize..(start + len) as usize) == Some(want)
+                Entry::Str { len, .. } if len as usize != want.len() => false,
+                Entry::Str { .. } | Entry::Owned(_) => {
+                    self.key_bytes(k).is_some_and(|name| same_bytes(name, want))
                 }
-                Entry::Owned(o) => self
-                    .owned
-                    .get(o as usize)
-                    .is_some_and(|s| s.as_bytes() == want),
                 _ => false,
             };
             if found {
@@ -212,7 +236,12 @@ impl<'s> Tape<'s> {
         }
         self.ext
             .iter()
-            .find(|e| e.object == i && self.str_at(e.key).is_some_and(|name| same_key(name, key)))
+            .find(|e| {
+                e.object == i
+                    && self
+                        .key_bytes(e.key)
+                        .is_some_and(|name| same_bytes(name, want))
+            })
             .map(|e| e.value)
     }
 
@@ -230,8 +259,8 @@ impl<'s> Tape<'s> {
     }
 
     /// Adds `key: "text"` to the object at `object`; returns the value's index.
-    pub(crate) fn add_string(&mut self, object: u32, key: &str, text: String) -> u32 {
-        let key_idx = self.push_owned(key.to_owned());
+    pub(crate) fn add_string(&mut self, object: u32, key: &str, text: &str) -> u32 {
+        let key_idx = self.push_owned(key);
         let value = self.push_owned(text);
         self.ext.push(Ext {
             object,
@@ -243,7 +272,7 @@ impl<'s> Tape<'s> {
 
     /// Adds `key: {}` to the object at `object`; returns the new object's index.
     pub(crate) fn add_object(&mut self, object: u32, key: &str) -> u32 {
-        let key_idx = self.push_owned(key.to_owned());
+        let key_idx = self.push_owned(key);
         let value = self.nodes.len() as u32;
         self.nodes.push(Entry::Object {
             len: 0,
@@ -258,9 +287,10 @@ impl<'s> Tape<'s> {
         value
     }
 
-    fn push_owned(&mut self, s: String) -> u32 {
+    fn push_owned(&mut self, s: &str) -> u32 {
         let k = self.owned.len() as u32;
-        self.owned.push(s);
+        self.owned.push((self.text.len() as u32, s.len() as u32));
+        self.text.push_str(s);
         let i = self.nodes.len() as u32;
         self.nodes.push(Entry::Owned(k));
         i
@@ -272,6 +302,7 @@ impl<'s> Tape<'s> {
         self.ext.clear();
         self.nodes.truncate(self.parsed.0);
         self.owned.truncate(self.parsed.1);
+        self.text.truncate(self.parsed.2);
     }
 
     /// How many members have been added so far; [`Tape::splice`] writes those added after it.
@@ -417,7 +448,13 @@ struct Frame {
     object: bool,
     /// Where this object's keys start on the parser's key stack.
     keys: usize,
+    /// One bit per key fingerprint seen: a key whose bit is clear repeats none before it.
+    seen: u64,
 }
+
+/// Objects with more keys than this are checked for repeats once, sorted, when they close:
+/// key by key, a hostile object of many keys would cost the square of their number.
+const KEYS_CHECKED_AS_THEY_COME: usize = 32;
 
 struct Parser<'s> {
     tape: Tape<'s>,
@@ -485,8 +522,9 @@ impl<'s> Parser<'s> {
                 src,
                 nodes: Vec::with_capacity(src.len() / 6 + 8),
                 owned: Vec::new(),
+                text: String::new(),
                 ext: Vec::new(),
-                parsed: (0, 0),
+                parsed: (0, 0, 0),
             },
             bytes: src.as_bytes(),
             pos: 0,
@@ -513,6 +551,7 @@ impl<'s> Parser<'s> {
         }
     }
 
+    #[cold]
     fn err(&self, message: impl Into<Cow<'static, str>>) -> TapeError {
         TapeError::at(self.pos, message)
     }
@@ -545,13 +584,24 @@ impl<'s> Parser<'s> {
         if self.pos != self.bytes.len() {
             return Err(self.err("trailing characters after the JSON value"));
         }
-        self.tape.parsed = (self.tape.nodes.len(), self.tape.owned.len());
+        self.tape.parsed = (
+            self.tape.nodes.len(),
+            self.tape.owned.len(),
+            self.tape.text.len(),
+        );
+        // Room for what enrichment adds to an event (ids, times, a few headers), at once.
+        let tape = &mut self.tape;
+        tape.nodes.reserve(32);
+        tape.owned.reserve(16);
+        tape.text.reserve(256);
+        tape.ext.reserve(8);
         Ok(())
     }
 
     /// Steps over the object or array at `pos` without building it: its brackets
     /// must pair up and its strings close; what lies between is not looked at.
     /// Iterative, one bit of memory per level.
+    #[cold]
     fn skip_container(&mut self) -> Result<(), TapeError> {
         let start = self.pos;
         let mut open: Vec<bool> = Vec::new();
@@ -640,6 +690,7 @@ impl<'s> Parser<'s> {
                         len: 0,
                         object,
                         keys: self.keys.len(),
+                        seen: 0,
                     });
                     self.skip_ws();
                     let close = if object { b'}' } else { b']' };
@@ -725,7 +776,9 @@ impl<'s> Parser<'s> {
         let end = self.tape.nodes.len() as u32;
         self.tape.nodes[frame.index as usize] = match self.tape.nodes[frame.index as usize] {
             Entry::Object { pos, .. } => {
-                self.check_unique_keys(frame.keys)?;
+                if self.keys.len() - frame.keys > KEYS_CHECKED_AS_THEY_COME {
+                    self.check_unique_keys(frame.keys);
+                }
                 self.keys.truncate(frame.keys);
                 Entry::Object {
                     len: frame.len,
@@ -751,13 +804,23 @@ impl<'s> Parser<'s> {
         let key_start = self.pos + 1;
         let index = self.tape.nodes.len() as u32;
         let plain = self.string()?;
-        // An escaped key gets fingerprint 0, which the duplicate check always compares in full.
         let fp = if plain {
             fingerprint(&self.bytes[key_start..self.pos - 1])
         } else {
-            0
+            fingerprint(self.tape.str_at(index).unwrap_or_default().as_bytes())
         };
         self.keys.push((fp, index));
+        if let Some(frame) = self.stack.last_mut()
+            && self.keys.len() - frame.keys <= KEYS_CHECKED_AS_THEY_COME
+        {
+            let bit = 1u64 << (fp.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58);
+            let maybe_repeat = frame.seen & bit != 0;
+            frame.seen |= bit;
+            if maybe_repeat {
+                let from = frame.keys;
+                self.check_repeat(from, fp, index);
+            }
+        }
         self.skip_ws();
         if self.bytes.get(self.pos) != Some(&b':') {
             return Err(self.err(format!(
@@ -769,34 +832,36 @@ impl<'s> Parser<'s> {
         Ok(())
     }
 
-    fn check_unique_keys(&mut self, from: usize) -> Result<(), TapeError> {
-        let keys = &self.keys[from..];
-        if keys.len() < 2 {
-            return Ok(());
-        }
+    /// Whether the key at tape index `key` repeats one of its object's earlier keys.
+    #[cold]
+    fn check_repeat(&mut self, from: usize, fp: u64, key: u32) {
         let text = |i: u32| self.tape.str_at(i).unwrap_or_default();
-        let dup = if keys.len() <= 32 {
-            (1..keys.len()).find_map(|i| {
-                let (fp, k) = keys[i];
-                keys[..i]
-                    .iter()
-                    .any(|&(other_fp, j)| {
-                        (other_fp == fp || fp == 0 || other_fp == 0) && text(j) == text(k)
-                    })
-                    .then(|| text(k))
-            })
-        } else {
-            let mut sorted: Vec<&str> = keys.iter().map(|&(_, i)| text(i)).collect();
-            sorted.sort_unstable();
-            sorted
-                .windows(2)
-                .find_map(|w| (w[0] == w[1]).then_some(w[0]))
-        };
-        if let Some(key) = dup {
-            let message = format!("duplicate key `{}` in an object", truncate(key, 64));
-            self.problem.get_or_insert(message);
+        let earlier = &self.keys[from..self.keys.len() - 1];
+        if earlier
+            .iter()
+            .any(|&(other, j)| other == fp && text(j) == text(key))
+        {
+            self.duplicate(text(key).to_owned());
         }
-        Ok(())
+    }
+
+    /// Whether any key of the object whose keys start at `from` repeats, by sorting them.
+    #[cold]
+    fn check_unique_keys(&mut self, from: usize) {
+        let text = |i: u32| self.tape.str_at(i).unwrap_or_default();
+        let mut sorted: Vec<&str> = self.keys[from..].iter().map(|&(_, i)| text(i)).collect();
+        sorted.sort_unstable();
+        if let Some(key) = sorted
+            .windows(2)
+            .find_map(|w| (w[0] == w[1]).then_some(w[0]))
+        {
+            self.duplicate(key.to_owned());
+        }
+    }
+
+    fn duplicate(&mut self, key: String) {
+        let message = format!("duplicate key `{}` in an object", truncate(&key, 64));
+        self.problem.get_or_insert(message);
     }
 
     fn literal(&mut self, word: &[u8], entry: Entry) -> Result<(), TapeError> {
@@ -813,7 +878,7 @@ impl<'s> Parser<'s> {
     }
 
     /// Parses the string at `self.pos` onto the tape; says whether it had no escapes.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<bool, TapeError> {
         let bytes = self.bytes;
         let start = self.pos + 1;
@@ -843,6 +908,7 @@ impl<'s> Parser<'s> {
         }
     }
 
+    #[cold]
     fn escaped_string(&mut self, start: usize, first_escape: usize) -> Result<Entry, TapeError> {
         let bytes = self.bytes;
         let mut out = String::with_capacity(first_escape - start + 16);
@@ -855,7 +921,9 @@ impl<'s> Parser<'s> {
                     out.push_str(&self.tape.src[run..i]);
                     self.pos = i + 1;
                     let k = self.tape.owned.len() as u32;
-                    self.tape.owned.push(out);
+                    let start = self.tape.text.len() as u32;
+                    self.tape.owned.push((start, out.len() as u32));
+                    self.tape.text.push_str(&out);
                     return Ok(Entry::Owned(k));
                 }
                 Some(b'\\') => {
@@ -1011,10 +1079,34 @@ impl<'s> Parser<'s> {
     }
 }
 
-/// Key equality that settles most mismatches on length and first byte, without a `memcmp` call.
+/// Equal byte strings, compared a word at a time (keys are short; a `memcmp` call costs more).
 #[inline(always)]
-pub(crate) fn same_key(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if let (Some(a_last), Some(b_last)) = (a.last_chunk::<8>(), b.last_chunk::<8>()) {
+        // Whole words, then the last word (overlapping the one before it).
+        let (mut x, mut y) = (a, b);
+        while let (Some((p, rest_x)), Some((q, rest_y))) =
+            (x.split_first_chunk::<8>(), y.split_first_chunk::<8>())
+        {
+            if p != q {
+                return false;
+            }
+            (x, y) = (rest_x, rest_y);
+        }
+        return a_last == b_last;
+    }
+    if let (Some(a4), Some(b4), Some(a_last), Some(b_last)) = (
+        a.first_chunk::<4>(),
+        b.first_chunk::<4>(),
+        a.last_chunk::<4>(),
+        b.last_chunk::<4>(),
+    ) {
+        return a4 == b4 && a_last == b_last;
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Writes `s` as a JSON string literal.
@@ -1047,17 +1139,20 @@ pub(crate) fn write_json_string(s: &str, out: &mut String) {
 }
 
 /// Length and first seven bytes of a key: unequal fingerprints mean unequal keys.
-#[inline]
+#[inline(always)]
 fn fingerprint(b: &[u8]) -> u64 {
-    let head = match b.first_chunk::<8>() {
-        Some(first) => u64::from_le_bytes(*first) & 0x00ff_ffff_ffff_ffff,
-        None => b
-            .iter()
+    let head = if let Some(first) = b.first_chunk::<8>() {
+        u64::from_le_bytes(*first) & 0x00ff_ffff_ffff_ffff
+    } else if let (Some(h), Some(t)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        // Four to seven bytes: two overlapping words hold them all.
+        let shift = 8 * (b.len() - 4);
+        u64::from(u32::from_le_bytes(*h)) | (u64::from(u32::from_le_bytes(*t)) << shift)
+    } else {
+        b.iter()
             .enumerate()
-            .fold(0u64, |h, (i, &c)| h | u64::from(c) << (8 * i)),
+            .fold(0u64, |h, (i, &c)| h | u64::from(c) << (8 * i))
     };
-    // Never 0, which marks an escaped key.
-    head << 8 | (b.len() as u64 & 0xff) | 1 << 63
+    head << 8 | (b.len() as u64 & 0xff)
 }
 
 fn char_at(bytes: &[u8], pos: usize) -> char {
@@ -1187,13 +1282,13 @@ mod tests {
         let mut tape = Tape::parse(src).unwrap();
         let mark = tape.ext_mark();
         let meta = tape.get(0, "meta").unwrap();
-        tape.add_string(meta, "id", "i\"d".to_owned());
+        tape.add_string(meta, "id", "i\"d");
         let http = tape.add_object(0, "http");
-        tape.add_string(http, "ua", "Mozilla\n".to_owned());
+        tape.add_string(http, "ua", "Mozilla\n");
         tape.add_string(
             http,
             "raw",
-            "bell\u{7}, quote \" and slash \\ past eight bytes".to_owned(),
+            "bell\u{7}, quote \" and slash \\ past eight bytes",
         );
         assert_eq!(tape.object_len(0), 4);
         assert_eq!(tape.object_len(http), 2);
@@ -1211,7 +1306,7 @@ mod tests {
 
         let mut empty = Tape::parse("{}").unwrap();
         let meta = empty.add_object(0, "meta");
-        empty.add_string(meta, "dt", "t".to_owned());
+        empty.add_string(meta, "dt", "t");
         assert_eq!(empty.splice(0, 2, 0), r#"{"meta":{"dt":"t"}}"#);
     }
 }

@@ -1,0 +1,829 @@
+//! The validation fast path: a schema compiled into checks that run straight
+//! on the tape, walking each object's members once.
+//!
+//! It answers only "valid, for certain". Keywords it does not take apart
+//! itself go to jsonschema: one keyword at a time where the keyword stands
+//! alone (formats, patterns, `multipleOf`, `uniqueItems`), the whole
+//! subschema where keywords depend on each other (`allOf`, `if`/`then`,
+//! `patternProperties`, ...). An event it does not pass goes to the full
+//! jsonschema validator, which decides and names the errors. So the fast path
+//! can make validation cheaper but never changes its outcome; a differential
+//! test over Wikimedia's repositories holds it to that.
+
+use crate::tape::{Entry, Tape, same_bytes};
+use crate::tape_json::{TapeJson, TapeNode};
+use jsonschema::{Draft, Validator};
+use serde_json::{Map, Number, Value};
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Keywords that say nothing about validity (in draft-07, with no `$ref` in play).
+const ANNOTATIONS: &[&str] = &[
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "readOnly",
+    "writeOnly",
+    "definitions",
+];
+
+/// Keywords whose meaning depends on their siblings or that hold subschemas the fast
+/// path does not walk: a subschema holding one is left to jsonschema whole.
+const WHOLE: &[&str] = &[
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependencies",
+    "dependentRequired",
+    "dependentSchemas",
+    "contains",
+    "additionalItems",
+    "patternProperties",
+    "discriminator",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+];
+
+// Instance kinds, and the kinds each `type` admits.
+const NULL: u8 = 1;
+const BOOLEAN: u8 = 2;
+/// A number with no fractional part: admitted by both `integer` and `number`.
+const INTEGER: u8 = 4;
+/// A number with a fractional part.
+const FRACTION: u8 = 8;
+const STRING: u8 = 16;
+const ARRAY: u8 = 32;
+const OBJECT: u8 = 64;
+const ANY: u8 = 0x7f;
+
+fn type_bits(name: &str) -> Option<u8> {
+    Some(match name {
+        "null" => NULL,
+        "boolean" => BOOLEAN,
+        "integer" => INTEGER,
+        "number" => INTEGER | FRACTION,
+        "string" => STRING,
+        "array" => ARRAY,
+        "object" => OBJECT,
+        _ => return None,
+    })
+}
+
+/// Why a schema has no fast path.
+#[derive(Debug)]
+pub(crate) struct NoFastPath;
+
+/// Small jsonschema validators shared by every schema compiled with the same cache.
+pub(crate) type KeywordCache = HashMap<String, Arc<Validator<TapeJson>>>;
+
+/// A schema compiled for the fast path.
+pub(crate) struct FastSchema {
+    root: Check,
+}
+
+impl std::fmt::Debug for FastSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FastSchema")
+    }
+}
+
+enum Check {
+    /// `true` or `{}`.
+    Any,
+    /// `false`: nothing is valid.
+    Never,
+    /// Only `type` (kinds admitted).
+    Kinds(u8),
+    /// A string of `min..=max` characters (the commonest property by far).
+    Text { min: u64, max: u64 },
+    /// An integer within bounds.
+    Integer { min: i64, max: i64 },
+    /// An object with object keywords only.
+    Object(Box<ObjectCheck>),
+    /// Anything else this module takes apart.
+    Node(Box<NodeCheck>),
+    /// Left to jsonschema whole.
+    Whole(Arc<Validator<TapeJson>>),
+}
+
+#[derive(Default)]
+struct NodeCheck {
+    /// Kinds admitted; `ANY` when the schema has no `type`.
+    types: u8,
+    one_of_strings: Option<Vec<Box<str>>>,
+    one_of_values: Option<Vec<Value>>,
+    /// 0 and `u64::MAX` when unbounded.
+    min_length: u64,
+    max_length: u64,
+    minimum: Option<Bound>,
+    maximum: Option<Bound>,
+    exclusive_minimum: Option<Bound>,
+    exclusive_maximum: Option<Bound>,
+    object: Option<ObjectCheck>,
+    array: Option<ArrayCheck>,
+    /// Keywords jsonschema checks one at a time, each for the kinds it applies to.
+    delegated: Vec<(u8, Arc<Validator<TapeJson>>)>,
+    /// Whether `types` is all there is to check.
+    only_type: bool,
+}
+
+#[derive(Default)]
+struct ObjectCheck {
+    /// Names of `properties` and `required`.
+    names: Vec<Name>,
+    /// Open-addressed index of `names` by [`name_hash`]: position + 1, 0 for empty.
+    slots: Vec<u16>,
+    /// `64 - log2(slots.len())`.
+    shift: u32,
+    properties: Vec<Check>,
+    /// One bit per required name.
+    required: u64,
+    /// `None` when any other member is allowed.
+    additional: Option<Check>,
+    min_properties: Option<u64>,
+    max_properties: Option<u64>,
+    property_names: Option<Check>,
+}
+
+struct Name {
+    hash: u64,
+    text: Box<str>,
+    /// Index into `properties`, or [`NOT_DECLARED`] for a name only `required` gives.
+    property: u32,
+    /// Its bit in `required`, or 0 when it is not required.
+    required_mask: u64,
+}
+
+const NOT_DECLARED: u32 = u32::MAX;
+
+/// A hash of a name from its length and first bytes: cheap, and enough to tell apart
+/// the few names of one object.
+#[inline(always)]
+fn name_hash(b: &[u8]) -> u64 {
+    let head = if let Some(h) = b.first_chunk::<8>() {
+        u64::from_le_bytes(*h)
+    } else if let (Some(h), Some(t)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        u64::from(u32::from_le_bytes(*h)) | u64::from(u32::from_le_bytes(*t)) << 32
+    } else {
+        b.iter().fold(0, |h, &c| h << 8 | u64::from(c))
+    };
+    (head ^ (b.len() as u64).rotate_right(8)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+#[derive(Default)]
+struct ArrayCheck {
+    items: Option<Check>,
+    min_items: Option<u64>,
+    max_items: Option<u64>,
+}
+
+/// A numeric bound, kept exactly.
+#[derive(Clone, Copy)]
+enum Bound {
+    Int(i128),
+    Float(f64),
+}
+
+/// Integers up to this magnitude convert to `f64` exactly.
+const EXACT_IN_F64: i128 = 1 << 53;
+
+impl Bound {
+    fn new(n: &Number) -> Option<Bound> {
+        if let Some(u) = n.as_u64() {
+            Some(Bound::Int(i128::from(u)))
+        } else if let Some(i) = n.as_i64() {
+            Some(Bound::Int(i128::from(i)))
+        } else {
+            n.as_f64().filter(|f| f.is_finite()).map(Bound::Float)
+        }
+    }
+
+    /// How `value` compares to the bound, when that can be told exactly.
+    fn compare(self, value: Bound) -> Option<Ordering> {
+        match (value, self) {
+            (Bound::Int(a), Bound::Int(b)) => Some(a.cmp(&b)),
+            (Bound::Int(a), Bound::Float(b)) if a.abs() <= EXACT_IN_F64 => {
+                (a as f64).partial_cmp(&b)
+            }
+            (Bound::Float(a), Bound::Int(b)) if b.abs() <= EXACT_IN_F64 => {
+                a.partial_cmp(&(b as f64))
+            }
+            (Bound::Float(a), Bound::Float(b)) => a.partial_cmp(&b),
+            _ => None,
+        }
+    }
+}
+
+/// Compiles `keyword: value` alone with jsonschema, once per distinct pair.
+fn keyword_validator(
+    cache: &mut KeywordCache,
+    keyword: &str,
+    value: &Value,
+) -> Result<Arc<Validator<TapeJson>>, NoFastPath> {
+    let mut schema = Map::new();
+    schema.insert(keyword.to_owned(), value.clone());
+    whole_validator(cache, &Value::Object(schema))
+}
+
+/// Compiles a subschema with jsonschema, once per distinct subschema.
+fn whole_validator(
+    cache: &mut KeywordCache,
+    schema: &Value,
+) -> Result<Arc<Validator<TapeJson>>, NoFastPath> {
+    let key = schema.to_string();
+    if let Some(v) = cache.get(&key) {
+        return Ok(v.clone());
+    }
+    let validator = jsonschema::options_for::<TapeJson>()
+        .with_draft(Draft::Draft7)
+        .should_validate_formats(true)
+        .build(schema)
+        .map_err(|_| NoFastPath)?;
+    let validator = Arc::new(validator);
+    cache.insert(key, validator.clone());
+    Ok(validator)
+}
+
+/// Whether `schema` holds a `$ref` anywhere, which only the full validator resolves.
+fn has_ref(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k == "$ref" || (!ANNOTATIONS.contains(&k.as_str()) && has_ref(v))),
+        Value::Array(items) => items.iter().any(has_ref),
+        _ => false,
+    }
+}
+
+impl FastSchema {
+    /// Compiles `schema` (a materialized draft-07 document); `None` when it
+    /// needs what only the full validator does (a `$ref`).
+    pub(crate) fn compile(schema: &Value, cache: &mut KeywordCache) -> Option<FastSchema> {
+        if has_ref(schema) {
+            return None;
+        }
+        compile(schema, cache).ok().map(|root| FastSchema { root })
+    }
+
+    /// Whether the value at `node` of `tape` is valid for certain.
+    pub(crate) fn passes(&self, tape: &Tape<'_>, node: u32) -> bool {
+        check(&self.root, tape, node)
+    }
+}
+
+fn non_negative(v: &Value) -> Result<u64, NoFastPath> {
+    v.as_u64().ok_or(NoFastPath)
+}
+
+fn compile(schema: &Value, cache: &mut KeywordCache) -> Result<Check, NoFastPath> {
+    let map = match schema {
+        Value::Bool(true) => return Ok(Check::Any),
+        Value::Bool(false) => return Ok(Check::Never),
+        Value::Object(map) => map,
+        _ => return Err(NoFastPath),
+    };
+    let needs_whole = map.keys().any(|k| WHOLE.contains(&k.as_str()))
+        || map.get("items").is_some_and(Value::is_array)
+        || map
+            .get("required")
+            .and_then(Value::as_array)
+            .is_some_and(|r| r.len() > 64);
+    if needs_whole {
+        return whole_validator(cache, schema).map(Check::Whole);
+    }
+    let mut node = NodeCheck {
+        types: ANY,
+        max_length: u64::MAX,
+        ..NodeCheck::default()
+    };
+    let mut any_check = false;
+    for (keyword, value) in map {
+        let keyword = keyword.as_str();
+        if ANNOTATIONS.contains(&keyword) {
+            continue;
+        }
+        any_check = true;
+        match keyword {
+            "type" => {
+                node.types = match value {
+                    Value::String(s) => type_bits(s).ok_or(NoFastPath)?,
+                    Value::Array(names) => names.iter().try_fold(0, |bits, n| {
+                        n.as_str()
+                            .and_then(type_bits)
+                            .map(|b| bits | b)
+                            .ok_or(NoFastPath)
+                    })?,
+                    _ => return Err(NoFastPath),
+                }
+            }
+            "enum" => {
+                let options = value.as_array().ok_or(NoFastPath)?;
+                if options.iter().all(Value::is_string) {
+                    node.one_of_strings = Some(
+                        options
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(Box::from)
+                            .collect(),
+                    );
+                } else {
+                    node.one_of_values = Some(options.clone());
+                }
+            }
+            "const" => node.one_of_values = Some(vec![value.clone()]),
+            "minLength" => node.min_length = non_negative(value)?,
+            "maxLength" => node.max_length = non_negative(value)?,
+            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => {
+                let bound = value.as_number().and_then(Bound::new).ok_or(NoFastPath)?;
+                let slot = match keyword {
+                    "minimum" => &mut node.minimum,
+                    "maximum" => &mut node.maximum,
+                    "exclusiveMinimum" => &mut node.exclusive_minimum,
+                    _ => &mut node.exclusive_maximum,
+                };
+                *slot = Some(bound);
+            }
+            "properties"
+            | "required"
+            | "additionalProperties"
+            | "minProperties"
+            | "maxProperties"
+            | "propertyNames" => {
+                let object = node.object.get_or_insert_with(ObjectCheck::default);
+                match keyword {
+                    "minProperties" => object.min_properties = Some(non_negative(value)?),
+                    "maxProperties" => object.max_properties = Some(non_negative(value)?),
+                    "additionalProperties" => object.additional = Some(compile(value, cache)?),
+                    "propertyNames" => object.property_names = Some(compile(value, cache)?),
+                    // Names are gathered below, once both keywords are seen.
+                    _ => {}
+                }
+            }
+            "items" | "minItems" | "maxItems" => {
+                let array = node.array.get_or_insert_with(ArrayCheck::default);
+                match keyword {
+                    "items" => array.items = Some(compile(value, cache)?),
+                    "minItems" => array.min_items = Some(non_negative(value)?),
+                    _ => array.max_items = Some(non_negative(value)?),
+                }
+            }
+            // Standing alone, jsonschema checks these exactly as in context.
+            _ => {
+                let kinds = match keyword {
+                    "pattern" | "format" | "contentMediaType" | "contentEncoding" => STRING,
+                    "multipleOf" => INTEGER | FRACTION,
+                    "uniqueItems" => ARRAY,
+                    _ => ANY,
+                };
+                node.delegated
+                    .push((kinds, keyword_validator(cache, keyword, value)?));
+            }
+        }
+    }
+    if let Some(object) = &mut node.object {
+        let properties = match map.get("properties") {
+            Some(Value::Object(p)) => Some(p),
+            None => None,
+            Some(_) => return Err(NoFastPath),
+        };
+        for (name, subschema) in properties.into_iter().flatten() {
+            object.properties.push(compile(subschema, cache)?);
+            object.names.push(Name {
+                hash: name_hash(name.as_bytes()),
+                text: name.as_str().into(),
+                property: u32::try_from(object.properties.len() - 1).map_err(|_| NoFastPath)?,
+                required_mask: 0,
+            });
+        }
+        let required = match map.get("required") {
+            Some(Value::Array(r)) => r.as_slice(),
+            None => &[],
+            Some(_) => return Err(NoFastPath),
+        };
+        let mut bits = 0u32;
+        for name in required {
+            let name = name.as_str().ok_or(NoFastPath)?;
+            let at = match object.names.iter().position(|n| &*n.text == name) {
+                Some(at) => at,
+                None => {
+                    object.names.push(Name {
+                        hash: name_hash(name.as_bytes()),
+                        text: name.into(),
+                        property: NOT_DECLARED,
+                        required_mask: 0,
+                    });
+                    object.names.len() - 1
+                }
+            };
+            if object.names[at].required_mask == 0 {
+                object.names[at].required_mask = 1 << bits;
+                object.required |= 1 << bits;
+                bits += 1;
+            }
+        }
+        let size = (object.names.len() * 2).next_power_of_two().max(4);
+        if size > usize::from(u16::MAX) {
+            return Err(NoFastPath);
+        }
+        object.shift = 64 - size.trailing_zeros();
+        object.slots = vec![0; size];
+        for (i, name) in object.names.iter().enumerate() {
+            let mut at = (name.hash >> object.shift) as usize;
+            while object.slots[at] != 0 {
+                at = (at + 1) & (size - 1);
+            }
+            object.slots[at] = (i + 1) as u16;
+        }
+    }
+    if !any_check {
+        return Ok(Check::Any);
+    }
+    Ok(shape(node))
+}
+
+/// The most compact check that does what `node` does.
+fn shape(mut node: NodeCheck) -> Check {
+    let lengths = node.min_length != 0 || node.max_length != u64::MAX;
+    let bounds = node.minimum.is_some()
+        || node.maximum.is_some()
+        || node.exclusive_minimum.is_some()
+        || node.exclusive_maximum.is_some();
+    let values =
+        node.one_of_strings.is_some() || node.one_of_values.is_some() || !node.delegated.is_empty();
+    let (object, array) = (node.object.is_some(), node.array.is_some());
+    node.only_type = !(lengths || bounds || values || object || array);
+    if node.only_type {
+        return Check::Kinds(node.types);
+    }
+    if values || array || (object && (lengths || bounds)) {
+        return Check::Node(Box::new(node));
+    }
+    if node.types == STRING && lengths && !bounds && !object {
+        return Check::Text {
+            min: node.min_length,
+            max: node.max_length,
+        };
+    }
+    if node.types == OBJECT
+        && let Some(o) = node.object.take()
+        && !(lengths || bounds)
+    {
+        return Check::Object(Box::new(o));
+    }
+    let int_bound = |b: Option<Bound>| match b {
+        None => Some(None),
+        Some(Bound::Int(n)) => i64::try_from(n).ok().map(Some),
+        Some(Bound::Float(_)) => None,
+    };
+    if node.types == INTEGER
+        && !lengths
+        && !object
+        && node.exclusive_minimum.is_none()
+        && node.exclusive_maximum.is_none()
+        && let (Some(min), Some(max)) = (int_bound(node.minimum), int_bound(node.maximum))
+    {
+        return Check::Integer {
+            min: min.unwrap_or(i64::MIN),
+            max: max.unwrap_or(i64::MAX),
+        };
+    }
+    Check::Node(Box::new(node))
+}
+
+impl ObjectCheck {
+    #[inline(always)]
+    fn find(&self, name: &[u8]) -> Option<&Name> {
+        let hash = name_hash(name);
+        let mask = self.slots.len() - 1;
+        let mut at = (hash >> self.shift) as usize;
+        loop {
+            let slot = usize::from(*self.slots.get(at & mask)?);
+            let n = self.names.get(slot.checked_sub(1)?)?;
+            if n.hash == hash && same_bytes(n.text.as_bytes(), name) {
+                return Some(n);
+            }
+            at += 1;
+        }
+    }
+}
+
+/// The kind of an entry.
+#[inline(always)]
+fn kind(entry: Entry) -> u8 {
+    match entry {
+        Entry::Null => NULL,
+        Entry::Bool(_) => BOOLEAN,
+        Entry::Int(_) | Entry::UInt(_) => INTEGER,
+        Entry::Float(f) if f.fract() == 0.0 => INTEGER,
+        Entry::Float(_) => FRACTION,
+        Entry::Str { .. } | Entry::Owned(_) => STRING,
+        Entry::Array { .. } => ARRAY,
+        Entry::Object { .. } => OBJECT,
+    }
+}
+
+/// The number an entry holds.
+#[inline]
+fn number(entry: Entry) -> Option<Bound> {
+    match entry {
+        Entry::Int(n) => Some(Bound::Int(i128::from(n))),
+        Entry::UInt(n) => Some(Bound::Int(i128::from(n))),
+        Entry::Float(f) => Some(Bound::Float(f)),
+        _ => None,
+    }
+}
+
+fn check(c: &Check, tape: &Tape<'_>, node: u32) -> bool {
+    check_inline(c, tape, node)
+}
+
+#[inline(always)]
+fn check_inline(c: &Check, tape: &Tape<'_>, node: u32) -> bool {
+    match c {
+        Check::Text { min, max } => {
+            let entry = tape.entry(node);
+            matches!(entry, Entry::Str { .. } | Entry::Owned(_))
+                && text_length_within(tape, node, entry, *min, *max)
+        }
+        Check::Kinds(kinds) => kinds & kind(tape.entry(node)) != 0,
+        Check::Object(o) => {
+            matches!(tape.entry(node), Entry::Object { .. }) && check_object(o, tape, node)
+        }
+        Check::Integer { min, max } => match tape.entry(node) {
+            Entry::Int(n) => (*min..=*max).contains(&n),
+            Entry::UInt(n) => i64::try_from(n).is_ok_and(|n| (*min..=*max).contains(&n)),
+            Entry::Float(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => {
+                // Exact: |f| and both bounds fit an i64, and f is whole.
+                (*min as f64..=*max as f64).contains(&f) && (f as i64) >= *min && (f as i64) <= *max
+            }
+            _ => false,
+        },
+        Check::Node(n) => {
+            let entry = tape.entry(node);
+            let kind = kind(entry);
+            if n.types & kind == 0 {
+                return false;
+            }
+            n.only_type || check_rest(n, tape, node, entry, kind)
+        }
+        Check::Any => true,
+        Check::Never => false,
+        Check::Whole(v) => v.is_valid(TapeNode::new(tape, node)),
+    }
+}
+
+/// The checks of `n` past its type, for a value of that type.
+fn check_rest(n: &NodeCheck, tape: &Tape<'_>, node: u32, entry: Entry, kind: u8) -> bool {
+    match entry {
+        Entry::Str { .. } | Entry::Owned(_)
+            if (n.min_length != 0 || n.max_length != u64::MAX)
+                && !text_length_within(tape, node, entry, n.min_length, n.max_length) =>
+        {
+            return false;
+        }
+        Entry::Object { .. } => {
+            if let Some(o) = &n.object
+                && !check_object(o, tape, node)
+            {
+                return false;
+            }
+        }
+        Entry::Array { .. } => {
+            if let Some(a) = &n.array
+                && !check_array(a, tape, node)
+            {
+                return false;
+            }
+        }
+        _ => {}
+    }
+    if let Some(value) = number(entry) {
+        let holds = |bound: Option<Bound>, ok: fn(Ordering) -> bool| {
+            bound.is_none_or(|b| b.compare(value).is_some_and(ok))
+        };
+        if !(holds(n.minimum, Ordering::is_ge)
+            && holds(n.maximum, Ordering::is_le)
+            && holds(n.exclusive_minimum, Ordering::is_gt)
+            && holds(n.exclusive_maximum, Ordering::is_lt))
+        {
+            return false;
+        }
+    }
+    if let Some(options) = &n.one_of_strings {
+        let Some(s) = tape.key_bytes(node) else {
+            return false;
+        };
+        if !options.iter().any(|o| same_bytes(o.as_bytes(), s)) {
+            return false;
+        }
+    }
+    if let Some(options) = &n.one_of_values {
+        let me = TapeNode::new(tape, node);
+        if !options
+            .iter()
+            .any(|o| jsonschema::json::Node::equals_value(&me, o))
+        {
+            return false;
+        }
+    }
+    for (kinds, v) in &n.delegated {
+        if kinds & kind != 0 && !v.is_valid(TapeNode::new(tape, node)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the string `entry` (at `node`) has between `min` and `max` characters.
+#[inline(always)]
+fn text_length_within(tape: &Tape<'_>, node: u32, entry: Entry, min: u64, max: u64) -> bool {
+    if let Entry::Str { len, .. } = entry {
+        // Each character is one to four bytes: the byte length often settles it.
+        let bytes = u64::from(len);
+        if min <= bytes.div_ceil(4) && bytes <= max {
+            return true;
+        }
+    }
+    tape.str_at(node)
+        .is_some_and(|s| length_within(s, min, max))
+}
+
+/// Whether `s` has between `min` and `max` characters.
+fn length_within(s: &str, min: u64, max: u64) -> bool {
+    let bytes = s.len() as u64;
+    if bytes < min || bytes.div_ceil(4) > max {
+        return false;
+    }
+    if min <= bytes.div_ceil(4) && bytes <= max {
+        return true;
+    }
+    (min..=max).contains(&(s.chars().count() as u64))
+}
+
+fn check_object(o: &ObjectCheck, tape: &Tape<'_>, node: u32) -> bool {
+    let Entry::Object { len, .. } = tape.entry(node) else {
+        return false;
+    };
+    let mut found = 0u64;
+    let mut key = node + 1;
+    for _ in 0..len {
+        if !check_member(o, tape, key, key + 1, &mut found) {
+            return false;
+        }
+        key = tape.next(key + 1);
+    }
+    let mut count = u64::from(len);
+    for (k, v) in tape.added_members(node) {
+        count += 1;
+        if !check_member(o, tape, k, v, &mut found) {
+            return false;
+        }
+    }
+    found == o.required
+        && o.min_properties.is_none_or(|m| count >= m)
+        && o.max_properties.is_none_or(|m| count <= m)
+}
+
+/// One member of an object: its name against `propertyNames`, its value against its
+/// property or `additionalProperties`; required names found are marked in `found`.
+#[inline(always)]
+fn check_member(o: &ObjectCheck, tape: &Tape<'_>, key: u32, value: u32, found: &mut u64) -> bool {
+    let Some(name) = tape.key_bytes(key) else {
+        return false;
+    };
+    if let Some(names) = &o.property_names
+        && !check(names, tape, key)
+    {
+        return false;
+    }
+    let applies = match o.find(name) {
+        Some(n) => {
+            *found |= n.required_mask;
+            match n.property {
+                NOT_DECLARED => o.additional.as_ref(),
+                p => o.properties.get(p as usize),
+            }
+        }
+        None => o.additional.as_ref(),
+    };
+    applies.is_none_or(|c| check_inline(c, tape, value))
+}
+
+fn check_array(a: &ArrayCheck, tape: &Tape<'_>, node: u32) -> bool {
+    let len = u64::from(tape.array_len(node));
+    if a.min_items.is_some_and(|m| len < m) || a.max_items.is_some_and(|m| len > m) {
+        return false;
+    }
+    let Some(items) = &a.items else {
+        return true;
+    };
+    let mut at = node + 1;
+    for _ in 0..len {
+        if !check(items, tape, at) {
+            return false;
+        }
+        at = tape.next(at);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn passes(schema: Value, event: &str) -> bool {
+        let mut cache = KeywordCache::new();
+        let fast = FastSchema::compile(&schema, &mut cache).expect("compiles");
+        let tape = Tape::parse(event).unwrap();
+        fast.passes(&tape, 0)
+    }
+
+    #[test]
+    fn checks_each_keyword_it_takes_apart() {
+        let schema = json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["a", "n"],
+            "properties": {
+                "a": {"type": "string", "maxLength": 3, "minLength": 1},
+                "n": {"type": "integer", "minimum": 0, "maximum": 9007199254740991_u64},
+                "f": {"type": "number", "exclusiveMaximum": 1.5},
+                "e": {"enum": ["x", "y"]},
+                "c": {"const": {"k": [1, 2]}},
+                "l": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2},
+                "m": {"type": "object", "additionalProperties": {"type": "string"}},
+                "t": {"type": ["string", "null"]}
+            }
+        });
+        let ok = [
+            r#"{"a":"abc","n":0}"#,
+            r#"{"a":"é","n":9007199254740991,"f":1.4,"e":"y","c":{"k":[1,2.0]},"l":[true],"m":{"z":"q"},"t":null}"#,
+            r#"{"a":"x","n":3.0}"#,
+        ];
+        for e in ok {
+            assert!(passes(schema.clone(), e), "{e}");
+        }
+        let bad = [
+            r#"{"a":"abcd","n":0}"#,
+            r#"{"a":"","n":0}"#,
+            r#"{"a":"a"}"#,
+            r#"{"a":"a","n":-1}"#,
+            r#"{"a":"a","n":9007199254740992}"#,
+            r#"{"a":"a","n":1.5}"#,
+            r#"{"a":"a","n":1,"f":1.5}"#,
+            r#"{"a":"a","n":1,"e":"z"}"#,
+            r#"{"a":"a","n":1,"c":{"k":[1]}}"#,
+            r#"{"a":"a","n":1,"l":[true,false,true]}"#,
+            r#"{"a":"a","n":1,"l":[1]}"#,
+            r#"{"a":"a","n":1,"m":{"z":1}}"#,
+            r#"{"a":"a","n":1,"t":1}"#,
+            r#"{"a":"a","n":1,"extra":1}"#,
+            r#"[1]"#,
+        ];
+        for e in bad {
+            assert!(!passes(schema.clone(), e), "{e}");
+        }
+    }
+
+    #[test]
+    fn hands_what_it_does_not_take_apart_to_jsonschema() {
+        let schema = json!({
+            "properties": {
+                "dt": {"type": "string", "format": "date-time"},
+                "id": {"type": "string", "pattern": "^[0-9a-z]{4}$"},
+                "u": {"type": "array", "uniqueItems": true},
+                "any": {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+            }
+        });
+        assert!(passes(
+            schema.clone(),
+            r#"{"dt":"2026-11-27T12:00:00Z","id":"ab12","u":[1,2],"any":3}"#
+        ));
+        for bad in [
+            r#"{"dt":"yesterday"}"#,
+            r#"{"id":"AB12"}"#,
+            r#"{"u":[1,1]}"#,
+            r#"{"any":1.5}"#,
+        ] {
+            assert!(!passes(schema.clone(), bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_ref_leaves_the_schema_to_the_full_validator() {
+        let mut cache = KeywordCache::new();
+        let schema =
+            json!({"properties": {"a": {"$ref": "#/definitions/x"}}, "definitions": {"x": {}}});
+        assert!(FastSchema::compile(&schema, &mut cache).is_none());
+    }
+}
