@@ -314,18 +314,22 @@ impl<'s> Tape<'s> {
     /// parsed objects they belong to, right after each object's `{`.
     pub(crate) fn splice(&self, start: usize, end: usize, mark: usize) -> String {
         let added = &self.ext[mark..];
-        let mut targets: Vec<(u32, u32)> = added
-            .iter()
-            .filter_map(|e| match self.nodes[e.object as usize] {
-                Entry::Object { pos, .. } if pos != u32::MAX => Some((pos, e.object)),
-                _ => None,
-            })
-            .collect();
-        targets.sort_unstable();
-        targets.dedup();
+        let parsed_pos = |e: &Ext| match self.nodes[e.object as usize] {
+            Entry::Object { pos, .. } if pos != u32::MAX => Some((pos, e.object)),
+            _ => None,
+        };
         let mut out = String::with_capacity(end - start + 64 * added.len());
         let mut cursor = start;
-        for (pos, object) in targets {
+        // The parsed objects that got members, in the order they appear (enrichment adds
+        // to a handful, so picking the next one each time beats sorting a list of them).
+        let mut after = None;
+        while let Some((pos, object)) = added
+            .iter()
+            .filter_map(parsed_pos)
+            .filter(|&t| after.is_none_or(|a| t > a))
+            .min()
+        {
+            after = Some((pos, object));
             let at = pos as usize + 1;
             out.push_str(&self.src[cursor..at]);
             for (n, e) in added.iter().filter(|e| e.object == object).enumerate() {
@@ -1111,8 +1115,15 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 /// Writes `s` as a JSON string literal.
 pub(crate) fn write_json_string(s: &str, out: &mut String) {
-    out.push('"');
     let bytes = s.as_bytes();
+    let plain = scan_plain(bytes, 0);
+    out.reserve(bytes.len() + 2);
+    out.push('"');
+    if plain == bytes.len() {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut run = 0;
     loop {
         let i = scan_plain(bytes, run);

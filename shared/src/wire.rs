@@ -169,21 +169,62 @@ pub enum WireError {
     },
 }
 
-fn encode<T: Serialize>(msg: &T, compress: bool) -> Vec<u8> {
+/// Encodes `msg` (at most about `size_hint` bytes of postcard) as a frame. Each
+/// buffer is allocated once at its final size: a batch is half a megabyte, and
+/// growing it, or copying the compressed bytes behind the header, would copy it again.
+fn encode<T: Serialize>(msg: &T, size_hint: usize, compress: bool) -> Vec<u8> {
     // postcard cannot fail to serialize these types into a Vec: they hold no maps with non-string keys,
     // no unsized sequences and no custom serializers that error.
-    let body = postcard::to_allocvec(msg).unwrap_or_default();
-    let mut out = Vec::with_capacity(body.len() / if compress { 2 } else { 1 } + 8);
-    out.push(WIRE_VERSION);
-    if compress {
-        out.push(FLAG_LZ4);
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&lz4_flex::block::compress(&body));
-    } else {
-        out.push(0);
-        out.extend_from_slice(&body);
+    if !compress {
+        let mut out = Vec::with_capacity(2 + size_hint);
+        out.extend_from_slice(&[WIRE_VERSION, 0]);
+        return postcard::to_extend(msg, out).unwrap_or_default();
     }
+    let body = postcard::to_extend(msg, Vec::with_capacity(size_hint)).unwrap_or_default();
+    let header = 6;
+    let mut out = vec![0u8; header + lz4_flex::block::get_maximum_output_size(body.len())];
+    out[0] = WIRE_VERSION;
+    out[1] = FLAG_LZ4;
+    out[2..header].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    // The output holds the maximum LZ4 can produce, so compressing into it cannot fail.
+    let written = lz4_flex::block::compress_into(&body, &mut out[header..]).unwrap_or_default();
+    out.truncate(header + written);
     out
+}
+
+/// Bytes postcard takes for a length prefix, at most.
+const LEN: usize = 5;
+
+impl BatchEvent {
+    /// An upper bound of the bytes postcard takes for this event.
+    fn size_bound(&self) -> usize {
+        let text = |s: &Option<String>| 1 + s.as_ref().map_or(0, |s| LEN + s.len());
+        3 * LEN
+            + self.stream.len()
+            + self.topic.len()
+            + self.schema_uri.len()
+            + text(&self.partition_key)
+            + text(&self.rate_key)
+            + 16
+            + 2 * 10
+            + 1
+            + LEN
+            + self.json.len()
+    }
+}
+
+impl BatchError {
+    fn size_bound(&self) -> usize {
+        let text = |s: &Option<String>| 1 + s.as_ref().map_or(0, |s| LEN + s.len());
+        text(&self.stream)
+            + text(&self.schema_uri)
+            + text(&self.request_id)
+            + 3 * LEN
+            + self.error_type.len()
+            + self.message.len()
+            + self.raw_event.len()
+            + 10
+    }
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8], limits: &WireLimits) -> Result<T, WireError> {
@@ -242,7 +283,19 @@ fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8], limits: &WireLimits) -> Re
 impl Batch {
     /// Encodes the batch as a frame, LZ4-compressed when `compress`.
     pub fn encode(&self, compress: bool) -> Vec<u8> {
-        encode(self, compress)
+        let bound = 16
+            + 2 * LEN
+            + self
+                .events
+                .iter()
+                .map(BatchEvent::size_bound)
+                .sum::<usize>()
+            + self
+                .errors
+                .iter()
+                .map(BatchError::size_bound)
+                .sum::<usize>();
+        encode(self, bound, compress)
     }
 
     /// Decodes and checks a batch frame.
@@ -284,7 +337,7 @@ impl Batch {
 impl BatchAck {
     /// Encodes the acknowledgement as a frame.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self, false)
+        encode(self, 16 + LEN + 8 * self.verdicts.len(), false)
     }
 
     /// Decodes an acknowledgement and checks it answers every event of `batch`.
