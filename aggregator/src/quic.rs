@@ -9,7 +9,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
-use sluice_shared::link::{ALPN, response as reply, status};
+use sluice_shared::link::{ALPN, MAX_UDP_PAYLOAD, response as reply, status};
 use sluice_shared::{Batch, WireLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -85,11 +85,18 @@ pub fn server_endpoint(
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams_per_connection))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .send_fairness(false);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    transport.mtu_discovery_config(Some(mtu));
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     let socket = udp_socket(addr).map_err(|source| QuicError::Io { addr, source })?;
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|e| QuicError::Verifier(e.to_string()))?;
     quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         Some(config),
         socket,
         Arc::new(quinn::TokioRuntime),

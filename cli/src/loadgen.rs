@@ -203,15 +203,19 @@ impl Mix {
             }
             out.push_str(&t.before);
             // A UUID-shaped id: the run's 64 random bits, then the sequence number.
-            let (hi, lo) = (run, seq);
-            out.push_str(&format!(
-                "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-                hi >> 32,
-                (hi >> 16) & 0xffff,
-                hi & 0xfff,
-                (lo >> 48) & 0xfff,
-                lo & 0xffff_ffff_ffff
-            ));
+            let mut id = *b"00000000-0000-4000-8000-000000000000";
+            let hex = |at: &mut [u8], mut v: u64| {
+                for b in at.iter_mut().rev() {
+                    *b = b"0123456789abcdef"[(v & 0xf) as usize];
+                    v >>= 4;
+                }
+            };
+            hex(&mut id[0..8], run >> 32);
+            hex(&mut id[9..13], (run >> 16) & 0xffff);
+            hex(&mut id[15..18], run & 0xfff);
+            hex(&mut id[20..23], (seq >> 48) & 0xfff);
+            hex(&mut id[24..36], seq & 0xffff_ffff_ffff);
+            out.push_str(std::str::from_utf8(&id).unwrap_or_default());
             out.push_str(&t.after);
         }
         out.push(']');

@@ -15,6 +15,15 @@ use crate::wire::{Batch, BatchAck, WireError, WireLimits};
 /// The ALPN protocol of batch ingest.
 pub const ALPN: &[u8] = b"sluice/1";
 
+/// The largest UDP payload either end announces and searches for with path MTU
+/// discovery. Links start at QUIC's 1,200 bytes and grow to what the path
+/// carries, up to this: 1,452 on Ethernet, all of it on jumbo frames and on
+/// loopback, where a batch then goes in a fifth of the packets (each an
+/// encryption, a share of a system call and, in time, an ACK). Not more: quinn
+/// sends up to ten packets in one segmentation-offload write, whose total the
+/// kernel caps at 64 KiB, and a write over it fails and loses its packets.
+pub const MAX_UDP_PAYLOAD: u16 = 6_500;
+
 /// Response status bytes.
 pub mod status {
     /// The acknowledgement frame follows.

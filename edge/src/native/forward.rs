@@ -128,6 +128,10 @@ pub const HASTY_QUEUE_PATIENCE: Duration = Duration::from_secs(1);
 /// How long a hasty batch waits on a busy aggregator before it goes to the spool.
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 
+/// How long a hasty batch waits for a connection another batch is making before it
+/// goes to the spool (a connection to a live aggregator takes milliseconds).
+const CONNECTING_PATIENCE: Duration = Duration::from_millis(250);
+
 /// An upper bound of the spool bytes these events and reports take in a frame (uncompressed,
 /// with postcard's lengths and a record header).
 fn frame_bound(events: &[BatchEvent], errors: &[BatchError]) -> u64 {
@@ -392,9 +396,9 @@ async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
                     Duration::from_secs(5),
                 )
             }
-            Err(LinkDown { last, retry_after }) => {
-                (format!("no aggregator answers: {last}"), retry_after)
-            }
+            Err(LinkDown {
+                last, retry_after, ..
+            }) => (format!("no aggregator answers: {last}"), retry_after),
         };
         if Instant::now() + wait > deadline {
             break (message, wait);
@@ -503,16 +507,30 @@ fn settle_hasty(ctx: &Ctx, events: Vec<BatchEvent>, verdicts: Vec<EventAck>) -> 
     retry
 }
 
-async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
+/// Spools a frame off the async threads: a spool write waits for its fsync.
+async fn spool_blocking(ctx: &Arc<Ctx>, frame: Vec<u8>, events: usize) {
+    let ctx = ctx.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || spool(&ctx, &frame, events)).await {
+        tracing::error!(error = %e, events, "A spool write did not finish.");
+    }
+}
+
+async fn send_hasty(ctx: &Arc<Ctx>, mut items: Vec<Item>) {
     let batch = build(&mut items);
     let frame = batch.encode(ctx.options.compress);
     // An aggregator that answers busy is alive: wait as it asks (holding this batch's
     // place, so that the queue fills and senders get 503) rather than spool, for a while.
+    // A link that another batch is connecting (an edge's first moments) is worth a short
+    // wait too; a connection that takes longer is to an aggregator that is not there.
     let busy_until = Instant::now() + BUSY_PATIENCE;
+    let connecting_until = Instant::now() + CONNECTING_PATIENCE;
     let reply = loop {
         match ctx.link.send(&batch, &frame).await {
             Ok(LinkReply::Busy(ms)) if Instant::now() < busy_until => {
                 tokio::time::sleep(Duration::from_millis(u64::from(ms.clamp(10, 1000)))).await;
+            }
+            Err(down) if down.connecting && Instant::now() < connecting_until => {
+                tokio::time::sleep(down.retry_after).await;
             }
             other => break other,
         }
@@ -523,7 +541,7 @@ async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
             let retry = settle_hasty(ctx, batch.events, ack.verdicts);
             if !retry.is_empty() {
                 let again = retry_batch(retry);
-                spool(ctx, &again.encode(ctx.options.compress), again.events.len());
+                spool_blocking(ctx, again.encode(ctx.options.compress), again.events.len()).await;
             }
         }
         other => {
@@ -531,7 +549,7 @@ async fn send_hasty(ctx: &Ctx, mut items: Vec<Item>) {
                 tracing::error!(reply = ?other, "The aggregator refused a hasty batch; spooling it.");
             }
             ctx.metrics.batch("spooled");
-            spool(ctx, &frame, batch.events.len());
+            spool_blocking(ctx, frame, batch.events.len()).await;
         }
     }
 }

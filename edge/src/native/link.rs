@@ -6,7 +6,7 @@
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sluice_shared::link::{ALPN, request_head};
+use sluice_shared::link::{ALPN, MAX_UDP_PAYLOAD, request_head};
 use sluice_shared::{Batch, LinkReply, WireLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,8 +106,12 @@ pub fn client_endpoint(
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto =
         QuicClientConfig::try_from(tls).map_err(|e| LinkSetupError::Quic(e.to_string()))?;
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|e| LinkSetupError::Quic(e.to_string()))?;
     let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         None,
         udp_socket(SocketAddr::from(([0, 0, 0, 0], 0)))?,
         Arc::new(quinn::TokioRuntime),
@@ -118,6 +122,9 @@ pub fn client_endpoint(
     transport.send_fairness(false);
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
     transport.max_idle_timeout(Some(quinn::VarInt::from_u32(15_000).into()));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    transport.mtu_discovery_config(Some(mtu));
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     endpoint.set_default_client_config(config);
@@ -155,6 +162,9 @@ pub async fn send_batch(
 pub struct LinkDown {
     /// The last failure seen.
     pub last: String,
+    /// Another request is connecting to an aggregator right now: no failure
+    /// yet, just a moment's wait.
+    pub connecting: bool,
     /// When the next connection attempt will be made.
     pub retry_after: Duration,
 }
@@ -233,12 +243,14 @@ impl Link {
         if now < state.next_attempt {
             return Err(LinkDown {
                 last: state.last_error.clone(),
+                connecting: false,
                 retry_after: state.next_attempt - now,
             });
         }
         if self.connecting.swap(true, Ordering::AcqRel) {
             return Err(LinkDown {
                 last: "connecting to an aggregator".into(),
+                connecting: true,
                 retry_after: Duration::from_millis(50),
             });
         }
@@ -285,6 +297,7 @@ impl Link {
         state.next_attempt = Instant::now() + wait;
         Err(LinkDown {
             last: state.last_error.clone(),
+            connecting: false,
             retry_after: wait,
         })
     }
@@ -334,6 +347,7 @@ impl Link {
                 Ok(answer) => {
                     return LinkReply::decode(&answer, batch, &self.limits).map_err(|e| LinkDown {
                         last: e.to_string(),
+                        connecting: false,
                         retry_after: Duration::from_millis(100),
                     });
                 }
@@ -345,6 +359,7 @@ impl Link {
         }
         Err(LinkDown {
             last,
+            connecting: false,
             retry_after: Duration::from_millis(100),
         })
     }
