@@ -193,6 +193,8 @@ pub async fn serve_until(
         });
     }
     while connections.join_next().await.is_some() {}
+    // Let the closes reach the edges before the endpoint goes.
+    let _ = tokio::time::timeout(ANSWER_DELIVERY, endpoint.wait_idle()).await;
 }
 
 async fn serve_connection(
@@ -281,8 +283,14 @@ async fn handle_stream(
     };
     send.write_all(&answer).await?;
     send.finish()?;
+    // Held until the edge has the answer: a connection closed (the aggregator stopping)
+    // while an answer is still unsent would lose it.
+    let _ = tokio::time::timeout(ANSWER_DELIVERY, send.stopped()).await;
     Ok(())
 }
+
+/// How long a batch stream waits for the edge to acknowledge its answer.
+const ANSWER_DELIVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Frees a connection's place in the count when the connection ends.
 struct ConnectionSlot(Arc<AtomicUsize>);
