@@ -152,9 +152,9 @@ impl Frames {
 }
 
 /// Sends a frame; true when every event was accepted.
-async fn send(conn: &quinn::Connection, frame: &[u8]) -> bool {
+async fn send(conn: &quinn::Connection, frame: Vec<u8>) -> bool {
     let limits = WireLimits::default();
-    match sluice_edge::native::send_frame(conn, frame, None, &limits).await {
+    match sluice_edge::native::send_frame(conn, frame.into(), None, &limits).await {
         Ok(answer) => match answer.split_first() {
             Some((&status::OK, ack)) => BatchAck::decode(ack, &limits).is_ok_and(|a| {
                 a.verdicts.len() == PER_BATCH && a.verdicts.iter().all(|v| *v == EventAck::Accepted)
@@ -191,7 +191,7 @@ async fn at_max(
             while Instant::now() < end {
                 let f = frames.make(next.fetch_add(PER_BATCH as u64, Ordering::Relaxed));
                 let t = Instant::now();
-                if send(&conn, &f).await {
+                if send(&conn, f).await {
                     ok += 1;
                     let _ = hist.record(t.elapsed().as_micros() as u64);
                 } else {
@@ -239,7 +239,7 @@ async fn at_rate(
         tokio::time::sleep_until(due.into()).await;
         let conn = conn.clone();
         tasks.push(tokio::spawn(async move {
-            let ok = send(&conn, &f).await;
+            let ok = send(&conn, f).await;
             (ok, due.elapsed())
         }));
     }

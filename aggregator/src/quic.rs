@@ -245,7 +245,7 @@ async fn handle_stream(
     sink: &Sink,
     limits: &WireLimits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let request = recv.read_to_end(limits.max_frame_bytes + 512).await?;
+    let request = read_frame(&mut recv, limits.max_frame_bytes + 512).await?;
     // Timed from the whole frame's arrival, as over HTTP.
     let started = std::time::Instant::now();
     let answer = match authenticate(&request, certified, token) {
@@ -281,12 +281,60 @@ async fn handle_stream(
             },
         },
     };
+    FRAMES.put(request);
     send.write_all(&answer).await?;
     send.finish()?;
     // Held until the edge has the answer: a connection closed (the aggregator stopping)
     // while an answer is still unsent would lose it.
     let _ = tokio::time::timeout(ANSWER_DELIVERY, send.stopped()).await;
     Ok(())
+}
+
+/// Reads a stream's whole request, in order, into a buffer from [`FRAMES`].
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut frame = FRAMES.take();
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+        if frame.len() + chunk.bytes.len() > limit {
+            return Err(format!("a batch frame over the limit of {limit} bytes").into());
+        }
+        frame.extend_from_slice(&chunk.bytes);
+    }
+    Ok(frame)
+}
+
+/// Request buffers kept for the next batches: a frame is half a megabyte, and a fresh
+/// allocation of that size costs the kernel's page faults and zeroing on every batch.
+static FRAMES: FramePool = FramePool(std::sync::Mutex::new(Vec::new()));
+
+/// Buffers kept, at most, and the largest kept.
+const FRAMES_KEPT: usize = 8;
+const FRAME_KEPT_BYTES: usize = 2 << 20;
+
+struct FramePool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl FramePool {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.pop())
+            .unwrap_or_default()
+    }
+
+    fn put(&self, mut frame: Vec<u8>) {
+        if frame.capacity() > FRAME_KEPT_BYTES {
+            return;
+        }
+        frame.clear();
+        if let Ok(mut kept) = self.0.lock()
+            && kept.len() < FRAMES_KEPT
+        {
+            kept.push(frame);
+        }
+    }
 }
 
 /// How long a batch stream waits for the edge to acknowledge its answer.

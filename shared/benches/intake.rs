@@ -6,8 +6,8 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sluice_shared::{
-    EventIds, Intake, IntakeOptions, RequestMeta, SchemaRegistry, StreamConfig, Tape, TapeNode,
-    Timestamp, fs,
+    Batch, EventIds, Intake, IntakeOptions, RequestMeta, SchemaRegistry, StreamConfig, Tape,
+    TapeNode, Timestamp, WireLimits, fs,
 };
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -147,6 +147,29 @@ fn bench(c: &mut Criterion) {
     group.bench_function("mixed_batch_500", |b| {
         b.iter(|| intake.process(&req, black_box(mixed.as_bytes()), &mut ids))
     });
+    // What the edge does next with 500 accepted events: one frame to the aggregator,
+    // which decodes it.
+    let batch = Batch {
+        id: [7; 16],
+        events: (0..500)
+            .filter_map(|_| {
+                let out = intake.process(&req, PM_WEB.as_bytes(), &mut ids).ok()?;
+                out.into_iter().next()?.event
+            })
+            .collect(),
+        errors: Vec::new(),
+    };
+    assert_eq!(batch.events.len(), 500);
+    let limits = WireLimits::default();
+    for (name, lz4) in [("wire_encode_500", false), ("wire_encode_500_lz4", true)] {
+        group.bench_function(name, |b| b.iter(|| batch.encode(black_box(lz4))));
+    }
+    for (name, lz4) in [("wire_decode_500", false), ("wire_decode_500_lz4", true)] {
+        let frame = batch.encode(lz4);
+        group.bench_function(name, |b| {
+            b.iter(|| Batch::decode(black_box(&frame), &limits).is_ok())
+        });
+    }
     group.finish();
 }
 

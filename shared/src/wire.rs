@@ -169,9 +169,11 @@ pub enum WireError {
     },
 }
 
-/// Encodes `msg` (at most about `size_hint` bytes of postcard) as a frame. Each
-/// buffer is allocated once at its final size: a batch is half a megabyte, and
-/// growing it, or copying the compressed bytes behind the header, would copy it again.
+/// Encodes `msg` (at most about `size_hint` bytes of postcard) as a frame. The
+/// postcard bytes and the LZ4 output are written into buffers this thread keeps
+/// between frames, and the frame is copied once into an allocation of its final
+/// size: a batch is half a megabyte, and fresh buffers of that size (zeroed, or
+/// grown by doubling) cost more than the copy.
 fn encode<T: Serialize>(msg: &T, size_hint: usize, compress: bool) -> Vec<u8> {
     // postcard cannot fail to serialize these types into a Vec: they hold no maps with non-string keys,
     // no unsized sequences and no custom serializers that error.
@@ -180,16 +182,55 @@ fn encode<T: Serialize>(msg: &T, size_hint: usize, compress: bool) -> Vec<u8> {
         out.extend_from_slice(&[WIRE_VERSION, 0]);
         return postcard::to_extend(msg, out).unwrap_or_default();
     }
-    let body = postcard::to_extend(msg, Vec::with_capacity(size_hint)).unwrap_or_default();
-    let header = 6;
-    let mut out = vec![0u8; header + lz4_flex::block::get_maximum_output_size(body.len())];
-    out[0] = WIRE_VERSION;
-    out[1] = FLAG_LZ4;
-    out[2..header].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    // The output holds the maximum LZ4 can produce, so compressing into it cannot fail.
-    let written = lz4_flex::block::compress_into(&body, &mut out[header..]).unwrap_or_default();
-    out.truncate(header + written);
-    out
+    with_scratch(&ENCODE_SCRATCH, |[body, packed]| {
+        body.clear();
+        body.reserve(size_hint);
+        let Ok(encoded) = postcard::to_extend(msg, std::mem::take(body)) else {
+            return Vec::new();
+        };
+        *body = encoded;
+        let bound = lz4_flex::block::get_maximum_output_size(body.len());
+        if packed.len() < bound {
+            packed.resize(bound, 0);
+        }
+        // The buffer holds the most LZ4 can produce, so compressing into it cannot fail.
+        let written = lz4_flex::block::compress_into(body, packed).unwrap_or_default();
+        let header = 6;
+        let mut out = Vec::with_capacity(header + written);
+        out.extend_from_slice(&[WIRE_VERSION, FLAG_LZ4]);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&packed[..written]);
+        out
+    })
+}
+
+/// Scratch buffers a thread reuses for encoding (postcard bytes, LZ4 output) and
+/// decoding (the decompressed payload).
+type Scratch = std::cell::Cell<[Vec<u8>; 2]>;
+
+thread_local! {
+    static ENCODE_SCRATCH: Scratch = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
+    static DECODE_SCRATCH: Scratch = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Scratch kept between frames is at most this big; a larger one is let go after use.
+const SCRATCH_KEEP: usize = 4 << 20;
+
+/// Runs `f` on this thread's scratch buffers: they are taken out for the call
+/// and put back after it (fresh ones serve a thread being torn down).
+fn with_scratch<R>(
+    key: &'static std::thread::LocalKey<Scratch>,
+    f: impl FnOnce(&mut [Vec<u8>; 2]) -> R,
+) -> R {
+    let mut bufs = key.try_with(|cell| cell.take()).unwrap_or_default();
+    let result = f(&mut bufs);
+    for b in &mut bufs {
+        if b.capacity() > SCRATCH_KEEP {
+            *b = Vec::new();
+        }
+    }
+    let _ = key.try_with(|cell| cell.replace(bufs));
+    result
 }
 
 /// Bytes postcard takes for a length prefix, at most.
@@ -244,31 +285,36 @@ fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8], limits: &WireLimits) -> Re
     if flags & !KNOWN_FLAGS != 0 {
         return Err(WireError::UnknownFlags(*flags));
     }
-    let decompressed;
-    let body = if flags & FLAG_LZ4 != 0 {
-        let [a, b, c, d, payload @ ..] = rest else {
-            return Err(WireError::Truncated(frame.len()));
-        };
-        let size = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
-        if size > limits.max_frame_bytes {
-            return Err(WireError::TooLarge {
-                what: "decompressed payload",
-                size,
-                limit: limits.max_frame_bytes,
-            });
-        }
-        decompressed = lz4_flex::block::decompress(payload, size)
-            .map_err(|e| WireError::Compression(e.to_string()))?;
-        if decompressed.len() != size {
-            return Err(WireError::Compression(format!(
-                "{} bytes, not the {size} stated",
-                decompressed.len()
-            )));
-        }
-        decompressed.as_slice()
-    } else {
-        rest
+    if flags & FLAG_LZ4 == 0 {
+        return take_all(rest);
+    }
+    let [a, b, c, d, payload @ ..] = rest else {
+        return Err(WireError::Truncated(frame.len()));
     };
+    let size = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+    if size > limits.max_frame_bytes {
+        return Err(WireError::TooLarge {
+            what: "decompressed payload",
+            size,
+            limit: limits.max_frame_bytes,
+        });
+    }
+    with_scratch(&DECODE_SCRATCH, |[body, _]| {
+        // Zeroed each time, so that nothing of an earlier frame can show through.
+        body.clear();
+        body.resize(size, 0);
+        match lz4_flex::block::decompress_into(payload, body) {
+            Err(e) => Err(WireError::Compression(e.to_string())),
+            Ok(n) if n != size => Err(WireError::Compression(format!(
+                "{n} bytes, not the {size} stated"
+            ))),
+            Ok(_) => take_all(body),
+        }
+    })
+}
+
+/// Decodes the whole of `body` as one message.
+fn take_all<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, WireError> {
     let (msg, extra) =
         postcard::take_from_bytes::<T>(body).map_err(|e| WireError::Payload(e.to_string()))?;
     if !extra.is_empty() {

@@ -15,6 +15,7 @@ use super::link::{Link, LinkDown};
 use super::metrics::Metrics;
 use super::spool::Spool;
 use crate::respond::Forwarded;
+use bytes::Bytes;
 use sluice_shared::{Batch, BatchError, BatchEvent, EventAck, LinkReply, WireLimits};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -349,7 +350,7 @@ fn build(items: &mut [Item]) -> Batch {
 async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
     let counts: Vec<usize> = items.iter().map(|i| i.events.len()).collect();
     let batch = build(&mut items);
-    let frame = batch.encode(ctx.options.compress);
+    let frame = Bytes::from(batch.encode(ctx.options.compress));
     let deadline = Instant::now() + ctx.options.forward_timeout;
     let (message, wait) = loop {
         let sent = tokio::time::timeout_at(deadline, ctx.link.send(&batch, &frame)).await;
@@ -508,7 +509,7 @@ fn settle_hasty(ctx: &Ctx, events: Vec<BatchEvent>, verdicts: Vec<EventAck>) -> 
 }
 
 /// Spools a frame off the async threads: a spool write waits for its fsync.
-async fn spool_blocking(ctx: &Arc<Ctx>, frame: Vec<u8>, events: usize) {
+async fn spool_blocking(ctx: &Arc<Ctx>, frame: Bytes, events: usize) {
     let ctx = ctx.clone();
     if let Err(e) = tokio::task::spawn_blocking(move || spool(&ctx, &frame, events)).await {
         tracing::error!(error = %e, events, "A spool write did not finish.");
@@ -517,7 +518,7 @@ async fn spool_blocking(ctx: &Arc<Ctx>, frame: Vec<u8>, events: usize) {
 
 async fn send_hasty(ctx: &Arc<Ctx>, mut items: Vec<Item>) {
     let batch = build(&mut items);
-    let frame = batch.encode(ctx.options.compress);
+    let frame = Bytes::from(batch.encode(ctx.options.compress));
     // An aggregator that answers busy is alive: wait as it asks (holding this batch's
     // place, so that the queue fills and senders get 503) rather than spool, for a while.
     // A link that another batch is connecting (an edge's first moments) is worth a short
@@ -541,7 +542,12 @@ async fn send_hasty(ctx: &Arc<Ctx>, mut items: Vec<Item>) {
             let retry = settle_hasty(ctx, batch.events, ack.verdicts);
             if !retry.is_empty() {
                 let again = retry_batch(retry);
-                spool_blocking(ctx, again.encode(ctx.options.compress), again.events.len()).await;
+                spool_blocking(
+                    ctx,
+                    again.encode(ctx.options.compress).into(),
+                    again.events.len(),
+                )
+                .await;
             }
         }
         other => {
@@ -579,7 +585,7 @@ async fn replay(ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        let mut frame = record.frame.clone();
+        let mut frame = Bytes::from(record.frame.clone());
         let mut failures = 0u32;
         loop {
             let wait = match ctx.link.send(&batch, &frame).await {
@@ -599,7 +605,7 @@ async fn replay(ctx: Arc<Ctx>) {
                         break;
                     }
                     batch = retry_batch(retry);
-                    frame = batch.encode(ctx.options.compress);
+                    frame = batch.encode(ctx.options.compress).into();
                     Duration::from_secs(1)
                 }
                 Ok(LinkReply::Busy(ms)) => Duration::from_millis(u64::from(ms)),
