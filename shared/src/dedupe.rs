@@ -256,31 +256,13 @@ impl Slots {
         ((u128::from(hash) * self.len as u128) >> 64) as usize
     }
 
-    /// Whether `id` is held, probing from its home or from `from` if later, and
-    /// not wrapping past the end when `wrap` is false.
-    fn contains(&self, id: u128, hash: u64, from: usize, wrap: bool) -> bool {
+    /// The first slot from `id`'s home (or from `from`, if later) that holds `id`
+    /// or is empty; `None` when reaching one would mean wrapping past the end and
+    /// `wrap` is false.
+    fn probe(&self, id: u128, hash: u64, from: usize, wrap: bool) -> Option<usize> {
         if self.len == 0 {
-            return false;
+            return None;
         }
-        let mut i = self.home(hash).max(from);
-        loop {
-            if i == self.len {
-                if !wrap {
-                    return false;
-                }
-                i = 0;
-            }
-            match self.get(i) {
-                0 => return false,
-                s if s == id => return true,
-                _ => i += 1,
-            }
-        }
-    }
-
-    /// Puts `id` in the first empty slot from its home (or from `from`); `None` when
-    /// that would mean wrapping past the end and `wrap` is false.
-    fn place(&mut self, id: u128, hash: u64, from: usize, wrap: bool) -> Option<()> {
         let mut i = self.home(hash).max(from);
         loop {
             if i == self.len {
@@ -289,12 +271,26 @@ impl Slots {
                 }
                 i = 0;
             }
-            if self.get(i) == 0 {
-                self.set(i, id);
-                return Some(());
+            let s = self.get(i);
+            if s == 0 || s == id {
+                return Some(i);
             }
             i += 1;
         }
+    }
+
+    /// Whether `id` is held (probing as [`Slots::probe`] does).
+    fn contains(&self, id: u128, hash: u64, from: usize, wrap: bool) -> bool {
+        self.probe(id, hash, from, wrap)
+            .is_some_and(|i| self.get(i) == id)
+    }
+
+    /// Puts `id`, known to be absent, in the first empty slot [`Slots::probe`] finds;
+    /// `None` when it finds none.
+    fn place(&mut self, id: u128, hash: u64, from: usize, wrap: bool) -> Option<()> {
+        let i = self.probe(id, hash, from, wrap)?;
+        self.set(i, id);
+        Some(())
     }
 }
 
