@@ -269,6 +269,22 @@ impl Finisher {
         failure: impl Fn(usize) -> Option<&'a str>,
     ) {
         let mut verdicts = Vec::with_capacity(job.answered);
+        // Counted per (stream, outcome) for the whole batch, then added to the metrics
+        // once each: a batch holds a stream or a few, and each metrics update takes a lock.
+        let mut tally: Vec<(&str, &'static str, u64)> = Vec::new();
+        fn add<'s>(
+            tally: &mut Vec<(&'s str, &'static str, u64)>,
+            stream: &'s str,
+            outcome: &'static str,
+        ) {
+            match tally
+                .iter_mut()
+                .find(|(s, o, _)| *o == outcome && *s == stream)
+            {
+                Some((_, _, n)) => *n += 1,
+                None => tally.push((stream, outcome, 1)),
+            }
+        }
         for (i, (event, admit)) in job.batch.events.iter().zip(admits).enumerate() {
             let verdict = match admit {
                 Admit::Write => match failure(i) {
@@ -295,11 +311,14 @@ impl Finisher {
                 EventAck::Duplicate => "duplicate",
                 EventAck::RateLimited { .. } => "rate_limited",
             };
-            self.metrics.count(&event.stream, "received", 1);
-            self.metrics.count(&event.stream, outcome, 1);
+            add(&mut tally, &event.stream, "received");
+            add(&mut tally, &event.stream, outcome);
             if i < job.answered {
                 verdicts.push(verdict);
             }
+        }
+        for (stream, outcome, n) in tally {
+            self.metrics.count(stream, outcome, n);
         }
         self.budget.release(job.bytes);
         // A sender that gave up waiting has nothing to be told.
