@@ -96,7 +96,7 @@ impl Frames {
                 dt_ms: 1_795_780_800_000,
                 schema_uri: "/sluice/test/event/1.0.0".into(),
                 dedupe: true,
-                json: event_json(n),
+                json: event_json(n).into(),
             })
             .collect();
         let template = Batch {

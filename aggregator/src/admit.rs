@@ -179,7 +179,7 @@ streams:
             dt_ms: 0,
             schema_uri: "/a/b/1.0.0".into(),
             dedupe: stream != "free",
-            json: b"{}".to_vec(),
+            json: b"{}".to_vec().into(),
         }
     }
 

@@ -145,7 +145,7 @@ impl ErrorStream {
             dt_ms: now.unix_millis(),
             schema_uri: ERROR_SCHEMA_URI.into(),
             dedupe: true,
-            json: Value::Object(event).to_string().into_bytes(),
+            json: Value::Object(event).to_string().into_bytes().into(),
         }
     }
 }

@@ -29,7 +29,7 @@ fn batch(id: u8, n: u8) -> Batch {
                 dt_ms: 1_795_780_800_000,
                 schema_uri: "/a/b/1.0.0".into(),
                 dedupe: true,
-                json: b"{}".to_vec(),
+                json: b"{}".to_vec().into(),
             })
             .collect(),
         errors: Vec::new(),

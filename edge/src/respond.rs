@@ -244,7 +244,7 @@ mod tests {
             dt_ms: 0,
             schema_uri: "/t/1.0.0".into(),
             dedupe: true,
-            json: format!(r#"{{"n":{n}}}"#).into_bytes(),
+            json: format!(r#"{{"n":{n}}}"#).into_bytes().into(),
         }
     }
 

@@ -535,7 +535,7 @@ impl Intake {
             dt_ms,
             schema_uri,
             dedupe: entry.settings.dedupe,
-            json,
+            json: json.into(),
         }))
     }
 }

@@ -66,6 +66,7 @@ pub use bundle::{Bundle, BundleError, BundleRepository};
 pub use link::LinkReply;
 pub use wire::{
     Batch, BatchAck, BatchError, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits,
+    frame_is_compressed,
 };
 
 // The aggregator's algorithms, and time.

@@ -5,6 +5,7 @@
 //! endian). Decoding takes untrusted bytes: every size is checked against
 //! [`WireLimits`] before memory is spent on it, and nothing panics.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The frame format this build writes and reads.
@@ -34,9 +35,10 @@ pub struct BatchEvent {
     pub schema_uri: String,
     /// Whether the stream is deduplicated.
     pub dedupe: bool,
-    /// The enriched event as JSON text.
+    /// The enriched event as JSON text. A decoded batch's events share one buffer
+    /// (the frame's payload) rather than holding a copy each.
     #[serde(with = "serde_bytes_compat")]
-    pub json: Vec<u8>,
+    pub json: Bytes,
 }
 
 /// A batch of events from one edge.
@@ -195,6 +197,13 @@ fn encode<T: Serialize>(msg: &T, size_hint: usize, compress: bool) -> Vec<u8> {
         }
         // The buffer holds the most LZ4 can produce, so compressing into it cannot fail.
         let written = lz4_flex::block::compress_into(body, packed).unwrap_or_default();
+        if written == 0 || written + 4 > body.len() - body.len() / COMPRESSION_WORTH {
+            // Too little saved to be worth decompressing: the plain bytes go instead.
+            let mut out = Vec::with_capacity(2 + body.len());
+            out.extend_from_slice(&[WIRE_VERSION, 0]);
+            out.extend_from_slice(body);
+            return out;
+        }
         let header = 6;
         let mut out = Vec::with_capacity(header + written);
         out.extend_from_slice(&[WIRE_VERSION, FLAG_LZ4]);
@@ -204,13 +213,21 @@ fn encode<T: Serialize>(msg: &T, size_hint: usize, compress: bool) -> Vec<u8> {
     })
 }
 
-/// Scratch buffers a thread reuses for encoding (postcard bytes, LZ4 output) and
-/// decoding (the decompressed payload).
+/// A compressed frame goes only when LZ4 saves at least 1/`COMPRESSION_WORTH` of
+/// the bytes; otherwise the frame is sent plain.
+const COMPRESSION_WORTH: usize = 8;
+
+/// Whether `frame` is LZ4-compressed (an encoder asked to compress sends plain
+/// frames of what LZ4 cannot shrink).
+pub fn frame_is_compressed(frame: &[u8]) -> bool {
+    frame.get(1).is_some_and(|f| f & FLAG_LZ4 != 0)
+}
+
+/// Scratch buffers a thread reuses for encoding (postcard bytes, LZ4 output).
 type Scratch = std::cell::Cell<[Vec<u8>; 2]>;
 
 thread_local! {
     static ENCODE_SCRATCH: Scratch = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
-    static DECODE_SCRATCH: Scratch = const { std::cell::Cell::new([Vec::new(), Vec::new()]) };
 }
 
 /// Scratch kept between frames is at most this big; a larger one is let go after use.
@@ -268,7 +285,13 @@ impl BatchError {
     }
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8], limits: &WireLimits) -> Result<T, WireError> {
+/// Decodes a frame; with `share`, byte strings in the message (events' JSON) share one
+/// buffer holding the payload.
+fn decode<T: for<'de> Deserialize<'de>>(
+    frame: &[u8],
+    limits: &WireLimits,
+    share: bool,
+) -> Result<T, WireError> {
     if frame.len() > limits.max_frame_bytes {
         return Err(WireError::TooLarge {
             what: "frame",
@@ -286,7 +309,12 @@ fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8], limits: &WireLimits) -> Re
         return Err(WireError::UnknownFlags(*flags));
     }
     if flags & FLAG_LZ4 == 0 {
-        return take_all(rest);
+        if !share {
+            return take_all(rest);
+        }
+        let mut body = payload_buffer();
+        body.extend_from_slice(rest);
+        return take_shared(Bytes::from_owner(Payload(body)));
     }
     let [a, b, c, d, payload @ ..] = rest else {
         return Err(WireError::Truncated(frame.len()));
@@ -299,18 +327,71 @@ fn decode<T: for<'de> Deserialize<'de>>(frame: &[u8], limits: &WireLimits) -> Re
             limit: limits.max_frame_bytes,
         });
     }
-    with_scratch(&DECODE_SCRATCH, |[body, _]| {
-        // Zeroed each time, so that nothing of an earlier frame can show through.
-        body.clear();
-        body.resize(size, 0);
-        match lz4_flex::block::decompress_into(payload, body) {
-            Err(e) => Err(WireError::Compression(e.to_string())),
-            Ok(n) if n != size => Err(WireError::Compression(format!(
-                "{n} bytes, not the {size} stated"
-            ))),
-            Ok(_) => take_all(body),
+    let mut body = payload_buffer();
+    // Zeroed each time, so that nothing of an earlier frame can show through.
+    body.resize(size, 0);
+    match lz4_flex::block::decompress_into(payload, &mut body) {
+        Err(e) => Err(WireError::Compression(e.to_string())),
+        Ok(n) if n != size => Err(WireError::Compression(format!(
+            "{n} bytes, not the {size} stated"
+        ))),
+        Ok(_) => take_shared(Bytes::from_owner(Payload(body))),
+    }
+}
+
+/// Decodes the whole of `payload`, letting events' JSON share its buffer.
+fn take_shared<T: for<'de> Deserialize<'de>>(payload: Bytes) -> Result<T, WireError> {
+    let previous = SHARED_PAYLOAD.with(|p| p.replace(Some(payload.clone())));
+    let result = take_all(&payload);
+    SHARED_PAYLOAD.with(|p| p.replace(previous));
+    result
+}
+
+thread_local! {
+    /// The payload being decoded on this thread: byte strings borrowed from it become
+    /// slices of it instead of copies.
+    static SHARED_PAYLOAD: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Payload buffers are kept for reuse, up to this many of at most [`PAYLOAD_KEEP`] bytes
+/// (a batch of 500 events of 1 KB is about half a megabyte).
+const PAYLOADS_KEPT: usize = 8;
+const PAYLOAD_KEEP: usize = 2 << 20;
+
+static PAYLOADS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// An empty buffer for a payload: a kept one when there is one.
+fn payload_buffer() -> Vec<u8> {
+    PAYLOADS
+        .lock()
+        .map(|mut kept| kept.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// A payload buffer that goes back to [`PAYLOADS`] once the last event sharing it is dropped.
+struct Payload(Vec<u8>);
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        let mut buffer = std::mem::take(&mut self.0);
+        if buffer.capacity() > PAYLOAD_KEEP {
+            return;
         }
-    })
+        buffer.clear();
+        if let Ok(mut kept) = PAYLOADS.lock()
+            && kept.len() < PAYLOADS_KEPT
+        {
+            kept.push(buffer);
+        }
+    }
 }
 
 /// Decodes the whole of `body` as one message.
@@ -327,7 +408,8 @@ fn take_all<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, WireError> {
 }
 
 impl Batch {
-    /// Encodes the batch as a frame, LZ4-compressed when `compress`.
+    /// Encodes the batch as a frame, LZ4-compressed when `compress` and LZ4 saves
+    /// at least an eighth of the bytes ([`frame_is_compressed`] tells which).
     pub fn encode(&self, compress: bool) -> Vec<u8> {
         let bound = 16
             + 2 * LEN
@@ -346,7 +428,7 @@ impl Batch {
 
     /// Decodes and checks a batch frame.
     pub fn decode(frame: &[u8], limits: &WireLimits) -> Result<Batch, WireError> {
-        let batch: Batch = decode(frame, limits)?;
+        let batch: Batch = decode(frame, limits, true)?;
         let count = batch.events.len() + batch.errors.len();
         if count > limits.max_events {
             return Err(WireError::TooManyEvents {
@@ -392,7 +474,7 @@ impl BatchAck {
         batch: &Batch,
         limits: &WireLimits,
     ) -> Result<BatchAck, WireError> {
-        let ack: BatchAck = decode(frame, limits)?;
+        let ack: BatchAck = decode(frame, limits, false)?;
         if ack.verdicts.len() != batch.events.len() || ack.batch_id != batch.id {
             return Err(WireError::AckMismatch {
                 verdicts: ack.verdicts.len(),
@@ -404,12 +486,16 @@ impl BatchAck {
 
     /// Decodes an acknowledgement frame.
     pub fn decode(frame: &[u8], limits: &WireLimits) -> Result<BatchAck, WireError> {
-        decode(frame, limits)
+        decode(frame, limits, false)
     }
 }
 
 /// Byte strings as postcard's compact byte sequences rather than lists of numbers.
+/// Decoding borrows them from the payload being decoded where it can (see
+/// [`take_shared`]), and copies them otherwise.
 mod serde_bytes_compat {
+    use super::SHARED_PAYLOAD;
+    use bytes::Bytes;
     use serde::de::{Error, Visitor};
     use serde::{Deserializer, Serializer};
     use std::fmt;
@@ -418,21 +504,32 @@ mod serde_bytes_compat {
         s.serialize_bytes(bytes)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct Bytes;
-        impl<'de> Visitor<'de> for Bytes {
-            type Value = Vec<u8>;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        struct Shared;
+        impl<'de> Visitor<'de> for Shared {
+            type Value = Bytes;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a byte string")
             }
-            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
+            fn visit_borrowed_bytes<E: Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+                let shared = SHARED_PAYLOAD.with(|p| {
+                    let p = p.borrow();
+                    let payload = p.as_ref()?;
+                    let range = payload.as_ptr_range();
+                    // Only a subslice of the payload can be a slice of it.
+                    (range.start <= v.as_ptr() && v.as_ptr_range().end <= range.end)
+                        .then(|| payload.slice_ref(v))
+                });
+                Ok(shared.unwrap_or_else(|| Bytes::copy_from_slice(v)))
             }
-            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes::copy_from_slice(v))
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes::from(v))
             }
         }
-        d.deserialize_byte_buf(Bytes)
+        d.deserialize_bytes(Shared)
     }
 }
 
@@ -452,7 +549,7 @@ mod tests {
             dt_ms: 1_764_000_000_000,
             schema_uri: "/test/event/1.0.0".into(),
             dedupe: true,
-            json: json.as_bytes().to_vec(),
+            json: json.as_bytes().to_vec().into(),
         }
     }
 
@@ -481,6 +578,7 @@ mod tests {
         );
         assert_eq!(Batch::decode(&plain, &limits).unwrap(), batch);
         assert_eq!(Batch::decode(&packed, &limits).unwrap(), batch);
+        assert!(frame_is_compressed(&packed) && !frame_is_compressed(&plain));
         let ack = BatchAck {
             batch_id: batch.id,
             verdicts: (0..100)
@@ -490,6 +588,66 @@ mod tests {
         assert_eq!(
             BatchAck::decode_for(&ack.encode(), &batch, &limits).unwrap(),
             ack
+        );
+    }
+
+    #[test]
+    fn decoded_events_share_the_payload() {
+        let batch = Batch {
+            id: [4; 16],
+            events: (0..20)
+                .map(|i| event(i, &format!(r#"{{"n":{i},"text":"{}"}}"#, "xy".repeat(50))))
+                .collect(),
+            errors: Vec::new(),
+        };
+        for compress in [false, true] {
+            let frame = batch.encode(compress);
+            let decoded = Batch::decode(&frame, &WireLimits::default()).unwrap();
+            assert_eq!(decoded, batch);
+            // Every event's JSON lies in one buffer, laid out as in the plain frame.
+            let plain = batch.encode(false);
+            let at = |json: &[u8]| plain.windows(json.len()).position(|w| w == json).unwrap();
+            let base = decoded.events[0].json.as_ptr() as usize;
+            for e in &decoded.events {
+                assert_eq!(
+                    e.json.as_ptr() as usize - base,
+                    at(&e.json) - at(&decoded.events[0].json),
+                    "compress={compress}"
+                );
+            }
+            // Bytes outside any payload are copied, not borrowed.
+            SHARED_PAYLOAD.with(|p| assert!(p.borrow().is_none()));
+        }
+    }
+
+    #[test]
+    fn what_lz4_cannot_shrink_goes_plain() {
+        // Events of random hex: LZ4 finds next to nothing to repeat.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let events: Vec<BatchEvent> = (0..50)
+            .map(|i| {
+                let noise: String = (0..900)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        char::from(b"0123456789abcdef"[(state & 15) as usize])
+                    })
+                    .collect();
+                event(i, &format!(r#"{{"message":"{noise}"}}"#))
+            })
+            .collect();
+        let batch = Batch {
+            id: [3; 16],
+            events,
+            errors: Vec::new(),
+        };
+        let frame = batch.encode(true);
+        assert!(!frame_is_compressed(&frame));
+        assert_eq!(frame, batch.encode(false));
+        assert_eq!(
+            Batch::decode(&frame, &WireLimits::default()).unwrap(),
+            batch
         );
     }
 
@@ -556,7 +714,7 @@ mod tests {
         ) {
             let batch = Batch {
                 id: [7; 16],
-                events: ids.iter().map(|id| BatchEvent { id: *id, partition_key: key.clone(), json: json.clone().into_bytes(), ..event(0, "") }).collect(),
+                events: ids.iter().map(|id| BatchEvent { id: *id, partition_key: key.clone(), json: json.clone().into_bytes().into(), ..event(0, "") }).collect(),
                 errors: Vec::new(),
             };
             prop_assert_eq!(Batch::decode(&batch.encode(compress), &WireLimits::default()).unwrap(), batch);

@@ -497,7 +497,7 @@ pub fn numbered_event(stream: &str, topic: &str, n: u64, at_ms: i64) -> sluice_s
         dt_ms: at_ms,
         schema_uri: "/sluice/test/event/1.0.0".into(),
         dedupe: true,
-        json: format!(r#"{{"n":{n}}}"#).into_bytes(),
+        json: format!(r#"{{"n":{n}}}"#).into_bytes().into(),
     }
 }
 

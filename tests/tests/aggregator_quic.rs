@@ -40,7 +40,7 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
             dt_ms: 1_795_780_800_000,
             schema_uri: "/sluice/test/event/1.0.0".into(),
             dedupe: true,
-            json: b"{\"over\":\"quic\"}".to_vec(),
+            json: b"{\"over\":\"quic\"}".to_vec().into(),
         }],
         errors: Vec::new(),
     };

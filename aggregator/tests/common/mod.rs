@@ -74,7 +74,7 @@ pub fn event(n: u8) -> BatchEvent {
         dt_ms: 1_795_780_800_000 + i64::from(n),
         schema_uri: "/sluice/test/event/1.0.0".into(),
         dedupe: true,
-        json: format!(r#"{{"n":{n}}}"#).into_bytes(),
+        json: format!(r#"{{"n":{n}}}"#).into_bytes().into(),
     }
 }
 

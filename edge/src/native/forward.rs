@@ -66,6 +66,46 @@ struct Ctx {
     /// Whether `held` has any: read by every hasty request without taking the lock
     /// (which a spool write may hold through its fsync).
     holding: std::sync::atomic::AtomicBool,
+    /// When to try compressing.
+    compression: Compression,
+}
+
+/// Frames LZ4 could not shrink by an eighth go plain (the wire encoder's rule); after such a
+/// frame the next [`Compression::REST`] frames do not try, since events that did not compress
+/// a moment ago seldom do now, and trying costs as much as compressing.
+#[derive(Default)]
+struct Compression {
+    rest: std::sync::atomic::AtomicU32,
+}
+
+impl Compression {
+    const REST: u32 = 15;
+
+    /// Whether to try compressing the next frame.
+    fn attempt(&self) -> bool {
+        self.rest
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    }
+
+    /// Notes how an attempted frame came out.
+    fn attempted(&self, frame: &[u8]) {
+        if !sluice_shared::frame_is_compressed(frame) {
+            self.rest.store(Self::REST, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Ctx {
+    /// The batch's frame, compressed when configured and worth it.
+    fn encode(&self, batch: &Batch) -> Bytes {
+        if !self.options.compress || !self.compression.attempt() {
+            return batch.encode(false).into();
+        }
+        let frame = batch.encode(true);
+        self.compression.attempted(&frame);
+        frame.into()
+    }
 }
 
 impl Ctx {
@@ -204,6 +244,7 @@ impl Forwarder {
             reserved: AtomicU64::new(0),
             held: Default::default(),
             holding: Default::default(),
+            compression: Compression::default(),
         });
         let drained = Drained(
             vec![
@@ -350,7 +391,7 @@ fn build(items: &mut [Item]) -> Batch {
 async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
     let counts: Vec<usize> = items.iter().map(|i| i.events.len()).collect();
     let batch = build(&mut items);
-    let frame = Bytes::from(batch.encode(ctx.options.compress));
+    let frame = ctx.encode(&batch);
     let deadline = Instant::now() + ctx.options.forward_timeout;
     let (message, wait) = loop {
         let sent = tokio::time::timeout_at(deadline, ctx.link.send(&batch, &frame)).await;
@@ -518,7 +559,7 @@ async fn spool_blocking(ctx: &Arc<Ctx>, frame: Bytes, events: usize) {
 
 async fn send_hasty(ctx: &Arc<Ctx>, mut items: Vec<Item>) {
     let batch = build(&mut items);
-    let frame = Bytes::from(batch.encode(ctx.options.compress));
+    let frame = ctx.encode(&batch);
     // An aggregator that answers busy is alive: wait as it asks (holding this batch's
     // place, so that the queue fills and senders get 503) rather than spool, for a while.
     // A link that another batch is connecting (an edge's first moments) is worth a short
@@ -542,12 +583,7 @@ async fn send_hasty(ctx: &Arc<Ctx>, mut items: Vec<Item>) {
             let retry = settle_hasty(ctx, batch.events, ack.verdicts);
             if !retry.is_empty() {
                 let again = retry_batch(retry);
-                spool_blocking(
-                    ctx,
-                    again.encode(ctx.options.compress).into(),
-                    again.events.len(),
-                )
-                .await;
+                spool_blocking(ctx, ctx.encode(&again), again.events.len()).await;
             }
         }
         other => {
@@ -605,7 +641,7 @@ async fn replay(ctx: Arc<Ctx>) {
                         break;
                     }
                     batch = retry_batch(retry);
-                    frame = batch.encode(ctx.options.compress).into();
+                    frame = ctx.encode(&batch);
                     Duration::from_secs(1)
                 }
                 Ok(LinkReply::Busy(ms)) => Duration::from_millis(u64::from(ms)),
@@ -619,5 +655,57 @@ async fn replay(ctx: Arc<Ctx>) {
         }
         ctx.spool.consume(&record);
         ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Compression;
+    use sluice_shared::{Batch, BatchEvent};
+
+    fn batch(mut json: impl FnMut(u8) -> String) -> Batch {
+        Batch {
+            id: [1; 16],
+            events: (0..40u8)
+                .map(|i| BatchEvent {
+                    stream: "s".into(),
+                    topic: "t".into(),
+                    partition_key: None,
+                    rate_key: None,
+                    id: [i; 16],
+                    received_ms: 0,
+                    dt_ms: 0,
+                    schema_uri: "/s/1.0.0".into(),
+                    dedupe: true,
+                    json: json(i).into_bytes().into(),
+                })
+                .collect(),
+            errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn frames_that_do_not_compress_rest_compression_for_a_while() {
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let incompressible = batch(|_| {
+            (0..400)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'a' + (x % 26) as u8)
+                })
+                .collect()
+        });
+        let compressible = batch(|i| format!(r#"{{"n":{i},"text":"{}"}}"#, "ab".repeat(200)));
+        let c = Compression::default();
+        assert!(c.attempt());
+        c.attempted(&compressible.encode(true));
+        assert!(c.attempt(), "a frame that compressed keeps compression on");
+        c.attempted(&incompressible.encode(true));
+        for _ in 0..Compression::REST {
+            assert!(!c.attempt());
+        }
+        assert!(c.attempt(), "compression is tried again after its rest");
     }
 }
