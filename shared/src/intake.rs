@@ -262,8 +262,11 @@ impl Intake {
             return Err(BodyError::EmptyArray);
         }
         let mut out = Vec::with_capacity(spans.len());
-        // Events without a meta.dt get the receive time: the same text for every one.
-        let received_text = req.received.to_rfc3339_millis();
+        let mut body_out = BodyOut {
+            received_text: req.received.to_rfc3339_millis(),
+            jsons: String::with_capacity(text.len() + 128 * spans.len()),
+        };
+        let mut ranges = Vec::new();
         for (index, span) in spans.iter().enumerate() {
             let mut outcome = EventOutcome {
                 index,
@@ -288,15 +291,19 @@ impl Intake {
                 continue;
             }
             tape.reset_added();
+            let from = body_out.jsons.len();
             match self.run(
                 &mut tape,
                 span,
                 req,
                 ids,
                 &mut outcome.stream,
-                &received_text,
+                &mut body_out,
             ) {
-                Ok(Some(event)) => outcome.event = Some(event),
+                Ok(Some(event)) => {
+                    ranges.push((out.len(), from..body_out.jsons.len()));
+                    outcome.event = Some(event);
+                }
                 Ok(None) => outcome.verdict = Verdict::SampledOut,
                 Err(r) => {
                     outcome.verdict = Verdict::Rejected(r);
@@ -304,6 +311,12 @@ impl Intake {
                 }
             }
             out.push(outcome);
+        }
+        let jsons = bytes::Bytes::from(body_out.jsons.into_bytes());
+        for (i, range) in ranges {
+            if let Some(event) = &mut out[i].event {
+                event.json = jsons.slice(range);
+            }
         }
         Ok(out)
     }
@@ -315,7 +328,7 @@ impl Intake {
         req: &RequestMeta,
         ids: &mut EventIds,
         stream_out: &mut Option<String>,
-        received_text: &str,
+        body_out: &mut BodyOut,
     ) -> Result<Option<BatchEvent>, Rejection> {
         use RejectionKind as K;
         let raw = &tape.source()[span.start..span.end];
@@ -446,7 +459,7 @@ impl Intake {
             add_meta(tape, "id", id.hyphenated().encode_lower(&mut text));
         }
         if !dt_given {
-            add_meta(tape, "dt", received_text);
+            add_meta(tape, "dt", &body_out.received_text);
         }
         let planned = self
             .header_plan
@@ -520,11 +533,15 @@ impl Intake {
                     .and_then(field_text),
                 None => None,
             });
-        let json = if tape.ext_mark() == mark {
-            tape.source().as_bytes()[span.start..span.end].to_vec()
+        // The event's JSON goes last, once nothing can refuse it: `process` takes what
+        // this appends to `jsons` as the event's.
+        if tape.ext_mark() == mark {
+            body_out
+                .jsons
+                .push_str(&tape.source()[span.start..span.end]);
         } else {
-            tape.splice(span.start, span.end, mark).into_bytes()
-        };
+            tape.splice_into(span.start, span.end, mark, &mut body_out.jsons);
+        }
         Ok(Some(BatchEvent {
             topic: entry.produce_topic(&stream),
             stream,
@@ -535,9 +552,17 @@ impl Intake {
             dt_ms,
             schema_uri,
             dedupe: entry.settings.dedupe,
-            json: json.into(),
+            json: bytes::Bytes::new(),
         }))
     }
+}
+
+/// What the events of one body share.
+struct BodyOut {
+    /// Events without a meta.dt get the receive time: the same text for every one.
+    received_text: String,
+    /// The accepted events' JSON, one after another: they become slices of one buffer.
+    jsons: String,
 }
 
 /// `body` with each invalid UTF-8 sequence replaced by U+FFFD, and the offsets of the replacements.

@@ -310,15 +310,23 @@ impl<'s> Tape<'s> {
         self.ext.len()
     }
 
-    /// The source text `start..end` with the members added since `mark` written into the
-    /// parsed objects they belong to, right after each object's `{`.
+    /// [`Tape::splice_into`] a new string.
+    #[cfg(test)]
     pub(crate) fn splice(&self, start: usize, end: usize, mark: usize) -> String {
+        let mut out = String::new();
+        self.splice_into(start, end, mark, &mut out);
+        out
+    }
+
+    /// Appends to `out` the source text `start..end` with the members added since `mark`
+    /// written into the parsed objects they belong to, right after each object's `{`.
+    pub(crate) fn splice_into(&self, start: usize, end: usize, mark: usize, out: &mut String) {
         let added = &self.ext[mark..];
         let parsed_pos = |e: &Ext| match self.nodes[e.object as usize] {
             Entry::Object { pos, .. } if pos != u32::MAX => Some((pos, e.object)),
             _ => None,
         };
-        let mut out = String::with_capacity(end - start + 64 * added.len());
+        out.reserve(end - start + 64 * added.len());
         let mut cursor = start;
         // The parsed objects that got members, in the order they appear (enrichment adds
         // to a handful, so picking the next one each time beats sorting a list of them).
@@ -336,7 +344,7 @@ impl<'s> Tape<'s> {
                 if n > 0 {
                     out.push(',');
                 }
-                self.write_member(e.key, e.value, mark, &mut out);
+                self.write_member(e.key, e.value, mark, out);
             }
             if matches!(self.nodes[object as usize], Entry::Object { len, .. } if len > 0) {
                 out.push(',');
@@ -344,7 +352,6 @@ impl<'s> Tape<'s> {
             cursor = at;
         }
         out.push_str(&self.src[cursor..end]);
-        out
     }
 
     fn write_member(&self, key: u32, value: u32, mark: usize, out: &mut String) {

@@ -182,12 +182,12 @@ fn encode<T: Serialize>(msg: &T, size_hint: usize, compress: bool) -> Vec<u8> {
     if !compress {
         let mut out = Vec::with_capacity(2 + size_hint);
         out.extend_from_slice(&[WIRE_VERSION, 0]);
-        return postcard::to_extend(msg, out).unwrap_or_default();
+        return postcard::serialize_with_flavor(msg, VecOut(out)).unwrap_or_default();
     }
     with_scratch(&ENCODE_SCRATCH, |[body, packed]| {
         body.clear();
         body.reserve(size_hint);
-        let Ok(encoded) = postcard::to_extend(msg, std::mem::take(body)) else {
+        let Ok(encoded) = postcard::serialize_with_flavor(msg, VecOut(std::mem::take(body))) else {
             return Vec::new();
         };
         *body = encoded;
@@ -211,6 +211,30 @@ fn encode<T: Serialize>(msg: &T, size_hint: usize, compress: bool) -> Vec<u8> {
         out.extend_from_slice(&packed[..written]);
         out
     })
+}
+
+/// postcard output appended to a `Vec`, byte strings copied whole (postcard's own
+/// `Vec` output extends from an iterator, a byte at a time).
+struct VecOut(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecOut {
+    type Output = Vec<u8>;
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// A compressed frame goes only when LZ4 saves at least 1/`COMPRESSION_WORTH` of
@@ -589,6 +613,18 @@ mod tests {
             BatchAck::decode_for(&ack.encode(), &batch, &limits).unwrap(),
             ack
         );
+    }
+
+    #[test]
+    fn frames_hold_postcards_own_bytes() {
+        let batch = Batch {
+            id: [6; 16],
+            events: (0..30).map(|i| event(i, r#"{"a":"b"}"#)).collect(),
+            errors: Vec::new(),
+        };
+        let frame = batch.encode(false);
+        assert_eq!(frame[..2], [WIRE_VERSION, 0]);
+        assert_eq!(frame[2..], postcard::to_allocvec(&batch).unwrap());
     }
 
     #[test]
