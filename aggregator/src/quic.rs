@@ -305,37 +305,8 @@ async fn read_frame(
     Ok(frame)
 }
 
-/// Request buffers kept for the next batches: a frame is half a megabyte, and a fresh
-/// allocation of that size costs the kernel's page faults and zeroing on every batch.
-static FRAMES: FramePool = FramePool(std::sync::Mutex::new(Vec::new()));
-
-/// Buffers kept, at most, and the largest kept.
-const FRAMES_KEPT: usize = 8;
-const FRAME_KEPT_BYTES: usize = 2 << 20;
-
-struct FramePool(std::sync::Mutex<Vec<Vec<u8>>>);
-
-impl FramePool {
-    fn take(&self) -> Vec<u8> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut kept| kept.pop())
-            .unwrap_or_default()
-    }
-
-    fn put(&self, mut frame: Vec<u8>) {
-        if frame.capacity() > FRAME_KEPT_BYTES {
-            return;
-        }
-        frame.clear();
-        if let Ok(mut kept) = self.0.lock()
-            && kept.len() < FRAMES_KEPT
-        {
-            kept.push(frame);
-        }
-    }
-}
+/// Request buffers kept for the next batches (8, of at most 2 MiB each).
+static FRAMES: sluice_shared::BufferPool = sluice_shared::BufferPool::new(8, 2 << 20);
 
 /// How long a batch stream waits for the edge to acknowledge its answer.
 const ANSWER_DELIVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -65,8 +65,8 @@ mod wire;
 pub use bundle::{Bundle, BundleError, BundleRepository};
 pub use link::LinkReply;
 pub use wire::{
-    Batch, BatchAck, BatchError, BatchEvent, EventAck, WIRE_VERSION, WireError, WireLimits,
-    frame_is_compressed,
+    Batch, BatchAck, BatchError, BatchEvent, BufferPool, EventAck, WIRE_VERSION, WireError,
+    WireLimits, frame_is_compressed,
 };
 
 // The aggregator's algorithms, and time.

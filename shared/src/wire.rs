@@ -279,7 +279,7 @@ const LEN: usize = 5;
 
 impl BatchEvent {
     /// An upper bound of the bytes postcard takes for this event.
-    fn size_bound(&self) -> usize {
+    pub fn size_bound(&self) -> usize {
         let text = |s: &Option<String>| 1 + s.as_ref().map_or(0, |s| LEN + s.len());
         3 * LEN
             + self.stream.len()
@@ -296,7 +296,8 @@ impl BatchEvent {
 }
 
 impl BatchError {
-    fn size_bound(&self) -> usize {
+    /// An upper bound of the bytes postcard takes for this report.
+    pub fn size_bound(&self) -> usize {
         let text = |s: &Option<String>| 1 + s.as_ref().map_or(0, |s| LEN + s.len());
         text(&self.stream)
             + text(&self.schema_uri)
@@ -336,7 +337,7 @@ fn decode<T: for<'de> Deserialize<'de>>(
         if !share {
             return take_all(rest);
         }
-        let mut body = payload_buffer();
+        let mut body = PAYLOADS.take();
         body.extend_from_slice(rest);
         return take_shared(Bytes::from_owner(Payload(body)));
     }
@@ -351,7 +352,7 @@ fn decode<T: for<'de> Deserialize<'de>>(
             limit: limits.max_frame_bytes,
         });
     }
-    let mut body = payload_buffer();
+    let mut body = PAYLOADS.take();
     // Zeroed each time, so that nothing of an earlier frame can show through.
     body.resize(size, 0);
     match lz4_flex::block::decompress_into(payload, &mut body) {
@@ -377,24 +378,54 @@ thread_local! {
     static SHARED_PAYLOAD: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Payload buffers are kept for reuse, up to this many of at most [`PAYLOAD_KEEP`] bytes
-/// (a batch of 500 events of 1 KB is about half a megabyte). An aggregator under load
-/// holds a dozen or more batches at once; with eight kept, the rest were fresh
-/// allocations, faulted in and zeroed, and ingest was slower than copying each event.
-const PAYLOADS_KEPT: usize = 32;
-const PAYLOAD_KEEP: usize = 2 << 20;
-
-static PAYLOADS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-
-/// An empty buffer for a payload: a kept one when there is one.
-fn payload_buffer() -> Vec<u8> {
-    PAYLOADS
-        .lock()
-        .map(|mut kept| kept.pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+/// Byte buffers kept for reuse: a frame or payload is about half a megabyte, and a
+/// fresh allocation of that size costs page faults and zeroing every time.
+#[derive(Debug)]
+pub struct BufferPool {
+    kept: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Buffers kept, at most.
+    most: usize,
+    /// The largest buffer kept; a larger one is let go.
+    largest: usize,
 }
+
+impl BufferPool {
+    /// A pool keeping up to `most` buffers of at most `largest` bytes.
+    pub const fn new(most: usize, largest: usize) -> BufferPool {
+        BufferPool {
+            kept: std::sync::Mutex::new(Vec::new()),
+            most,
+            largest,
+        }
+    }
+
+    /// An empty buffer: a kept one when there is one.
+    pub fn take(&self) -> Vec<u8> {
+        self.kept
+            .lock()
+            .ok()
+            .and_then(|mut kept| kept.pop())
+            .unwrap_or_default()
+    }
+
+    /// Gives `buffer` back for reuse (emptied), unless the pool is full or it is too large.
+    pub fn put(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() > self.largest {
+            return;
+        }
+        buffer.clear();
+        if let Ok(mut kept) = self.kept.lock()
+            && kept.len() < self.most
+        {
+            kept.push(buffer);
+        }
+    }
+}
+
+/// Decoded payloads (a batch of 500 events of 1 KB is about half a megabyte). An
+/// aggregator under load holds a dozen or more batches at once; with eight kept, the
+/// rest were fresh allocations, and ingest was slower than copying each event.
+static PAYLOADS: BufferPool = BufferPool::new(32, 2 << 20);
 
 /// A payload buffer that goes back to [`PAYLOADS`] once the last event sharing it is dropped.
 struct Payload(Vec<u8>);
@@ -407,16 +438,7 @@ impl AsRef<[u8]> for Payload {
 
 impl Drop for Payload {
     fn drop(&mut self) {
-        let mut buffer = std::mem::take(&mut self.0);
-        if buffer.capacity() > PAYLOAD_KEEP {
-            return;
-        }
-        buffer.clear();
-        if let Ok(mut kept) = PAYLOADS.lock()
-            && kept.len() < PAYLOADS_KEPT
-        {
-            kept.push(buffer);
-        }
+        PAYLOADS.put(std::mem::take(&mut self.0));
     }
 }
 
@@ -615,6 +637,26 @@ mod tests {
             BatchAck::decode_for(&ack.encode(), &batch, &limits).unwrap(),
             ack
         );
+    }
+
+    #[test]
+    fn buffer_pools_keep_few_and_small_buffers_emptied() {
+        let pool = BufferPool::new(2, 1024);
+        for _ in 0..3 {
+            pool.put(Vec::with_capacity(100));
+        }
+        pool.put(Vec::with_capacity(4096));
+        let mut a = pool.take();
+        let b = pool.take();
+        assert!(a.is_empty() && a.capacity() >= 100 && b.capacity() >= 100);
+        assert_eq!(
+            pool.take().capacity(),
+            0,
+            "only two were kept, and not the large one"
+        );
+        a.extend_from_slice(b"left over");
+        pool.put(a);
+        assert!(pool.take().is_empty());
     }
 
     #[test]

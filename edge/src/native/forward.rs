@@ -176,31 +176,8 @@ const CONNECTING_PATIENCE: Duration = Duration::from_millis(250);
 /// An upper bound of the spool bytes these events and reports take in a frame (uncompressed,
 /// with postcard's lengths and a record header).
 fn frame_bound(events: &[BatchEvent], errors: &[BatchError]) -> u64 {
-    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-    let events: usize = events
-        .iter()
-        .map(|e| {
-            e.json.len()
-                + e.stream.len()
-                + e.topic.len()
-                + e.schema_uri.len()
-                + text(&e.partition_key)
-                + text(&e.rate_key)
-                + 64
-        })
-        .sum();
-    let errors: usize = errors
-        .iter()
-        .map(|r| {
-            r.raw_event.len()
-                + r.message.len()
-                + r.error_type.len()
-                + text(&r.stream)
-                + text(&r.schema_uri)
-                + text(&r.request_id)
-                + 64
-        })
-        .sum();
+    let events: usize = events.iter().map(BatchEvent::size_bound).sum();
+    let errors: usize = errors.iter().map(BatchError::size_bound).sum();
     (events + errors + 64) as u64
 }
 
