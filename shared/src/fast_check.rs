@@ -142,8 +142,12 @@ struct ObjectCheck {
     names: Vec<Name>,
     /// Open-addressed index of `names` by [`name_hash`]: position + 1, 0 for empty.
     slots: Vec<u16>,
+    /// Spreads a name's hash over the slots: `hash * spread >> shift` is its home slot.
+    spread: u64,
     /// `64 - log2(slots.len())`.
     shift: u32,
+    /// Every name sits in its home slot, so a lookup is one probe (no collision chains to walk).
+    perfect: bool,
     properties: Vec<Check>,
     /// One bit per required name.
     required: u64,
@@ -165,18 +169,25 @@ struct Name {
 
 const NOT_DECLARED: u32 = u32::MAX;
 
-/// A hash of a name from its length and first bytes: cheap, and enough to tell apart
-/// the few names of one object.
+/// A hash of a name from its length and its first and last eight bytes: cheap, and
+/// enough to tell apart the few names of one object.
 #[inline(always)]
 fn name_hash(b: &[u8]) -> u64 {
-    let head = if let Some(h) = b.first_chunk::<8>() {
-        u64::from_le_bytes(*h)
+    let head = if let (Some(h), Some(t)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        u64::from_le_bytes(*h) ^ u64::from_le_bytes(*t).rotate_left(29)
     } else if let (Some(h), Some(t)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
         u64::from(u32::from_le_bytes(*h)) | u64::from(u32::from_le_bytes(*t)) << 32
     } else {
         b.iter().fold(0, |h, &c| h << 8 | u64::from(c))
     };
     (head ^ (b.len() as u64).rotate_right(8)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Multipliers tried, in turn, for a table where every name has a slot of its own.
+fn spread(attempt: u64) -> u64 {
+    let mut z = attempt.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (z ^ (z >> 27)) | 1
 }
 
 #[derive(Default)]
@@ -430,19 +441,7 @@ fn compile(schema: &Value, cache: &mut KeywordCache) -> Result<Check, NoFastPath
                 bits += 1;
             }
         }
-        let size = (object.names.len() * 2).next_power_of_two().max(4);
-        if size > usize::from(u16::MAX) {
-            return Err(NoFastPath);
-        }
-        object.shift = 64 - size.trailing_zeros();
-        object.slots = vec![0; size];
-        for (i, name) in object.names.iter().enumerate() {
-            let mut at = (name.hash >> object.shift) as usize;
-            while object.slots[at] != 0 {
-                at = (at + 1) & (size - 1);
-            }
-            object.slots[at] = (i + 1) as u16;
-        }
+        object.index_names()?;
     }
     if !any_check {
         return Ok(Check::Any);
@@ -500,16 +499,59 @@ fn shape(mut node: NodeCheck) -> Check {
 }
 
 impl ObjectCheck {
+    /// Lays `names` out in `slots`: if it can, with every name in its home slot (a table
+    /// of two to eight slots per name, and a multiplier that separates them), else with
+    /// linear probing.
+    fn index_names(&mut self) -> Result<(), NoFastPath> {
+        let least = (self.names.len() * 2).next_power_of_two().max(4);
+        if least > usize::from(u16::MAX) {
+            return Err(NoFastPath);
+        }
+        let place = |size: usize, spread: u64, perfect: bool| -> Option<Vec<u16>> {
+            let shift = 64 - size.trailing_zeros();
+            let mut slots = vec![0u16; size];
+            for (i, name) in self.names.iter().enumerate() {
+                let mut at = (name.hash.wrapping_mul(spread) >> shift) as usize;
+                while slots[at] != 0 {
+                    if perfect {
+                        return None;
+                    }
+                    at = (at + 1) & (size - 1);
+                }
+                slots[at] = (i + 1) as u16;
+            }
+            Some(slots)
+        };
+        let sizes = [least, least * 2, least * 4];
+        for size in sizes.into_iter().filter(|&s| s <= usize::from(u16::MAX)) {
+            for attempt in 0..32 {
+                if let Some(slots) = place(size, spread(attempt), true) {
+                    (self.slots, self.spread, self.perfect) = (slots, spread(attempt), true);
+                    self.shift = 64 - size.trailing_zeros();
+                    return Ok(());
+                }
+            }
+        }
+        // Names whose hashes are equal (a long shared prefix and suffix) share a chain.
+        self.slots = place(least, 1, false).ok_or(NoFastPath)?;
+        (self.spread, self.perfect) = (1, false);
+        self.shift = 64 - least.trailing_zeros();
+        Ok(())
+    }
+
     #[inline(always)]
     fn find(&self, name: &[u8]) -> Option<&Name> {
         let hash = name_hash(name);
         let mask = self.slots.len() - 1;
-        let mut at = (hash >> self.shift) as usize;
+        let mut at = (hash.wrapping_mul(self.spread) >> self.shift) as usize;
         loop {
             let slot = usize::from(*self.slots.get(at & mask)?);
             let n = self.names.get(slot.checked_sub(1)?)?;
             if n.hash == hash && same_bytes(n.text.as_bytes(), name) {
                 return Some(n);
+            }
+            if self.perfect {
+                return None;
             }
             at += 1;
         }
@@ -817,6 +859,71 @@ mod tests {
         ] {
             assert!(!passes(schema.clone(), bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn names_are_found_whether_or_not_each_has_a_slot_of_its_own() {
+        // An object of a few names, as most are: every name sits in its home slot.
+        let few = json!({"type": "object", "properties": {
+            "action": {}, "action_source": {}, "element_id": {}, "page": {}, "performer": {},
+            "meta": {}, "dt": {}, "$schema": {}, "agent": {}, "mediawiki": {}}});
+        let mut cache = KeywordCache::new();
+        let Ok(Check::Object(o)) = compile(&few, &mut cache) else {
+            panic!("an object check");
+        };
+        assert!(o.perfect);
+        assert!(o.find(b"performer").is_some() && o.find(b"performers").is_none());
+
+        // Too many names for that: some share probe chains, and every name is found.
+        let many: Vec<String> = (0..200).map(|i| format!("field_{i}")).collect();
+        let properties: Map<String, Value> = many
+            .iter()
+            .map(|n| (n.clone(), json!({"type": "integer"})))
+            .collect();
+        let schema = json!({"type": "object", "additionalProperties": false,
+            "properties": properties, "required": ["field_7", "field_199"]});
+        let Ok(Check::Object(o)) = compile(&schema, &mut cache) else {
+            panic!("an object check");
+        };
+        for n in &many {
+            assert!(o.find(n.as_bytes()).is_some(), "{n}");
+        }
+        assert!(o.find(b"field_200").is_none());
+        assert!(passes(
+            schema.clone(),
+            r#"{"field_7":1,"field_199":2,"field_0":3}"#
+        ));
+        assert!(!passes(schema.clone(), r#"{"field_7":1,"field_199":"x"}"#));
+        assert!(!passes(schema.clone(), r#"{"field_7":1}"#));
+        assert!(!passes(
+            schema,
+            r#"{"field_7":1,"field_199":2,"field_200":3}"#
+        ));
+
+        // Names alike in length and in their first and last eight bytes hash alike:
+        // they share a probe chain, and each is still told apart.
+        let schema = json!({"type": "object", "additionalProperties": false,
+        "required": ["abcdefgh_x_12345678", "abcdefgh_y_12345678"],
+        "properties": {
+            "abcdefgh_x_12345678": {"type": "string"},
+            "abcdefgh_y_12345678": {"type": "integer"}
+        }});
+        let Ok(Check::Object(o)) = compile(&schema, &mut cache) else {
+            panic!("an object check");
+        };
+        assert!(!o.perfect);
+        assert!(passes(
+            schema.clone(),
+            r#"{"abcdefgh_x_12345678":"a","abcdefgh_y_12345678":1}"#
+        ));
+        assert!(!passes(
+            schema.clone(),
+            r#"{"abcdefgh_x_12345678":1,"abcdefgh_y_12345678":"a"}"#
+        ));
+        assert!(!passes(
+            schema,
+            r#"{"abcdefgh_x_12345678":"a","abcdefgh_z_12345678":1}"#
+        ));
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl Intake {
         let mut out = Vec::with_capacity(spans.len());
         let mut body_out = BodyOut {
             received_text: req.received.to_rfc3339_millis(),
-            jsons: String::with_capacity(text.len() + 128 * spans.len()),
+            jsons: String::with_capacity(text.len() + 320 * spans.len()),
         };
         let mut ranges = Vec::new();
         for (index, span) in spans.iter().enumerate() {

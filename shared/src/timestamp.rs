@@ -96,8 +96,8 @@ impl Timestamp {
         buf[19] = b'.';
         put_digits(&mut buf[20..23], u32::from(milli));
         buf[23] = b'Z';
-        // Every byte written above is ASCII.
-        out.extend(buf.iter().map(|&b| char::from(b)));
+        // Every byte written above is ASCII, so this never falls back.
+        out.push_str(std::str::from_utf8(&buf).unwrap_or("1970-01-01T00:00:00.000Z"));
     }
 
     /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
