@@ -12,6 +12,7 @@
 //! past its subtree, so a sibling is one step away.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 /// Deepest nesting accepted, as in serde_json.
@@ -122,7 +123,7 @@ impl<'s> Tape<'s> {
     pub fn parse(src: &'s str) -> Result<Tape<'s>, TapeError> {
         let mut p = Parser::new(src, usize::MAX);
         p.run(false)?;
-        Ok(p.tape)
+        Ok(p.finish())
     }
 
     /// Parses a body: a top-level array's elements are its events (at most
@@ -134,7 +135,7 @@ impl<'s> Tape<'s> {
         let mut p = Parser::new(src, max_events);
         p.run(true)?;
         let spans = std::mem::take(&mut p.spans);
-        Ok((p.tape, spans))
+        Ok((p.finish(), spans))
     }
 
     /// The source text.
@@ -558,25 +559,88 @@ fn scan_plain(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// A tape's and a parser's vectors, kept by each thread between parses: once warm,
+/// parsing an event allocates nothing.
+#[derive(Default)]
+struct Spare {
+    nodes: Vec<Entry>,
+    owned: Vec<(u32, u32)>,
+    text: String,
+    ext: Vec<Ext>,
+    stack: Vec<Frame>,
+    keys: Vec<(u64, u32)>,
+}
+
+/// Vectors larger than this are let go, not kept: one huge body does not stay resident.
+const SPARE_BYTES: usize = 1 << 20;
+
+thread_local! {
+    static SPARE: RefCell<Spare> = RefCell::new(Spare::default());
+}
+
+/// Puts `v`, emptied, in `slot` if the slot is free and `v` is not too large to keep.
+fn keep<T>(slot: &mut Vec<T>, v: &mut Vec<T>) {
+    if slot.capacity() == 0 && v.capacity() * std::mem::size_of::<T>() <= SPARE_BYTES {
+        v.clear();
+        *slot = std::mem::take(v);
+    }
+}
+
+impl Drop for Tape<'_> {
+    fn drop(&mut self) {
+        // Not available while the thread itself is being torn down: then there is nothing to keep.
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                keep(&mut spare.nodes, &mut self.nodes);
+                keep(&mut spare.owned, &mut self.owned);
+                keep(&mut spare.ext, &mut self.ext);
+                if spare.text.capacity() == 0 && self.text.capacity() <= SPARE_BYTES {
+                    self.text.clear();
+                    spare.text = std::mem::take(&mut self.text);
+                }
+            }
+        });
+    }
+}
+
 impl<'s> Parser<'s> {
     fn new(src: &'s str, max_events: usize) -> Self {
+        let mut spare = SPARE
+            .try_with(|spare| spare.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        spare.nodes.reserve(src.len() / 6 + 8);
+        spare.stack.reserve(16);
+        spare.keys.reserve(64);
         Parser {
             tape: Tape {
                 src,
-                nodes: Vec::with_capacity(src.len() / 6 + 8),
-                owned: Vec::new(),
-                text: String::new(),
-                ext: Vec::new(),
+                nodes: spare.nodes,
+                owned: spare.owned,
+                text: spare.text,
+                ext: spare.ext,
                 parsed: (0, 0, 0),
             },
             bytes: src.as_bytes(),
             pos: 0,
-            stack: Vec::with_capacity(16),
+            stack: spare.stack,
             spans: Vec::new(),
             max_events,
-            keys: Vec::with_capacity(64),
+            keys: spare.keys,
             problem: None,
         }
+    }
+
+    /// Hands the parser's own vectors back to the thread for the next parse.
+    fn finish(mut self) -> Tape<'s> {
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                keep(&mut spare.stack, &mut self.stack);
+                keep(&mut spare.keys, &mut self.keys);
+            }
+        });
+        self.tape
     }
 
     #[inline(always)]
@@ -1237,6 +1301,27 @@ mod tests {
         let tape = Tape::parse(src).unwrap();
         let expected: Value = serde_json::from_str(src).unwrap();
         assert_eq!(tape.to_value(0), expected);
+    }
+
+    #[test]
+    fn kept_vectors_carry_nothing_into_the_next_parse() {
+        // A larger tape with escapes and added members, then smaller ones on the same
+        // thread: each sees only its own text.
+        let mut big = Tape::parse(r#"{"a":"x\ny","b":[1,2,3],"c":{"d":"e\u00e9"}}"#).unwrap();
+        big.add_string(0, "added", "value");
+        drop(big);
+        for src in [r#"{"k":"v"}"#, "[]", r#"{"s":"\"q\""}"#] {
+            let tape = Tape::parse(src).unwrap();
+            let expected: Value = serde_json::from_str(src).unwrap();
+            assert_eq!(tape.to_value(0), expected);
+        }
+        // Two tapes alive at once do not share vectors.
+        let (one, two) = (
+            Tape::parse(r#"{"a":1}"#).unwrap(),
+            Tape::parse("[true]").unwrap(),
+        );
+        assert_eq!(one.to_value(0), serde_json::json!({"a": 1}));
+        assert_eq!(two.to_value(0), serde_json::json!([true]));
     }
 
     #[test]
