@@ -131,9 +131,151 @@ struct NodeCheck {
     object: Option<ObjectCheck>,
     array: Option<ArrayCheck>,
     /// Keywords jsonschema checks one at a time, each for the kinds it applies to.
-    delegated: Vec<(u8, Arc<Validator<TapeJson>>)>,
+    delegated: Vec<Delegated>,
     /// Whether `types` is all there is to check.
     only_type: bool,
+}
+
+/// A keyword jsonschema checks, for the kinds of value it applies to.
+struct Delegated {
+    kinds: u8,
+    /// Passes the commonest valid values without calling jsonschema.
+    shortcut: Shortcut,
+    validator: Arc<Validator<TapeJson>>,
+}
+
+/// A check that passes a value only when it is certainly valid; any other value goes
+/// on to jsonschema, which decides.
+#[derive(Clone, Copy, PartialEq)]
+enum Shortcut {
+    None,
+    /// `format: date-time`, for the shape events carry: `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+    DateTime,
+    /// A `pattern` of the form `^[class]{min,max}$` over ASCII letters and digits (ids and
+    /// tokens): one bit per byte value admitted, and the length bounds.
+    Run {
+        admitted: [u64; 2],
+        min: usize,
+        max: usize,
+    },
+}
+
+impl Shortcut {
+    #[inline]
+    fn passes(self, tape: &Tape<'_>, node: u32) -> bool {
+        match self {
+            Shortcut::None => false,
+            Shortcut::DateTime => tape.key_bytes(node).is_some_and(utc_date_time),
+            Shortcut::Run { admitted, min, max } => tape.key_bytes(node).is_some_and(|b| {
+                (min..=max).contains(&b.len())
+                    && b.iter()
+                        .all(|&c| c < 128 && admitted[usize::from(c >> 6)] & (1 << (c & 63)) != 0)
+            }),
+        }
+    }
+
+    /// The shortcut for a `pattern`, when it has the one shape taken apart here.
+    fn for_pattern(pattern: &str) -> Shortcut {
+        run_pattern(pattern).map_or(Shortcut::None, |(admitted, min, max)| Shortcut::Run {
+            admitted,
+            min,
+            max,
+        })
+    }
+}
+
+/// `^[class]{min,max}$` (or `{n}`, `+`, `*`) where the class holds only ASCII letters,
+/// digits and ranges between them: the bytes admitted and the length bounds.
+fn run_pattern(pattern: &str) -> Option<([u64; 2], usize, usize)> {
+    let body = pattern.strip_prefix("^[")?.strip_suffix('$')?;
+    let (class, quantifier) = body.split_once(']')?;
+    let (min, max) = match quantifier {
+        "+" => (1, usize::MAX),
+        "*" => (0, usize::MAX),
+        q => {
+            let q = q.strip_prefix('{')?.strip_suffix('}')?;
+            let bound = |t: &str| {
+                (!t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()))
+                    .then(|| t.parse::<usize>().ok())
+                    .flatten()
+            };
+            match q.split_once(',') {
+                None => (bound(q)?, bound(q)?),
+                Some((lo, hi)) => (bound(lo)?, bound(hi)?),
+            }
+        }
+    };
+    let mut admitted = [0u64; 2];
+    let mut admit = |c: u8| admitted[usize::from(c >> 6)] |= 1 << (c & 63);
+    let bytes = class.as_bytes();
+    if bytes.is_empty() || min > max {
+        return None;
+    }
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        if !c.is_ascii_alphanumeric() {
+            return None;
+        }
+        match (bytes.get(i + 1), bytes.get(i + 2)) {
+            (Some(b'-'), Some(&end)) => {
+                // A range within one kind: digits, lower- or upper-case letters.
+                let same_kind = (c.is_ascii_digit() && end.is_ascii_digit())
+                    || (c.is_ascii_lowercase() && end.is_ascii_lowercase())
+                    || (c.is_ascii_uppercase() && end.is_ascii_uppercase());
+                if !same_kind || end < c {
+                    return None;
+                }
+                (c..=end).for_each(&mut admit);
+                i += 3;
+            }
+            (Some(b'-'), None) => return None,
+            _ => {
+                admit(c);
+                i += 1;
+            }
+        }
+    }
+    Some((admitted, min, max))
+}
+
+/// Whether `b` is an RFC 3339 date-time in UTC with an upper-case `T` and `Z`, a valid
+/// calendar date and a second below 60: a subset of what jsonschema's `date-time`
+/// accepts (leap seconds, offsets and lower-case letters are left to it).
+fn utc_date_time(b: &[u8]) -> bool {
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range).and_then(|d| {
+            d.iter().try_fold(0u32, |n, &c| {
+                c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+            })
+        })
+    };
+    let punctuation = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if b.len() < 20
+        || b.last() != Some(&b'Z')
+        || punctuation.iter().any(|&(at, c)| b.get(at) != Some(&c))
+    {
+        return false;
+    }
+    let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+        return false;
+    };
+    let (Some(hour), Some(minute), Some(second)) = (digits(11..13), digits(14..16), digits(17..19))
+    else {
+        return false;
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    // After the seconds: `Z` alone, or a fraction of at least one digit and then `Z`.
+    let rest = &b[19..b.len() - 1];
+    let fraction_ok = rest.is_empty()
+        || (rest.len() >= 2 && rest[0] == b'.' && rest[1..].iter().all(u8::is_ascii_digit));
+    (1..=month_days).contains(&day) && hour < 24 && minute < 60 && second < 60 && fraction_ok
 }
 
 #[derive(Default)]
@@ -395,8 +537,16 @@ fn compile(schema: &Value, cache: &mut KeywordCache) -> Result<Check, NoFastPath
                     "uniqueItems" => ARRAY,
                     _ => ANY,
                 };
-                node.delegated
-                    .push((kinds, keyword_validator(cache, keyword, value)?));
+                let shortcut = match (keyword, value.as_str()) {
+                    ("format", Some("date-time")) => Shortcut::DateTime,
+                    ("pattern", Some(pattern)) => Shortcut::for_pattern(pattern),
+                    _ => Shortcut::None,
+                };
+                node.delegated.push(Delegated {
+                    kinds,
+                    shortcut,
+                    validator: keyword_validator(cache, keyword, value)?,
+                });
             }
         }
     }
@@ -677,8 +827,11 @@ fn check_rest(n: &NodeCheck, tape: &Tape<'_>, node: u32, entry: Entry, kind: u8)
             return false;
         }
     }
-    for (kinds, v) in &n.delegated {
-        if kinds & kind != 0 && !v.is_valid(TapeNode::new(tape, node)) {
+    for d in &n.delegated {
+        if d.kinds & kind != 0
+            && !d.shortcut.passes(tape, node)
+            && !d.validator.is_valid(TapeNode::new(tape, node))
+        {
             return false;
         }
     }
@@ -924,6 +1077,124 @@ mod tests {
             schema,
             r#"{"abcdefgh_x_12345678":"a","abcdefgh_z_12345678":1}"#
         ));
+    }
+
+    #[test]
+    fn the_date_time_shortcut_passes_only_what_jsonschema_passes() {
+        let mut cache = KeywordCache::new();
+        let full = whole_validator(&mut cache, &json!({"format": "date-time"})).unwrap();
+        let cases = [
+            "2026-11-27T10:15:00.123Z",
+            "2026-11-27T10:15:00Z",
+            "2024-02-29T23:59:59.999999Z",
+            "2023-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-11-27T24:00:00Z",
+            "2026-11-27T10:60:00Z",
+            "2016-12-31T23:59:60Z",
+            "2026-11-27T10:15:00.Z",
+            "2026-11-27t10:15:00z",
+            "2026-11-27T10:15:00+02:00",
+            "2026-11-27T10:15:00",
+            "2026-11-27 10:15:00Z",
+            "2026-1-27T10:15:00Z",
+            "+026-11-27T10:15:00Z",
+            "2026-11-27T10:15:00.1a2Z",
+            "",
+        ];
+        for case in cases {
+            let text = serde_json::to_string(case).unwrap();
+            let tape = Tape::parse(&text).unwrap();
+            let quick = utc_date_time(case.as_bytes());
+            let exact = full.is_valid(TapeNode::new(&tape, 0));
+            assert!(
+                !quick || exact,
+                "{case}: the shortcut passes what jsonschema refuses"
+            );
+            // Through the fast path as a whole, the verdict is always jsonschema's.
+            let schema = json!({"type": "string", "format": "date-time"});
+            assert_eq!(passes(schema, &text), exact, "{case}");
+        }
+        assert!(utc_date_time(b"2026-11-27T10:15:00.123Z"));
+        assert!(!utc_date_time(b"2016-12-31T23:59:60Z"));
+        // Mutations of valid date-times: a character changed, dropped or added.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let alphabet = b"0123456789-:.TtZz+ 9";
+        for _ in 0..50_000 {
+            let mut b = b"2024-02-29T23:59:59.250Z".to_vec();
+            for _ in 0..rng.usize(1..=3) {
+                let at = rng.usize(..=b.len());
+                let c = alphabet[rng.usize(..alphabet.len())];
+                match rng.u8(..3) {
+                    0 if at < b.len() => b[at] = c,
+                    1 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    _ => b.insert(at, c),
+                }
+            }
+            if utc_date_time(&b) {
+                let text = serde_json::to_string(std::str::from_utf8(&b).unwrap()).unwrap();
+                let tape = Tape::parse(&text).unwrap();
+                assert!(full.is_valid(TapeNode::new(&tape, 0)), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_pattern_shortcut_passes_only_what_jsonschema_passes() {
+        assert!(matches!(
+            Shortcut::for_pattern("^[0-9a-z]{20}$"),
+            Shortcut::Run {
+                min: 20,
+                max: 20,
+                ..
+            }
+        ));
+        for other in [
+            "^[0-9a-z]{20}",
+            "[0-9a-z]{20}$",
+            "^[^a]{2}$",
+            "^[a-]{2}$",
+            "^[z-a]+$",
+            "^[0-9a-z]{3,2}$",
+            "^[a\\d]+$",
+            "^[0-9a-z]{20}$|x",
+            "^[a-z]{1}x$",
+            "^[.]+$",
+        ] {
+            assert!(Shortcut::for_pattern(other) == Shortcut::None, "{other}");
+        }
+        let mut cache = KeywordCache::new();
+        let mut rng = fastrand::Rng::with_seed(11);
+        let alphabet = b"09afzAFZ_-.\n";
+        for pattern in [
+            "^[0-9a-z]{20}$",
+            "^[A-Fa-f0-9]{4,8}$",
+            "^[xyz]+$",
+            "^[a-c0-2]*$",
+        ] {
+            let shortcut = Shortcut::for_pattern(pattern);
+            assert!(shortcut != Shortcut::None, "{pattern}");
+            let full = whole_validator(&mut cache, &json!({"pattern": pattern})).unwrap();
+            for _ in 0..20_000 {
+                let len = rng.usize(..24);
+                let text: String = (0..len)
+                    .map(|_| char::from(alphabet[rng.usize(..alphabet.len())]))
+                    .collect();
+                let json = serde_json::to_string(&text).unwrap();
+                let tape = Tape::parse(&json).unwrap();
+                let quick = shortcut.passes(&tape, 0);
+                let exact = full.is_valid(TapeNode::new(&tape, 0));
+                assert!(!quick || exact, "{pattern} {json}");
+            }
+        }
+        // Through the fast path as a whole, the verdict is always jsonschema's.
+        let schema = json!({"type": "string", "pattern": "^[0-9a-z]{20}$"});
+        assert!(passes(schema.clone(), r#""3c1f9a02b4e6d8a7c5e1""#));
+        assert!(!passes(schema.clone(), r#""3c1f9a02b4e6d8a7c5e""#));
+        assert!(!passes(schema, r#""3C1F9A02B4E6D8A7C5E1""#));
     }
 
     #[test]

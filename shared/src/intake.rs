@@ -492,9 +492,10 @@ impl Intake {
                 violations: Some(v),
             })?;
 
-        let field_text = |path: &crate::field_path::FieldPath| {
-            tape.get_path(node, path.keys())
-                .and_then(|i| tape_text(tape, i))
+        let read: &Tape<'_> = tape;
+        let field_text = move |path: &crate::field_path::FieldPath| {
+            read.get_path(node, path.keys())
+                .and_then(|i| tape_text(read, i))
         };
         // The sampling unit's text, read once: a stream is often keyed by it (a session, say).
         let mut unit = None;
@@ -515,8 +516,8 @@ impl Intake {
             .partition_key
             .as_ref()
             .and_then(|p| match &unit {
-                Some((unit_path, text)) if *unit_path == p => text.clone(),
-                _ => field_text(p),
+                Some((unit_path, text)) if *unit_path == p => text.as_deref().map(str::to_owned),
+                _ => field_text(p).map(std::borrow::Cow::into_owned),
             });
         let rate_key = entry
             .settings
@@ -530,7 +531,8 @@ impl Intake {
                 Some(path) => crate::field_path::FieldPath::parse(path)
                     .ok()
                     .as_ref()
-                    .and_then(field_text),
+                    .and_then(field_text)
+                    .map(std::borrow::Cow::into_owned),
                 None => None,
             });
         // The event's JSON goes last, once nothing can refuse it: `process` takes what
@@ -601,13 +603,14 @@ fn tape_type_name(tape: &Tape<'_>, i: u32) -> &'static str {
 }
 
 /// A scalar's text: strings as they are, numbers and booleans printed.
-fn tape_text(tape: &Tape<'_>, i: u32) -> Option<String> {
+fn tape_text<'t>(tape: &'t Tape<'_>, i: u32) -> Option<std::borrow::Cow<'t, str>> {
+    use std::borrow::Cow;
     match tape.entry(i) {
-        Entry::Str { .. } | Entry::Owned(_) => tape.str_at(i).map(str::to_owned),
-        Entry::Int(n) => Some(n.to_string()),
-        Entry::UInt(n) => Some(n.to_string()),
-        Entry::Float(f) => Some(f.to_string()),
-        Entry::Bool(b) => Some(b.to_string()),
+        Entry::Str { .. } | Entry::Owned(_) => tape.str_at(i).map(Cow::Borrowed),
+        Entry::Int(n) => Some(Cow::Owned(n.to_string())),
+        Entry::UInt(n) => Some(Cow::Owned(n.to_string())),
+        Entry::Float(f) => Some(Cow::Owned(f.to_string())),
+        Entry::Bool(b) => Some(Cow::Owned(b.to_string())),
         _ => None,
     }
 }
