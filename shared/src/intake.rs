@@ -264,6 +264,7 @@ impl Intake {
         let mut out = Vec::with_capacity(spans.len());
         let mut body_out = BodyOut {
             received_text: req.received.to_rfc3339_millis(),
+            // Room for what enrichment adds to each event: an id, a time, a few headers.
             jsons: String::with_capacity(text.len() + 320 * spans.len()),
         };
         let mut ranges = Vec::new();
