@@ -5,6 +5,8 @@
 //! the most the edge answers, then at half of that. Prints one table:
 //! events/s, request p50/p99 at half load, the aggregator's batch-ack p99,
 //! peak RSS of edge and aggregator, and their CPU seconds per million events.
+//! Each row (sink and mode) starts its own edge and aggregator on a data
+//! directory of its own, so its memory figures are its own.
 
 use crate::loadgen::Report;
 use anyhow::{Context, bail};
@@ -299,11 +301,17 @@ fn loadgen(
 
 fn run_sink(
     sink: Sink,
+    modes: &[Mode],
     args: &BenchArgs,
     secs: f64,
     dir: &Path,
 ) -> anyhow::Result<(Vec<Row>, f64, f64)> {
-    let data = dir.join(format!("{sink:?}").to_lowercase());
+    // A data directory of its own: an aggregator started on an earlier run's log would
+    // rebuild that run's dedupe window.
+    let name: Vec<String> = std::iter::once(format!("{sink:?}"))
+        .chain(modes.iter().map(|m| format!("{m:?}")))
+        .collect();
+    let data = dir.join(name.join("-").to_lowercase());
     std::fs::create_dir_all(&data)?;
     let streams = data.join("streams.yaml");
     std::fs::write(
@@ -402,7 +410,7 @@ fn run_sink(
         bail!("the edge did not print its address");
     };
     let mut rows = Vec::new();
-    for &mode in &args.modes {
+    for &mode in modes {
         let cpu_before = usage(edge.pid()).0 + usage(aggregator.pid()).0;
         let max = loadgen(edge_http, &mix_file, args, secs, mode, None)?;
         let cpu = usage(edge.pid()).0 + usage(aggregator.pid()).0 - cpu_before;
@@ -498,12 +506,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let mut all = Vec::new();
     let mut result = Ok(());
-    for &sink in &args.sinks {
-        match run_sink(sink, &args, secs, &dir) {
-            Ok(r) => all.push(r),
-            Err(e) => {
-                result = Err(e);
-                break;
+    // Each row starts its own edge and aggregator: a row's RSS is its own phases' peak,
+    // not grown by the dedupe window the rows before it filled.
+    'rows: for &sink in &args.sinks {
+        for &mode in &args.modes {
+            match run_sink(sink, &[mode], &args, secs, &dir) {
+                Ok(r) => all.push(r),
+                Err(e) => {
+                    result = Err(e);
+                    break 'rows;
+                }
             }
         }
     }
@@ -542,7 +554,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "max ev/s: events/s the edge accepted, closed loop; errors: non-2xx answers in both phases; p50/p99: request latency at half that rate, open loop, as the load generator saw it; edge p99: the same requests inside the edge, body read to answer (histogram bucket bound, ms); ack p99: the aggregator's batch-ack p99 at half load (histogram bucket bound, ms); MB: peak RSS; CPU s/Mev: edge + aggregator CPU seconds per million events at max. {:.0} s in all.",
+        "max ev/s: events/s the edge accepted, closed loop; errors: non-2xx answers in both phases; p50/p99: request latency at half that rate, open loop, as the load generator saw it; edge p99: the same requests inside the edge, body read to answer (histogram bucket bound, ms); ack p99: the aggregator's batch-ack p99 at half load (histogram bucket bound, ms); MB: peak RSS over the row's two phases (each row starts its own edge and aggregator); CPU s/Mev: edge + aggregator CPU seconds per million events at max. {:.0} s in all.",
         started.elapsed().as_secs_f64()
     );
     if let Some(file) = &args.record {
