@@ -106,9 +106,7 @@ impl Ctx {
         self.compression.attempted(&frame);
         frame.into()
     }
-}
 
-impl Ctx {
     fn held(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(Vec<u8>, usize)>> {
         self.held
             .lock()
