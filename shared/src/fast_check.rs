@@ -290,6 +290,9 @@ struct ObjectCheck {
     shift: u32,
     /// Every name sits in its home slot, so a lookup is one probe (no collision chains to walk).
     perfect: bool,
+    /// When `perfect`: the names laid out by home slot, so a lookup reads one entry, not
+    /// a slot and then a name. Empty slots hold a name that stands for "not declared".
+    table: Vec<Name>,
     properties: Vec<Check>,
     /// One bit per required name.
     required: u64,
@@ -300,6 +303,7 @@ struct ObjectCheck {
     property_names: Option<Check>,
 }
 
+#[derive(Clone)]
 struct Name {
     hash: u64,
     text: Box<str>,
@@ -676,6 +680,21 @@ impl ObjectCheck {
         for size in sizes.into_iter().filter(|&s| s <= usize::from(u16::MAX)) {
             for attempt in 0..32 {
                 if let Some(slots) = place(size, spread(attempt), true) {
+                    // An empty slot found is a name not declared: `additionalProperties`
+                    // applies, as it does to a name not found.
+                    let vacant = Name {
+                        hash: 0,
+                        text: "".into(),
+                        property: NOT_DECLARED,
+                        required_mask: 0,
+                    };
+                    self.table = slots
+                        .iter()
+                        .map(|&slot| match usize::from(slot).checked_sub(1) {
+                            Some(i) => self.names[i].clone(),
+                            None => vacant.clone(),
+                        })
+                        .collect();
                     (self.slots, self.spread, self.perfect) = (slots, spread(attempt), true);
                     self.shift = 64 - size.trailing_zeros();
                     return Ok(());
@@ -694,14 +713,15 @@ impl ObjectCheck {
         let hash = name_hash(name);
         let mask = self.slots.len() - 1;
         let mut at = (hash.wrapping_mul(self.spread) >> self.shift) as usize;
+        if self.perfect {
+            let n = self.table.get(at & mask)?;
+            return (n.hash == hash && same_bytes(n.text.as_bytes(), name)).then_some(n);
+        }
         loop {
             let slot = usize::from(*self.slots.get(at & mask)?);
             let n = self.names.get(slot.checked_sub(1)?)?;
             if n.hash == hash && same_bytes(n.text.as_bytes(), name) {
                 return Some(n);
-            }
-            if self.perfect {
-                return None;
             }
             at += 1;
         }

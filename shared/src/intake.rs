@@ -11,9 +11,9 @@
 
 use crate::FastMap;
 use crate::json::{BodyError, BodyLimits};
-use crate::registry::{ResolveError, SchemaRegistry};
+use crate::registry::{CompiledSchema, ResolveError, SchemaRegistry};
 use crate::sampling;
-use crate::stream_config::StreamConfig;
+use crate::stream_config::{StreamConfig, StreamEntry};
 use crate::tape::{Entry, EventSpan, Tape, TapeError};
 use crate::tape_json::TapeNode;
 use crate::timestamp::Timestamp;
@@ -163,9 +163,10 @@ pub struct Intake {
     streams: Arc<StreamConfig>,
     options: IntakeOptions,
     client_hasher: foldhash::quality::FixedState,
-    /// Stream key → schema URI → which of the stream's header fields the schema has,
-    /// worked out once rather than per event.
-    header_plan: FastMap<String, FastMap<String, Vec<usize>>>,
+    /// (stream entry, schema) → which of the stream's header fields the schema has,
+    /// worked out once rather than per event. Keyed by where each lives: both are
+    /// held, unchanged, by the `Arc`s above for as long as this map is.
+    header_plan: FastMap<(usize, usize), Vec<usize>>,
 }
 
 impl Intake {
@@ -176,17 +177,14 @@ impl Intake {
         options: IntakeOptions,
     ) -> Self {
         let client_hasher = foldhash::quality::FixedState::with_seed(options.client_hash_seed);
-        let mut header_plan: FastMap<String, FastMap<String, Vec<usize>>> = FastMap::default();
+        let mut header_plan = FastMap::default();
         for entry in streams.entries() {
             let title = &entry.settings.schema_title;
             for schema in registry.iter().filter(|s| &s.title == title) {
                 let fields = (0..entry.header_fields.len())
                     .filter(|&i| schema.has_property(&entry.header_fields[i].0))
                     .collect();
-                header_plan
-                    .entry(entry.key.clone())
-                    .or_default()
-                    .insert(schema.uri.clone(), fields);
+                header_plan.insert(plan_key(entry, schema), fields);
             }
         }
         Intake {
@@ -263,7 +261,7 @@ impl Intake {
         }
         let mut out = Vec::with_capacity(spans.len());
         let mut body_out = BodyOut {
-            received_text: req.received.to_rfc3339_millis(),
+            received_text: received_text(req.received),
             // Room for what enrichment adds to each event: an id, a time, a few headers.
             jsons: String::with_capacity(text.len() + 320 * spans.len()),
         };
@@ -313,6 +311,7 @@ impl Intake {
             }
             out.push(outcome);
         }
+        keep_received_text(req.received, body_out.received_text);
         let jsons = bytes::Bytes::from(body_out.jsons.into_bytes());
         for (i, range) in ranges {
             if let Some(event) = &mut out[i].event {
@@ -353,15 +352,16 @@ impl Intake {
                 ),
             ));
         }
-        let meta = tape.get(node, "meta");
+        let [meta, event_schema] = tape.get_each(node, ["meta", "$schema"]);
         if meta.is_some_and(|m| !tape.is_object(m)) {
             return Err(Rejection::new(
                 K::Invalid,
                 "`meta` must be an object".into(),
             ));
         }
-        let meta_get = |key: &str| meta.and_then(|m| tape.get(m, key));
-        let event_stream = meta_get("stream").and_then(|i| tape.str_at(i));
+        let [given_stream, given_id, given_dt] =
+            meta.map_or([None; 3], |m| tape.get_each(m, ["stream", "id", "dt"]));
+        let event_stream = given_stream.and_then(|i| tape.str_at(i));
         let stream = event_stream
             .or(req.stream.as_deref())
             .ok_or_else(|| {
@@ -394,7 +394,7 @@ impl Intake {
                 ),
             ));
         }
-        let event_schema = tape.get(node, "$schema").and_then(|i| tape.str_at(i));
+        let event_schema = event_schema.and_then(|i| tape.str_at(i));
         let schema_given = event_schema.is_some();
         let schema_uri = event_schema
             .or(req.schema_uri.as_deref())
@@ -421,7 +421,6 @@ impl Intake {
                 ),
             ));
         }
-        let given_id = meta_get("id");
         let id = match given_id {
             Some(i) => match tape.str_at(i) {
                 Some(text) => uuid::Uuid::try_parse(text)
@@ -433,7 +432,6 @@ impl Intake {
             },
             None => ids.next_uuid(),
         };
-        let given_dt = meta_get("dt");
         let dt_given = given_dt.is_some();
         // The record timestamp is the event's meta.dt; one that does not parse has failed
         // validation already wherever the schema types it, so the receive time stands in.
@@ -462,10 +460,7 @@ impl Intake {
         if !dt_given {
             add_meta(tape, "dt", &body_out.received_text);
         }
-        let planned = self
-            .header_plan
-            .get(&entry.key)
-            .and_then(|m| m.get(&schema.uri));
+        let planned = self.header_plan.get(&plan_key(entry, schema));
         for (path, header) in planned
             .into_iter()
             .flatten()
@@ -501,7 +496,7 @@ impl Intake {
         // The sampling unit's text, read once: a stream is often keyed by it (a session, say).
         let mut unit = None;
         if let Some(sample) = &entry.settings.sample {
-            let path = self.streams.sample_units.get(&sample.unit);
+            let path = entry.sample_path();
             let unit_id = path.and_then(field_text);
             let position = unit_id
                 .as_deref()
@@ -568,6 +563,44 @@ struct BodyOut {
     jsons: String,
 }
 
+/// Where a stream entry and a schema live: the key of [`Intake`]'s header plan.
+fn plan_key(entry: &Arc<StreamEntry>, schema: &Arc<CompiledSchema>) -> (usize, usize) {
+    (Arc::as_ptr(entry).addr(), Arc::as_ptr(schema).addr())
+}
+
+thread_local! {
+    /// The last receive time written as text, and the text: bodies received in the
+    /// same millisecond share it, and its buffer is reused.
+    static RECEIVED: std::cell::RefCell<(Timestamp, String)> =
+        const { std::cell::RefCell::new((Timestamp::EPOCH, String::new())) };
+}
+
+/// `received` as `meta.dt` text, from the thread's last if it is the same millisecond.
+fn received_text(received: Timestamp) -> String {
+    let kept = RECEIVED
+        .try_with(|r| r.try_borrow_mut().map(|mut r| std::mem::take(&mut *r)).ok())
+        .ok()
+        .flatten();
+    match kept {
+        Some((at, text)) if !text.is_empty() && at.unix_millis() == received.unix_millis() => text,
+        Some((_, mut text)) => {
+            text.clear();
+            received.write_rfc3339_millis(&mut text);
+            text
+        }
+        None => received.to_rfc3339_millis(),
+    }
+}
+
+/// Hands the receive time's text back to the thread for the next body.
+fn keep_received_text(received: Timestamp, text: String) {
+    let _ = RECEIVED.try_with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            *r = (received, text);
+        }
+    });
+}
+
 /// `body` with each invalid UTF-8 sequence replaced by U+FFFD, and the offsets of the replacements.
 fn decode_lossy(body: &[u8]) -> (String, Vec<usize>) {
     let mut out = String::with_capacity(body.len() + 16);
@@ -623,14 +656,19 @@ fn add_absent<S: AsRef<str>>(tape: &mut Tape<'_>, node: u32, path: &[S], text: &
         return;
     };
     let mut object = node;
+    // An object just added holds nothing yet: no need to look in it.
+    let mut added = false;
     for key in parents {
-        object = match tape.get(object, key.as_ref()) {
+        object = match (!added).then(|| tape.get(object, key.as_ref())).flatten() {
             Some(child) if tape.is_object(child) => child,
             Some(_) => return,
-            None => tape.add_object(object, key.as_ref()),
+            None => {
+                added = true;
+                tape.add_object(object, key.as_ref())
+            }
         };
     }
-    if tape.get(object, leaf.as_ref()).is_none() {
+    if added || tape.get(object, leaf.as_ref()).is_none() {
         tape.add_string(object, leaf.as_ref(), text);
     }
 }

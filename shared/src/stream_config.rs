@@ -169,6 +169,8 @@ pub struct StreamEntry {
     pub header_fields: Vec<(Vec<String>, String)>,
     /// The produce topic, precomputed for streams configured by exact name.
     topic: Option<String>,
+    /// The path of the sampling unit's id, when the stream samples.
+    sample_path: Option<FieldPath>,
     /// Settings with defaults merged.
     pub settings: StreamSettings,
     /// The merged settings as given, for serving EventStreamConfig.
@@ -201,6 +203,11 @@ impl StreamEntry {
             (_, Some(p)) => format!("{p}{name}"),
             _ => name.to_owned(),
         }
+    }
+
+    /// Where the sampling unit's id is in an event, when the stream samples by a known unit.
+    pub fn sample_path(&self) -> Option<&FieldPath> {
+        self.sample_path.as_ref()
     }
 
     /// Whether the stream takes events at `t`.
@@ -304,10 +311,16 @@ impl StreamConfig {
                     HeaderSource::Off(_) => None,
                 })
                 .collect();
+            let sample_path = settings
+                .sample
+                .as_ref()
+                .and_then(|s| config.sample_units.get(&s.unit))
+                .cloned();
             let mut entry = StreamEntry {
                 key: key.clone(),
                 header_fields,
                 topic: None,
+                sample_path,
                 settings,
                 raw,
             };

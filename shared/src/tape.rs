@@ -53,6 +53,9 @@ struct Ext {
     object: u32,
     key: u32,
     value: u32,
+    /// Where the member's JSON lies in the tape's text when nothing in it needs escaping,
+    /// else `(0, 0)`: `"key":"value"` for a string, `"key":` for an added object.
+    json: (u32, u32),
 }
 
 /// A parsed JSON text.
@@ -246,6 +249,42 @@ impl<'s> Tape<'s> {
             .map(|e| e.value)
     }
 
+    /// The values of members `keys` of the object at `i`, found in one walk over it.
+    pub(crate) fn get_each<const N: usize>(&self, i: u32, keys: [&str; N]) -> [Option<u32>; N] {
+        let mut found = [None; N];
+        let Entry::Object { len, .. } = self.nodes[i as usize] else {
+            return found;
+        };
+        // Whether the member named by key `k` is one sought; records its value if so.
+        let look = |found: &mut [Option<u32>; N], k: u32, value: u32| {
+            let Some(name) = self.key_bytes(k) else {
+                return false;
+            };
+            keys.iter().zip(found.iter_mut()).any(|(want, slot)| {
+                let hit = slot.is_none() && same_bytes(name, want.as_bytes());
+                if hit {
+                    *slot = Some(value);
+                }
+                hit
+            })
+        };
+        let mut left = N;
+        let mut k = i + 1;
+        for _ in 0..len {
+            if look(&mut found, k, k + 1) {
+                left -= 1;
+                if left == 0 {
+                    return found;
+                }
+            }
+            k = self.next(k + 1);
+        }
+        for e in self.ext.iter().filter(|e| e.object == i) {
+            look(&mut found, e.key, e.value);
+        }
+        found
+    }
+
     /// The value at a path of keys from the object at `i`.
     pub(crate) fn get_path<S: AsRef<str>>(&self, i: u32, path: &[S]) -> Option<u32> {
         path.iter().try_fold(i, |node, key| {
@@ -261,19 +300,41 @@ impl<'s> Tape<'s> {
 
     /// Adds `key: "text"` to the object at `object`; returns the value's index.
     pub(crate) fn add_string(&mut self, object: u32, key: &str, text: &str) -> u32 {
+        // The text holds `"key":"text"`, quotes and all: when neither needs escaping,
+        // that is the member's JSON, and splicing it in is one copy.
+        let from = self.text.len() as u32;
+        self.text.push('"');
         let key_idx = self.push_owned(key);
+        self.text.push_str("\":\"");
         let value = self.push_owned(text);
+        self.text.push('"');
+        let plain = |s: &str| scan_plain(s.as_bytes(), 0) == s.len();
+        let json = if plain(key) && plain(text) {
+            (from, self.text.len() as u32)
+        } else {
+            (0, 0)
+        };
         self.ext.push(Ext {
             object,
             key: key_idx,
             value,
+            json,
         });
         value
     }
 
     /// Adds `key: {}` to the object at `object`; returns the new object's index.
     pub(crate) fn add_object(&mut self, object: u32, key: &str) -> u32 {
+        // As for strings: `"key":` is the member's JSON up to the object, when plain.
+        let from = self.text.len() as u32;
+        self.text.push('"');
         let key_idx = self.push_owned(key);
+        self.text.push_str("\":");
+        let json = if scan_plain(key.as_bytes(), 0) == key.len() {
+            (from, self.text.len() as u32)
+        } else {
+            (0, 0)
+        };
         let value = self.nodes.len() as u32;
         self.nodes.push(Entry::Object {
             len: 0,
@@ -284,6 +345,7 @@ impl<'s> Tape<'s> {
             object,
             key: key_idx,
             value,
+            json,
         });
         value
     }
@@ -327,19 +389,15 @@ impl<'s> Tape<'s> {
             Entry::Object { pos, .. } if pos != u32::MAX => Some((pos, e.object)),
             _ => None,
         };
-        // Room for the added members' names and texts, quotes, colons and commas.
-        let text_len = |i: u32| match self.nodes[i as usize] {
-            Entry::Owned(k) => self
-                .owned
-                .get(k as usize)
-                .map_or(0, |&(_, len)| len as usize),
-            _ => 0,
-        };
-        let added_len: usize = added
-            .iter()
-            .map(|e| text_len(e.key) + text_len(e.value) + 6)
-            .sum();
-        out.reserve(end - start + added_len);
+        // Room for the added members: their texts with quotes, colons and commas.
+        let added_len = added.first().map_or(0, |e| {
+            self.text.len()
+                - self
+                    .owned
+                    .get(self.key_owned(e.key))
+                    .map_or(0, |o| o.0 as usize)
+        });
+        out.reserve(end - start + added_len + 6 * added.len());
         let mut cursor = start;
         // The parsed objects that got members, in the order they appear (enrichment adds
         // to a handful, so picking the next one each time beats sorting a list of them).
@@ -353,12 +411,7 @@ impl<'s> Tape<'s> {
             after = Some((pos, object));
             let at = pos as usize + 1;
             out.push_str(&self.src[cursor..at]);
-            for (n, e) in added.iter().filter(|e| e.object == object).enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                self.write_member(e.key, e.value, mark, out);
-            }
+            self.write_members(object, added, out);
             if matches!(self.nodes[object as usize], Entry::Object { len, .. } if len > 0) {
                 out.push(',');
             }
@@ -367,28 +420,48 @@ impl<'s> Tape<'s> {
         out.push_str(&self.src[cursor..end]);
     }
 
-    fn write_member(&self, key: u32, value: u32, mark: usize, out: &mut String) {
-        write_json_string(self.str_at(key).unwrap_or_default(), out);
-        out.push(':');
-        match self.nodes[value as usize] {
-            Entry::Str { .. } | Entry::Owned(_) => {
-                write_json_string(self.str_at(value).unwrap_or_default(), out)
+    /// Index into `owned` of the added string at tape index `i`.
+    fn key_owned(&self, i: u32) -> usize {
+        match self.nodes[i as usize] {
+            Entry::Owned(k) => k as usize,
+            _ => usize::MAX,
+        }
+    }
+
+    /// Writes the members of `added` that belong to `object`, separated by commas.
+    fn write_members(&self, object: u32, added: &[Ext], out: &mut String) {
+        let mut first = true;
+        for e in added.iter().filter(|e| e.object == object) {
+            if !first {
+                out.push(',');
             }
-            Entry::Object { pos: u32::MAX, .. } => {
-                out.push('{');
-                for (n, e) in self.ext[mark..]
-                    .iter()
-                    .filter(|e| e.object == value)
-                    .enumerate()
-                {
-                    if n > 0 {
-                        out.push(',');
-                    }
-                    self.write_member(e.key, e.value, mark, out);
+            first = false;
+            let value = self.nodes[e.value as usize];
+            let (from, to) = e.json;
+            if to != 0 {
+                out.push_str(
+                    self.text
+                        .get(from as usize..to as usize)
+                        .unwrap_or_default(),
+                );
+                if !matches!(value, Entry::Object { .. }) {
+                    continue;
                 }
-                out.push('}');
+            } else {
+                write_json_string(self.str_at(e.key).unwrap_or_default(), out);
+                out.push(':');
             }
-            _ => out.push_str(&self.to_value(value).to_string()),
+            match value {
+                Entry::Str { .. } | Entry::Owned(_) => {
+                    write_json_string(self.str_at(e.value).unwrap_or_default(), out)
+                }
+                Entry::Object { pos: u32::MAX, .. } => {
+                    out.push('{');
+                    self.write_members(e.value, added, out);
+                    out.push('}');
+                }
+                _ => out.push_str(&self.to_value(e.value).to_string()),
+            }
         }
     }
 
@@ -671,7 +744,7 @@ impl<'s> Parser<'s> {
         let top_is_array = body && self.bytes.get(self.pos) == Some(&b'[');
         if body && !top_is_array {
             let start = self.pos;
-            self.value_tree(false)?;
+            self.value_tree::<false>()?;
             let problem = self.problem.take();
             self.spans.push(EventSpan {
                 node: 0,
@@ -680,9 +753,9 @@ impl<'s> Parser<'s> {
                 problem,
             });
         } else if top_is_array {
-            self.value_tree(true)?;
+            self.value_tree::<true>()?;
         } else {
-            self.value_tree(false)?;
+            self.value_tree::<false>()?;
             if let Some(problem) = self.problem.take() {
                 return Err(TapeError::at(0, problem));
             }
@@ -752,12 +825,12 @@ impl<'s> Parser<'s> {
     }
 
     /// Parses one complete value, iteratively.
-    fn value_tree(&mut self, record_events: bool) -> Result<(), TapeError> {
+    fn value_tree<const RECORD_EVENTS: bool>(&mut self) -> Result<(), TapeError> {
         let mut event_start = 0usize;
         let mut event_node = 0u32;
         'value: loop {
             self.skip_ws();
-            if record_events && self.stack.len() == 1 {
+            if RECORD_EVENTS && self.stack.len() == 1 {
                 if self.spans.len() == self.max_events {
                     let mut e = self.err(format!("more than {} events", self.max_events));
                     e.too_many_events = true;
@@ -830,7 +903,7 @@ impl<'s> Parser<'s> {
             }
             // A value is complete: climb out of finished containers.
             loop {
-                if record_events && self.stack.len() == 1 {
+                if RECORD_EVENTS && self.stack.len() == 1 {
                     let problem = self.problem.take();
                     self.spans.push(EventSpan {
                         node: event_node,
@@ -973,7 +1046,9 @@ impl<'s> Parser<'s> {
     }
 
     fn literal(&mut self, word: &[u8], entry: Entry) -> Result<(), TapeError> {
-        if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
+        // Byte by byte: a `memcmp` call costs more than four comparisons.
+        let at = self.bytes.get(self.pos..).unwrap_or_default();
+        if at.len() >= word.len() && word.iter().zip(at).all(|(a, b)| a == b) {
             self.pos += word.len();
             self.tape.nodes.push(entry);
             Ok(())

@@ -142,6 +142,28 @@ fn accepts_and_enriches_a_valid_event() {
 }
 
 #[test]
+fn each_body_gets_its_own_receive_time() {
+    let intake = intake();
+    let body = good().to_string();
+    let dt_at = |millis: i64| {
+        let req = RequestMeta {
+            received: Timestamp::from_unix_millis(millis),
+            ..request()
+        };
+        let event = run(&intake, &req, &body).remove(0).event.unwrap();
+        let v: Value = serde_json::from_slice(&event.json).unwrap();
+        assert_eq!(event.dt_ms, millis);
+        v["meta"]["dt"].as_str().unwrap().to_owned()
+    };
+    // The same millisecond twice, the next one, a later second, and back again.
+    assert_eq!(dt_at(NOW_MS), "2026-11-27T12:00:00.250Z");
+    assert_eq!(dt_at(NOW_MS), "2026-11-27T12:00:00.250Z");
+    assert_eq!(dt_at(NOW_MS + 1), "2026-11-27T12:00:00.251Z");
+    assert_eq!(dt_at(NOW_MS + 61_000), "2026-11-27T12:01:01.250Z");
+    assert_eq!(dt_at(NOW_MS), "2026-11-27T12:00:00.250Z");
+}
+
+#[test]
 fn keeps_what_the_client_set_and_fills_only_what_the_schema_has() {
     let mut e = good();
     e["meta"]["id"] = json!("not-a-uuid");
