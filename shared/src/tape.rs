@@ -543,10 +543,8 @@ struct Frame {
     index: u32,
     len: u32,
     object: bool,
-    /// Where this object's keys start on the parser's key stack.
-    keys: usize,
     /// One bit per key fingerprint seen: a key whose bit is clear repeats none before it.
-    seen: u64,
+    seen: u128,
 }
 
 /// Objects with more keys than this are checked for repeats once, sorted, when they close:
@@ -560,8 +558,6 @@ struct Parser<'s> {
     stack: Vec<Frame>,
     spans: Vec<EventSpan>,
     max_events: usize,
-    /// Fingerprint and tape index of the keys of every open object.
-    keys: Vec<(u64, u32)>,
     /// The first event-confined problem since the current event began.
     problem: Option<String>,
 }
@@ -641,7 +637,6 @@ struct Spare {
     text: String,
     ext: Vec<Ext>,
     stack: Vec<Frame>,
-    keys: Vec<(u64, u32)>,
 }
 
 /// Vectors larger than this are let go, not kept: one huge body does not stay resident.
@@ -685,7 +680,6 @@ impl<'s> Parser<'s> {
             .unwrap_or_default();
         spare.nodes.reserve(src.len() / 6 + 8);
         spare.stack.reserve(16);
-        spare.keys.reserve(64);
         Parser {
             tape: Tape {
                 src,
@@ -700,7 +694,6 @@ impl<'s> Parser<'s> {
             stack: spare.stack,
             spans: Vec::new(),
             max_events,
-            keys: spare.keys,
             problem: None,
         }
     }
@@ -710,7 +703,6 @@ impl<'s> Parser<'s> {
         let _ = SPARE.try_with(|spare| {
             if let Ok(mut spare) = spare.try_borrow_mut() {
                 keep(&mut spare.stack, &mut self.stack);
-                keep(&mut spare.keys, &mut self.keys);
             }
         });
         self.tape
@@ -869,7 +861,6 @@ impl<'s> Parser<'s> {
                         index,
                         len: 0,
                         object,
-                        keys: self.keys.len(),
                         seen: 0,
                     });
                     self.skip_ws();
@@ -956,10 +947,9 @@ impl<'s> Parser<'s> {
         let end = self.tape.nodes.len() as u32;
         self.tape.nodes[frame.index as usize] = match self.tape.nodes[frame.index as usize] {
             Entry::Object { pos, .. } => {
-                if self.keys.len() - frame.keys > KEYS_CHECKED_AS_THEY_COME {
-                    self.check_unique_keys(frame.keys);
+                if frame.len as usize > KEYS_CHECKED_AS_THEY_COME {
+                    self.check_unique_keys(frame.index, frame.len);
                 }
-                self.keys.truncate(frame.keys);
                 Entry::Object {
                     len: frame.len,
                     end,
@@ -990,16 +980,16 @@ impl<'s> Parser<'s> {
         } else {
             fingerprint(self.tape.str_at(index).unwrap_or_default().as_bytes())
         };
-        self.keys.push((fp, index));
+        // `len` counts the members before this one.
         if let Some(frame) = self.stack.last_mut()
-            && self.keys.len() - frame.keys <= KEYS_CHECKED_AS_THEY_COME
+            && (frame.len as usize) < KEYS_CHECKED_AS_THEY_COME
         {
-            let bit = 1u64 << (fp.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58);
+            let bit = 1u128 << (fp.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57);
             let maybe_repeat = frame.seen & bit != 0;
             frame.seen |= bit;
             if maybe_repeat {
-                let from = frame.keys;
-                self.check_repeat(from, fp, index);
+                let (object, before) = (frame.index, frame.len);
+                self.check_repeat(object, before, index);
             }
         }
         self.skip_ws();
@@ -1013,24 +1003,37 @@ impl<'s> Parser<'s> {
         Ok(())
     }
 
-    /// Whether the key at tape index `key` repeats one of its object's earlier keys.
+    /// The tape indexes of the first `len` keys of the object at `object`, whose values
+    /// are complete.
+    fn keys_of(&self, object: u32, len: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut k = object + 1;
+        (0..len).map(move |_| {
+            let key = k;
+            k = self.tape.next(k + 1);
+            key
+        })
+    }
+
+    /// Whether the key at tape index `key` repeats one of the `before` keys of its object.
     #[cold]
-    fn check_repeat(&mut self, from: usize, fp: u64, key: u32) {
-        let text = |i: u32| self.tape.str_at(i).unwrap_or_default();
-        let earlier = &self.keys[from..self.keys.len() - 1];
-        if earlier
-            .iter()
-            .any(|&(other, j)| other == fp && text(j) == text(key))
+    fn check_repeat(&mut self, object: u32, before: u32, key: u32) {
+        let Some(name) = self.tape.key_bytes(key) else {
+            return;
+        };
+        if self
+            .keys_of(object, before)
+            .any(|j| self.tape.key_bytes(j).is_some_and(|b| same_bytes(b, name)))
         {
-            self.duplicate(text(key).to_owned());
+            let text = self.tape.str_at(key).unwrap_or_default().to_owned();
+            self.duplicate(text);
         }
     }
 
-    /// Whether any key of the object whose keys start at `from` repeats, by sorting them.
+    /// Whether any of the `len` keys of the object at `object` repeats, by sorting them.
     #[cold]
-    fn check_unique_keys(&mut self, from: usize) {
+    fn check_unique_keys(&mut self, object: u32, len: u32) {
         let text = |i: u32| self.tape.str_at(i).unwrap_or_default();
-        let mut sorted: Vec<&str> = self.keys[from..].iter().map(|&(_, i)| text(i)).collect();
+        let mut sorted: Vec<&str> = self.keys_of(object, len).map(text).collect();
         sorted.sort_unstable();
         if let Some(key) = sorted
             .windows(2)
@@ -1462,6 +1465,45 @@ mod tests {
                 .contains("number `1e400` is out of range")
         );
         assert_eq!(problems[3], None);
+    }
+
+    #[test]
+    fn finds_a_repeated_key_wherever_it_is_and_only_then() {
+        // Keys alike in length and head (so their fingerprints meet), escaped keys, and
+        // members whose values are objects, in objects below and above the size at which
+        // keys stop being checked as they come.
+        let key = |n: usize| match n % 4 {
+            0 => format!("session_id_{n}"),
+            1 => format!("k{n}"),
+            2 => format!("a\\u0062_{n}"),
+            _ => format!("performer_field_with_a_long_shared_prefix_{n}"),
+        };
+        for size in [1, 2, 5, 14, 31, 32, 33, 40, 80] {
+            for repeat in [None, Some(0), Some(size / 2), Some(size - 1)] {
+                let mut members: Vec<String> = (0..size)
+                    .map(|n| format!(r#""{}":{{"x":{n},"y":[1,{{"z":true}}]}}"#, key(n)))
+                    .collect();
+                if let Some(r) = repeat {
+                    members.push(format!(r#""{}":null"#, key(r)));
+                }
+                let src = format!(r#"[{{"first":1}},{{{}}},{{"last":2}}]"#, members.join(","));
+                let (_, spans) = body(&src).unwrap();
+                let problem = spans[1].problem.as_deref();
+                match repeat {
+                    None => assert_eq!(problem, None, "size {size}"),
+                    Some(r) => {
+                        let text = key(r).replace("\\u0062", "b");
+                        let message = format!("duplicate key `{text}`");
+                        assert!(
+                            problem.is_some_and(|p| p.contains(&message)),
+                            "size {size}, repeat of {r}: {problem:?}"
+                        );
+                    }
+                }
+                assert_eq!(spans[0].problem, None);
+                assert_eq!(spans[2].problem, None);
+            }
+        }
     }
 
     #[test]
