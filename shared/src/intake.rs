@@ -267,12 +267,17 @@ impl Intake {
         };
         let mut ranges = Vec::new();
         for (index, span) in spans.iter().enumerate() {
-            let mut outcome = EventOutcome {
+            // Built in place: an outcome is a few hundred bytes, not worth moving about.
+            out.push(EventOutcome {
                 index,
                 stream: None,
                 verdict: Verdict::Accepted,
                 event: None,
                 raw: None,
+            });
+            let at = out.len() - 1;
+            let Some(outcome) = out.last_mut() else {
+                continue;
             };
             let problem = span.problem.clone().or_else(|| {
                 bad_utf8
@@ -286,30 +291,18 @@ impl Intake {
                     format!("the event is not valid JSON: {problem}"),
                 ));
                 outcome.raw = Some(text[span.start..span.end].to_owned());
-                out.push(outcome);
                 continue;
             }
             tape.reset_added();
             let from = body_out.jsons.len();
-            match self.run(
-                &mut tape,
-                span,
-                req,
-                ids,
-                &mut outcome.stream,
-                &mut body_out,
-            ) {
-                Ok(Some(event)) => {
-                    ranges.push((out.len(), from..body_out.jsons.len()));
-                    outcome.event = Some(event);
-                }
-                Ok(None) => outcome.verdict = Verdict::SampledOut,
+            match self.run(&mut tape, span, req, ids, outcome, &mut body_out) {
+                Ok(true) => ranges.push((at, from..body_out.jsons.len())),
+                Ok(false) => outcome.verdict = Verdict::SampledOut,
                 Err(r) => {
                     outcome.verdict = Verdict::Rejected(r);
                     outcome.raw = Some(text[span.start..span.end].to_owned());
                 }
             }
-            out.push(outcome);
         }
         keep_received_text(req.received, body_out.received_text);
         let jsons = bytes::Bytes::from(body_out.jsons.into_bytes());
@@ -321,15 +314,17 @@ impl Intake {
         Ok(out)
     }
 
+    /// One event: sets `outcome`'s stream once known and, if the event is taken, its
+    /// event; `Ok(false)` when sampling leaves it out.
     fn run(
         &self,
         tape: &mut Tape<'_>,
         span: &EventSpan,
         req: &RequestMeta,
         ids: &mut EventIds,
-        stream_out: &mut Option<String>,
+        outcome: &mut EventOutcome,
         body_out: &mut BodyOut,
-    ) -> Result<Option<BatchEvent>, Rejection> {
+    ) -> Result<bool, Rejection> {
         use RejectionKind as K;
         let raw = &tape.source()[span.start..span.end];
         let node = span.node;
@@ -372,7 +367,7 @@ impl Intake {
             })?
             .to_owned();
         let stream_given = event_stream.is_some();
-        *stream_out = Some(stream.clone());
+        outcome.stream = Some(stream.clone());
         let entry = self.streams.get(&stream).ok_or_else(|| {
             Rejection::new(
                 K::UnknownStream,
@@ -503,7 +498,7 @@ impl Intake {
                 .and_then(sampling::unit_position)
                 .unwrap_or_else(|| id_position(&id));
             if !sampling::position_in_sample(position, sample.rate) {
-                return Ok(None);
+                return Ok(false);
             }
             unit = path.map(|p| (p, unit_id));
         }
@@ -540,7 +535,7 @@ impl Intake {
         } else {
             tape.splice_into(span.start, span.end, mark, &mut body_out.jsons);
         }
-        Ok(Some(BatchEvent {
+        outcome.event = Some(BatchEvent {
             topic: entry.produce_topic(&stream),
             stream,
             partition_key,
@@ -551,7 +546,8 @@ impl Intake {
             schema_uri,
             dedupe: entry.settings.dedupe,
             json: bytes::Bytes::new(),
-        }))
+        });
+        Ok(true)
     }
 }
 
