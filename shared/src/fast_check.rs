@@ -107,6 +107,9 @@ enum Check {
     Text { min: u64, max: u64 },
     /// An integer within bounds.
     Integer { min: i64, max: i64 },
+    /// A string with string keywords only (lengths, `enum`, formats, patterns): the
+    /// commonest property past plain text, checked without [`check_rest`]'s other cases.
+    Str(Box<StrCheck>),
     /// An object with object keywords only.
     Object(Box<ObjectCheck>),
     /// Anything else this module takes apart.
@@ -134,6 +137,16 @@ struct NodeCheck {
     delegated: Vec<Delegated>,
     /// Whether `types` is all there is to check.
     only_type: bool,
+}
+
+/// [`Check::Str`]: what [`check_rest`] would check of a string, and nothing else.
+struct StrCheck {
+    /// 0 and `u64::MAX` when unbounded.
+    min_length: u64,
+    max_length: u64,
+    one_of: Option<Vec<Box<str>>>,
+    /// Only the keywords that apply to strings.
+    delegated: Vec<Delegated>,
 }
 
 /// A keyword jsonschema checks, for the kinds of value it applies to.
@@ -617,6 +630,24 @@ fn shape(mut node: NodeCheck) -> Check {
     if node.only_type {
         return Check::Kinds(node.types);
     }
+    if values
+        && node.types == STRING
+        && !bounds
+        && !object
+        && !array
+        && node.one_of_values.is_none()
+    {
+        return Check::Str(Box::new(StrCheck {
+            min_length: node.min_length,
+            max_length: node.max_length,
+            one_of: node.one_of_strings,
+            delegated: node
+                .delegated
+                .into_iter()
+                .filter(|d| d.kinds & STRING != 0)
+                .collect(),
+        }));
+    }
     if values || array || (object && (lengths || bounds)) {
         return Check::Node(Box::new(node));
     }
@@ -767,6 +798,19 @@ fn check_inline(c: &Check, tape: &Tape<'_>, node: u32) -> bool {
                 && text_length_within(tape, node, entry, *min, *max)
         }
         Check::Kinds(kinds) => kinds & kind(tape.entry(node)) != 0,
+        Check::Str(c) => {
+            let entry = tape.entry(node);
+            matches!(entry, Entry::Str { .. } | Entry::Owned(_))
+                && ((c.min_length == 0 && c.max_length == u64::MAX)
+                    || text_length_within(tape, node, entry, c.min_length, c.max_length))
+                && c.one_of.as_ref().is_none_or(|options| {
+                    tape.key_bytes(node)
+                        .is_some_and(|s| options.iter().any(|o| same_bytes(o.as_bytes(), s)))
+                })
+                && c.delegated.iter().all(|d| {
+                    d.shortcut.passes(tape, node) || d.validator.is_valid(TapeNode::new(tape, node))
+                })
+        }
         Check::Object(o) => {
             matches!(tape.entry(node), Entry::Object { .. }) && check_object(o, tape, node)
         }
@@ -977,11 +1021,16 @@ mod tests {
                 "c": {"const": {"k": [1, 2]}},
                 "l": {"type": "array", "items": {"type": "boolean"}, "maxItems": 2},
                 "m": {"type": "object", "additionalProperties": {"type": "string"}},
-                "t": {"type": ["string", "null"]}
+                "t": {"type": ["string", "null"]},
+                "s": {"type": "string", "enum": ["x", "yy"], "maxLength": 1},
+                "d": {"type": "string", "format": "date-time"},
+                "p": {"type": "string", "pattern": "^[a-z]{2}$", "minLength": 2}
             }
         });
         let ok = [
             r#"{"a":"abc","n":0}"#,
+            r#"{"a":"abc","n":0,"s":"x","d":"2026-11-30T22:15:00.5Z","p":"ab"}"#,
+            r#"{"a":"abc","n":0,"d":"2026-11-30T23:15:00+01:00"}"#,
             r#"{"a":"é","n":9007199254740991,"f":1.4,"e":"y","c":{"k":[1,2.0]},"l":[true],"m":{"z":"q"},"t":null}"#,
             r#"{"a":"x","n":3.0}"#,
         ];
@@ -1003,10 +1052,30 @@ mod tests {
             r#"{"a":"a","n":1,"m":{"z":1}}"#,
             r#"{"a":"a","n":1,"t":1}"#,
             r#"{"a":"a","n":1,"extra":1}"#,
+            r#"{"a":"a","n":1,"s":"yy"}"#,
+            r#"{"a":"a","n":1,"s":"z"}"#,
+            r#"{"a":"a","n":1,"s":1}"#,
+            r#"{"a":"a","n":1,"d":"2026-11-31T00:00:00Z"}"#,
+            r#"{"a":"a","n":1,"d":"yesterday"}"#,
+            r#"{"a":"a","n":1,"d":null}"#,
+            r#"{"a":"a","n":1,"p":"a1"}"#,
+            r#"{"a":"a","n":1,"p":"abc"}"#,
+            r#"{"a":"a","n":1,"p":["ab"]}"#,
             r#"[1]"#,
         ];
         for e in bad {
             assert!(!passes(schema.clone(), e), "{e}");
+        }
+        // The string properties with string keywords take the string check.
+        let Ok(Check::Object(o)) = compile(&schema, &mut KeywordCache::default()) else {
+            panic!("the schema compiles to an object check");
+        };
+        for name in ["s", "d", "p"] {
+            let n = o.find(name.as_bytes()).expect("declared");
+            assert!(
+                matches!(o.properties[n.property as usize], Check::Str(_)),
+                "{name}"
+            );
         }
     }
 
