@@ -4,82 +4,15 @@
 //! line is events per second on one core. The schemas come from the
 //! Wikimedia repositories (set `SLUICE_CORPUS` to their folder).
 
+mod fixtures;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_shared::{
-    Batch, EventIds, Intake, IntakeOptions, RequestMeta, SchemaRegistry, StreamConfig, Tape,
-    TapeNode, Timestamp, WireLimits, fs,
-};
+use fixtures::{PM_WEB, intake, request};
+use sluice_shared::{Batch, EventIds, Intake, Tape, TapeNode, WireLimits};
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const STREAMS: &str = r#"
-defaults:
-  topic_prefixes: [local.]
-  producers:
-    eventgate:
-      enrich_fields_from_http_headers:
-        http.request_headers.user-agent: user-agent
-        meta.request_id: x-request-id
-streams:
-  test.analytics.ios:
-    schema_title: analytics/test
-  product_metrics.web_base:
-    schema_title: analytics/product_metrics/web/base
-    sample: {unit: session, rate: 0.5}
-    partition_key: performer.session_id
-  test.event:
-    schema_title: test/event
-"#;
-
-/// A product-metrics web event of about 1 KB, as the Metrics Platform's JS client sends it:
-/// no meta.id or meta.dt (the server fills them), a session id in sample at rate 0.5.
-const PM_WEB: &str = r#"{"$schema":"/analytics/product_metrics/web/base/1.3.0","meta":{"stream":"product_metrics.web_base","domain":"en.wikipedia.org"},"dt":"2026-11-27T10:15:00.123Z","action":"click","action_source":"toc","element_id":"toc-heading-3","funnel_entry_token":"4b6e1c0f8a7d2e93b5c1","funnel_event_sequence_position":4,"agent":{"client_platform":"mediawiki_js","client_platform_family":"desktop_browser","release_status":"prod"},"page":{"id":12345678,"title":"Kafka_(software)","namespace_id":0,"namespace_name":"","revision_id":1186543210,"wikidata_qid":"Q16235208","content_language":"en","is_redirect":false},"mediawiki":{"skin":"vector-2022","version":"1.43.0-wmf.5","site_content_language":"en","database":"enwiki"},"performer":{"session_id":"3c1f9a02b4e6d8a7c5e1","pageview_id":"9d8c7b6a5f4e3d2c1b0a","is_logged_in":true,"is_temp":false,"edit_count_bucket":"100-999 edits","groups":["*","user","autoconfirmed"],"language":"en","language_variant":"en","registration_dt":"2014-03-01T08:00:00Z"},"experiments":{"enrolled":["sticky-header"],"assigned":{"sticky-header":"treatment"}}}"#;
-
-fn corpus() -> PathBuf {
-    std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/wmf-schemas")
-        })
-}
-
-fn intake() -> Intake {
-    let mut repos = Vec::new();
-    for name in ["primary", "secondary"] {
-        let (repo, errors) = fs::load_dir(&corpus().join(name)).expect("the corpus is readable");
-        assert!(errors.is_empty(), "{errors:?}");
-        repos.push(repo);
-    }
-    let (registry, errors) = SchemaRegistry::load(&repos);
-    assert!(errors.is_empty(), "{errors:?}");
-    let streams = StreamConfig::parse(STREAMS).expect("bench stream config parses");
-    Intake::new(
-        Arc::new(registry),
-        Arc::new(streams),
-        IntakeOptions::default(),
-    )
-}
-
-fn request() -> RequestMeta {
-    RequestMeta {
-        headers: vec![
-            (
-                "user-agent".into(),
-                "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0".into(),
-            ),
-            (
-                "x-request-id".into(),
-                "b7a1c2d3-0000-4000-8000-000000000001".into(),
-            ),
-        ],
-        received: Timestamp::from_unix_millis(1_764_238_500_000),
-        ..Default::default()
-    }
-}
 
 fn analytics_test_example(intake: &Intake) -> String {
     let schema = intake
