@@ -265,7 +265,7 @@ impl Intake {
             // Room for what enrichment adds to each event: an id, a time, a few headers.
             jsons: String::with_capacity(text.len() + 320 * spans.len()),
         };
-        let mut ranges = Vec::new();
+        let mut ranges = Vec::with_capacity(spans.len());
         for (index, span) in spans.iter().enumerate() {
             // Built in place: an outcome is a few hundred bytes, not worth moving about.
             out.push(EventOutcome {
