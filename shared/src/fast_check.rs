@@ -319,6 +319,9 @@ struct ObjectCheck {
 #[derive(Clone)]
 struct Name {
     hash: u64,
+    /// [`NameWords`] of `text`: for a name of up to 16 bytes, equal words and length are
+    /// equal names, with no byte loop.
+    words: NameWords,
     text: Box<str>,
     /// Index into `properties`, or [`NOT_DECLARED`] for a name only `required` gives.
     property: u32,
@@ -328,18 +331,52 @@ struct Name {
 
 const NOT_DECLARED: u32 = u32::MAX;
 
-/// A hash of a name from its length and its first and last eight bytes: cheap, and
-/// enough to tell apart the few names of one object.
+/// A name's first and last eight bytes (or four, or all of a name under four bytes),
+/// as two words: for a name of up to sixteen bytes they hold every byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct NameWords {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl NameWords {
+    #[inline(always)]
+    fn of(b: &[u8]) -> NameWords {
+        let (head, tail) = if let (Some(h), Some(t)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+            (u64::from_le_bytes(*h), u64::from_le_bytes(*t))
+        } else if let (Some(h), Some(t)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+            (
+                u64::from(u32::from_le_bytes(*h)),
+                u64::from(u32::from_le_bytes(*t)),
+            )
+        } else {
+            (b.iter().fold(0, |h, &c| h << 8 | u64::from(c)), 0)
+        };
+        NameWords {
+            len: b.len(),
+            head,
+            tail,
+        }
+    }
+
+    /// A hash of the words and the length: cheap, and enough to tell apart the few
+    /// names of one object.
+    #[inline(always)]
+    fn hash(self) -> u64 {
+        let mixed = if self.len >= 8 {
+            self.head ^ self.tail.rotate_left(29)
+        } else {
+            self.head | self.tail << 32
+        };
+        (mixed ^ (self.len as u64).rotate_right(8)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// The hash of a name (see [`NameWords::hash`]).
 #[inline(always)]
 fn name_hash(b: &[u8]) -> u64 {
-    let head = if let (Some(h), Some(t)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
-        u64::from_le_bytes(*h) ^ u64::from_le_bytes(*t).rotate_left(29)
-    } else if let (Some(h), Some(t)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
-        u64::from(u32::from_le_bytes(*h)) | u64::from(u32::from_le_bytes(*t)) << 32
-    } else {
-        b.iter().fold(0, |h, &c| h << 8 | u64::from(c))
-    };
-    (head ^ (b.len() as u64).rotate_right(8)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    NameWords::of(b).hash()
 }
 
 /// Multipliers tried, in turn, for a table where every name has a slot of its own.
@@ -577,6 +614,7 @@ fn compile(schema: &Value, cache: &mut KeywordCache) -> Result<Check, NoFastPath
             object.properties.push(compile(subschema, cache)?);
             object.names.push(Name {
                 hash: name_hash(name.as_bytes()),
+                words: NameWords::of(name.as_bytes()),
                 text: name.as_str().into(),
                 property: u32::try_from(object.properties.len() - 1).map_err(|_| NoFastPath)?,
                 required_mask: 0,
@@ -595,6 +633,7 @@ fn compile(schema: &Value, cache: &mut KeywordCache) -> Result<Check, NoFastPath
                 None => {
                     object.names.push(Name {
                         hash: name_hash(name.as_bytes()),
+                        words: NameWords::of(name.as_bytes()),
                         text: name.into(),
                         property: NOT_DECLARED,
                         required_mask: 0,
@@ -715,6 +754,7 @@ impl ObjectCheck {
                     // applies, as it does to a name not found.
                     let vacant = Name {
                         hash: 0,
+                        words: NameWords::of(b""),
                         text: "".into(),
                         property: NOT_DECLARED,
                         required_mask: 0,
@@ -741,12 +781,16 @@ impl ObjectCheck {
 
     #[inline(always)]
     fn find(&self, name: &[u8]) -> Option<&Name> {
-        let hash = name_hash(name);
+        let words = NameWords::of(name);
+        let hash = words.hash();
         let mask = self.slots.len() - 1;
         let mut at = (hash.wrapping_mul(self.spread) >> self.shift) as usize;
         if self.perfect {
+            // The one name that can match is the one in the home slot (or a vacant
+            // slot's empty name, which stands for "not declared" either way).
             let n = self.table.get(at & mask)?;
-            return (n.hash == hash && same_bytes(n.text.as_bytes(), name)).then_some(n);
+            return (n.words == words && (name.len() <= 16 || same_bytes(n.text.as_bytes(), name)))
+                .then_some(n);
         }
         loop {
             let slot = usize::from(*self.slots.get(at & mask)?);
