@@ -69,13 +69,14 @@ impl Admission {
             let mut limits: Vec<_> = entry.settings.rate_limit.iter().collect();
             limits.sort_by_key(|r| r.key.is_none());
             for r in limits {
-                let key = match &r.key {
-                    None => event.stream.clone(),
+                let key: std::borrow::Cow<'_, str> = match &r.key {
+                    None => (*event.stream).into(),
                     Some(_) => format!(
                         "{}\u{0}{}",
                         event.stream,
                         event.rate_key.as_deref().unwrap_or("")
-                    ),
+                    )
+                    .into(),
                 };
                 let quota = Quota::per_second(r.events_per_second, r.burst());
                 if let Err(retry) = self.limiter.check(&key, quota, now) {

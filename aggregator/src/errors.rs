@@ -136,8 +136,8 @@ impl ErrorStream {
         }
         event.insert("raw_event".into(), json!(report.raw_event));
         BatchEvent {
-            stream: self.options.stream.clone(),
-            topic: topic.to_owned(),
+            stream: self.options.stream.as_str().into(),
+            topic: topic.into(),
             partition_key: None,
             rate_key: None,
             id: *id.as_bytes(),
@@ -189,8 +189,8 @@ mod tests {
             "the burst of 3 passes, the rest is dropped"
         );
         let e = &batch.events[0];
-        assert_eq!(e.stream, "sluice.error.validation");
-        assert_eq!(e.topic, "sluice.error.validation");
+        assert_eq!(&*e.stream, "sluice.error.validation");
+        assert_eq!(&*e.topic, "sluice.error.validation");
         let v: Value = serde_json::from_slice(&e.json).unwrap();
         assert_eq!(v["$schema"], "/error/2.1.0");
         assert_eq!(v["meta"]["stream"], "sluice.error.validation");

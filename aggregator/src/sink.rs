@@ -528,15 +528,12 @@ fn write_group(
     // One write per topic per group.
     let mut by_topic: BTreeMap<&str, Vec<NewRecord<'_>>> = BTreeMap::new();
     for (event, headers) in written.iter().zip(&headers) {
-        by_topic
-            .entry(event.topic.as_str())
-            .or_default()
-            .push(NewRecord {
-                timestamp_ms: event.dt_ms,
-                key: event.partition_key.as_deref().map(str::as_bytes),
-                headers: &headers.0[..headers.1],
-                value: &event.json,
-            });
+        by_topic.entry(&*event.topic).or_default().push(NewRecord {
+            timestamp_ms: event.dt_ms,
+            key: event.partition_key.as_deref().map(str::as_bytes),
+            headers: &headers.0[..headers.1],
+            value: &event.json,
+        });
     }
     for (topic, records) in &by_topic {
         log.append(topic, records)?;

@@ -47,7 +47,7 @@ pub fn take(outcomes: &mut [EventOutcome], received_ms: i64, request_id: Option<
                     raw.truncate(cut);
                 }
                 taken.errors.push(BatchError {
-                    stream: o.stream.clone(),
+                    stream: o.stream.as_deref().map(str::to_owned),
                     schema_uri: None,
                     error_type: kind_name(r.kind),
                     message: r.message.clone(),

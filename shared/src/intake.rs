@@ -147,7 +147,7 @@ pub struct EventOutcome {
     /// Position in the body.
     pub index: usize,
     /// The stream, when it could be told.
-    pub stream: Option<String>,
+    pub stream: Option<Arc<str>>,
     /// The verdict.
     pub verdict: Verdict,
     /// The enriched event, when accepted.
@@ -357,23 +357,22 @@ impl Intake {
         let [given_stream, given_id, given_dt] =
             meta.map_or([None; 3], |m| tape.get_each(m, ["stream", "id", "dt"]));
         let event_stream = given_stream.and_then(|i| tape.str_at(i));
-        let stream = event_stream
-            .or(req.stream.as_deref())
-            .ok_or_else(|| {
-                Rejection::new(
-                    K::NoStream,
-                    "the event has no meta.stream and the request has no stream parameter".into(),
-                )
-            })?
-            .to_owned();
-        let stream_given = event_stream.is_some();
-        outcome.stream = Some(stream.clone());
-        let entry = self.streams.get(&stream).ok_or_else(|| {
+        let stream = event_stream.or(req.stream.as_deref()).ok_or_else(|| {
             Rejection::new(
-                K::UnknownStream,
-                format!("stream `{stream}` is not configured"),
+                K::NoStream,
+                "the event has no meta.stream and the request has no stream parameter".into(),
             )
         })?;
+        let stream_given = event_stream.is_some();
+        let Some(entry) = self.streams.get(stream) else {
+            outcome.stream = Some(stream.into());
+            return Err(Rejection::new(
+                K::UnknownStream,
+                format!("stream `{stream}` is not configured"),
+            ));
+        };
+        let (stream, topic) = entry.shared_name_and_topic(stream);
+        outcome.stream = Some(stream.clone());
         if !entry.settings.enabled {
             return Err(Rejection::new(
                 K::StreamDisabled,
@@ -391,16 +390,13 @@ impl Intake {
         }
         let event_schema = event_schema.and_then(|i| tape.str_at(i));
         let schema_given = event_schema.is_some();
-        let schema_uri = event_schema
-            .or(req.schema_uri.as_deref())
-            .ok_or_else(|| {
-                Rejection::new(
-                    K::NoSchema,
-                    "the event has no $schema and the request has no schema_uri parameter".into(),
-                )
-            })?
-            .to_owned();
-        let schema = self.registry.resolve(&schema_uri).map_err(|e| match e {
+        let schema_uri = event_schema.or(req.schema_uri.as_deref()).ok_or_else(|| {
+            Rejection::new(
+                K::NoSchema,
+                "the event has no $schema and the request has no schema_uri parameter".into(),
+            )
+        })?;
+        let schema = self.registry.resolve(schema_uri).map_err(|e| match e {
             ResolveError::Uri(e) => Rejection::new(K::UnknownSchema, e.to_string()),
             other => Rejection::new(
                 K::UnknownSchema,
@@ -416,6 +412,12 @@ impl Intake {
                 ),
             ));
         }
+        // The URI as the event gives it; most give the schema's own, which is shared.
+        let schema_uri: Arc<str> = if schema_uri == &**schema.shared_uri() {
+            schema.shared_uri().clone()
+        } else {
+            schema_uri.into()
+        };
         let id = match given_id {
             Some(i) => match tape.str_at(i) {
                 Some(text) => uuid::Uuid::try_parse(text)
@@ -536,7 +538,7 @@ impl Intake {
             tape.splice_into(span.start, span.end, mark, &mut body_out.jsons);
         }
         outcome.event = Some(BatchEvent {
-            topic: entry.produce_topic(&stream),
+            topic,
             stream,
             partition_key,
             rate_key,
@@ -715,10 +717,14 @@ impl Tally {
     /// Adds the outcomes of one body.
     pub fn add(&mut self, outcomes: &[EventOutcome]) {
         for o in outcomes {
-            let s = self
-                .streams
-                .entry(o.stream.clone().unwrap_or_default())
-                .or_default();
+            let name = o.stream.as_deref().unwrap_or_default();
+            // Found by reference: a stream's name is copied only for its first count.
+            if !self.streams.contains_key(name) {
+                self.streams.insert(name.to_owned(), StreamTally::default());
+            }
+            let Some(s) = self.streams.get_mut(name) else {
+                continue;
+            };
             match &o.verdict {
                 Verdict::Accepted => s.accepted += 1,
                 Verdict::SampledOut => s.sampled_out += 1,

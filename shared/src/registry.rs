@@ -36,9 +36,17 @@ pub struct CompiledSchema {
     validator: Validator<TapeJson>,
     /// Checks that pass most valid events without the full validator.
     fast: Option<FastSchema>,
+    /// `uri` once more, shared by the events that name it.
+    shared_uri: Arc<str>,
 }
 
 impl CompiledSchema {
+    /// `uri` as a shared string: an event that names its schema by it holds a reference,
+    /// not a copy.
+    pub(crate) fn shared_uri(&self) -> &Arc<str> {
+        &self.shared_uri
+    }
+
     /// Validates an event on a tape; on failure returns every violation found.
     pub fn validate_node(&self, event: TapeNode<'_>) -> Result<(), Violations> {
         if let (Some(fast), TapeNode::At(tape, node)) = (&self.fast, event)
@@ -149,6 +157,7 @@ impl SchemaRegistry {
                             slot.insert(
                                 *version,
                                 Arc::new(CompiledSchema {
+                                    shared_uri: format!("/{title}/{version}").into(),
                                     uri: format!("/{title}/{version}"),
                                     title: title.clone(),
                                     version: *version,
@@ -214,6 +223,7 @@ impl SchemaRegistry {
         let documents = Arc::new(Documents::new(repos));
         let validator = compile(&documents, title, version, document)?;
         Ok(CompiledSchema {
+            shared_uri: format!("/{title}/{version}").into(),
             uri: format!("/{title}/{version}"),
             title: title.to_owned(),
             version,

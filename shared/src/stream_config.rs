@@ -167,8 +167,9 @@ pub struct StreamEntry {
     pub key: String,
     /// Fields filled from request headers: (path of keys, lower-case header name).
     pub header_fields: Vec<(Vec<String>, String)>,
-    /// The produce topic, precomputed for streams configured by exact name.
-    topic: Option<String>,
+    /// The stream's name and produce topic, for streams configured by exact name:
+    /// the events of such a stream share them.
+    named: Option<(Arc<str>, Arc<str>)>,
     /// The path of the sampling unit's id, when the stream samples.
     sample_path: Option<FieldPath>,
     /// Settings with defaults merged.
@@ -195,13 +196,19 @@ impl StreamEntry {
 
     /// The topic events of stream `name` are produced to: the first of [`Self::topics`].
     pub fn produce_topic(&self, name: &str) -> String {
-        if let Some(t) = &self.topic {
-            return t.clone();
-        }
         match (&self.settings.topics, self.settings.topic_prefixes.first()) {
             (Some(t), _) if !t.is_empty() => t[0].clone(),
             (_, Some(p)) => format!("{p}{name}"),
             _ => name.to_owned(),
+        }
+    }
+
+    /// Stream `name`'s name and produce topic as shared strings: the precomputed pair
+    /// when `name` is the name this entry is configured under, else new ones.
+    pub(crate) fn shared_name_and_topic(&self, name: &str) -> (Arc<str>, Arc<str>) {
+        match &self.named {
+            Some((n, t)) if &**n == name => (n.clone(), t.clone()),
+            _ => (name.into(), self.produce_topic(name).into()),
         }
     }
 
@@ -319,13 +326,13 @@ impl StreamConfig {
             let mut entry = StreamEntry {
                 key: key.clone(),
                 header_fields,
-                topic: None,
+                named: None,
                 sample_path,
                 settings,
                 raw,
             };
             if !key.starts_with('/') {
-                entry.topic = Some(entry.produce_topic(&key));
+                entry.named = Some((key.as_str().into(), entry.produce_topic(&key).into()));
             }
             let entry = Arc::new(entry);
             if let Some(pattern) = key.strip_prefix('/').and_then(|k| k.strip_suffix('/')) {

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The frame format this build writes and reads.
 pub const WIRE_VERSION: u8 = 2;
@@ -16,10 +17,12 @@ const KNOWN_FLAGS: u8 = FLAG_LZ4;
 /// One accepted, enriched event on its way to the aggregator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchEvent {
-    /// Stream name.
-    pub stream: String,
+    /// Stream name. Shared: a stream's events hold one string between them.
+    #[serde(with = "shared_str")]
+    pub stream: Arc<str>,
     /// Kafka topic (or embedded log topic).
-    pub topic: String,
+    #[serde(with = "shared_str")]
+    pub topic: Arc<str>,
     /// Kafka message key, from the stream's `partition_key`.
     pub partition_key: Option<String>,
     /// Key for per-client rate limits, when the stream has one.
@@ -32,7 +35,8 @@ pub struct BatchEvent {
     /// sender set none): the Kafka record timestamp.
     pub dt_ms: i64,
     /// The `$schema` URI.
-    pub schema_uri: String,
+    #[serde(with = "shared_str")]
+    pub schema_uri: Arc<str>,
     /// Whether the stream is deduplicated.
     pub dedupe: bool,
     /// The enriched event as JSON text. A decoded batch's events share one buffer
@@ -581,6 +585,71 @@ mod serde_bytes_compat {
     }
 }
 
+/// Shared strings (`Arc<str>`) as plain strings on the wire. Decoding keeps the last
+/// few distinct strings decoded on each thread and hands out one of those when it
+/// matches, so a batch's events share their stream, topic and schema URI rather than
+/// each holding copies.
+mod shared_str {
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::cell::RefCell;
+    use std::fmt;
+    use std::sync::Arc;
+
+    /// How many recent strings each thread keeps: a batch seldom mixes more streams.
+    const KEPT: usize = 16;
+    /// Longer strings are not kept: comparing them costs more than copying.
+    const LONGEST_KEPT: usize = 256;
+
+    thread_local! {
+        static RECENT: RefCell<(Vec<Arc<str>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    }
+
+    pub fn serialize<S: Serializer>(text: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(text)
+    }
+
+    /// `text` as a shared string: one kept on this thread if equal, else a new one (kept).
+    pub(super) fn share(text: &str) -> Arc<str> {
+        if text.len() > LONGEST_KEPT {
+            return text.into();
+        }
+        RECENT
+            .try_with(|recent| {
+                let Ok(mut recent) = recent.try_borrow_mut() else {
+                    return text.into();
+                };
+                let (kept, next) = &mut *recent;
+                if let Some(found) = kept.iter().find(|k| ***k == *text) {
+                    return found.clone();
+                }
+                let new: Arc<str> = text.into();
+                if kept.len() < KEPT {
+                    kept.push(new.clone());
+                } else {
+                    kept[*next] = new.clone();
+                    *next = (*next + 1) % KEPT;
+                }
+                new
+            })
+            .unwrap_or_else(|_| text.into())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        struct Shared;
+        impl Visitor<'_> for Shared {
+            type Value = Arc<str>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Arc<str>, E> {
+                Ok(share(v))
+            }
+        }
+        d.deserialize_str(Shared)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,6 +706,44 @@ mod tests {
             BatchAck::decode_for(&ack.encode(), &batch, &limits).unwrap(),
             ack
         );
+    }
+
+    #[test]
+    fn decoded_events_share_their_stream_topic_and_schema_strings() {
+        let batch_of = |streams: usize| Batch {
+            id: [3; 16],
+            events: (0..120u8)
+                .map(|i| {
+                    // Every 50th name is too long to keep.
+                    let stream: Arc<str> = if i % 50 == 7 {
+                        "s".repeat(300).into()
+                    } else {
+                        format!("stream.{}", usize::from(i) % streams).into()
+                    };
+                    BatchEvent {
+                        topic: format!("local.{stream}").into(),
+                        stream,
+                        ..event(i, "{}")
+                    }
+                })
+                .collect(),
+            errors: Vec::new(),
+        };
+        let limits = WireLimits::default();
+        // Three streams: events of one stream hold one string between them.
+        let three = batch_of(3);
+        for lz4 in [false, true] {
+            let decoded = Batch::decode(&three.encode(lz4), &limits).unwrap();
+            assert_eq!(decoded, three);
+            let e = &decoded.events;
+            assert!(Arc::ptr_eq(&e[0].stream, &e[3].stream));
+            assert!(Arc::ptr_eq(&e[1].topic, &e[100].topic));
+            assert!(Arc::ptr_eq(&e[0].schema_uri, &e[119].schema_uri));
+            assert!(!Arc::ptr_eq(&e[7].stream, &e[57].stream));
+        }
+        // Forty streams, more than a thread keeps: every string still decodes as sent.
+        let forty = batch_of(40);
+        assert_eq!(Batch::decode(&forty.encode(false), &limits).unwrap(), forty);
     }
 
     #[test]

@@ -113,10 +113,10 @@ fn accepts_and_enriches_a_valid_event() {
     let out = one(good());
     assert_eq!(out.verdict, Verdict::Accepted);
     let event = out.event.unwrap();
-    assert_eq!(event.stream, "sluice.keywords");
-    assert_eq!(event.topic, "local.sluice.keywords");
+    assert_eq!(&*event.stream, "sluice.keywords");
+    assert_eq!(&*event.topic, "local.sluice.keywords");
     assert_eq!(event.partition_key.as_deref(), Some("abc"));
-    assert_eq!(event.schema_uri, "/sluice/keywords/1.0.0");
+    assert_eq!(&*event.schema_uri, "/sluice/keywords/1.0.0");
     assert_eq!(event.received_ms, NOW_MS);
     assert_eq!(
         event.dt_ms, NOW_MS,
@@ -139,6 +139,24 @@ fn accepts_and_enriches_a_valid_event() {
     );
     assert_eq!(v["http"]["client_ip"], "192.0.2.7");
     assert_eq!(v["name"], "ok");
+}
+
+#[test]
+fn events_of_a_configured_stream_share_its_name_topic_and_schema() {
+    let body = format!("[{},{}]", good(), good());
+    let out = run(&intake(), &request(), &body);
+    let (a, b) = (
+        out[0].event.as_ref().unwrap(),
+        out[1].event.as_ref().unwrap(),
+    );
+    assert!(std::sync::Arc::ptr_eq(&a.stream, &b.stream));
+    assert!(std::sync::Arc::ptr_eq(&a.topic, &b.topic));
+    assert!(std::sync::Arc::ptr_eq(&a.schema_uri, &b.schema_uri));
+    assert!(std::sync::Arc::ptr_eq(
+        &a.stream,
+        out[1].stream.as_ref().unwrap()
+    ));
+    assert_eq!(&*a.schema_uri, "/sluice/keywords/1.0.0");
 }
 
 #[test]
@@ -195,8 +213,9 @@ fn stream_and_schema_may_come_from_query_parameters() {
     };
     let out = run(&intake(), &req, r#"{"name": "beacon"}"#).remove(0);
     let event = out.event.expect("accepted");
-    assert_eq!(event.stream, "sluice.pattern.browser");
-    assert_eq!(event.topic, "local.sluice.pattern.browser");
+    assert_eq!(&*event.stream, "sluice.pattern.browser");
+    assert_eq!(&*event.topic, "local.sluice.pattern.browser");
+    assert_eq!(&*event.schema_uri, "/sluice/keywords/latest");
     let v: Value = serde_json::from_slice(&event.json).unwrap();
     assert_eq!(v["$schema"], "/sluice/keywords/latest");
     assert_eq!(v["meta"]["stream"], "sluice.pattern.browser");
