@@ -205,6 +205,28 @@ fn keeps_what_the_client_set_and_fills_only_what_the_schema_has() {
 }
 
 #[test]
+fn header_fields_go_into_objects_the_event_has_and_keep_what_it_set() {
+    let mut e = good();
+    e["http"] = json!({"client_ip": "203.0.113.1"});
+    e["meta"]["request_id"] = json!("client-request");
+    let event = one(e).event.expect("accepted");
+    let v: Value = serde_json::from_slice(&event.json).unwrap();
+    assert_eq!(v["http"]["client_ip"], "203.0.113.1");
+    assert_eq!(
+        v["http"]["request_headers"]["user-agent"],
+        "Mozilla/5.0 (Test)"
+    );
+    assert_eq!(v["meta"]["request_id"], "client-request");
+    // A partition key the event lacks is no key, not an error.
+    let mut e = good();
+    e.as_object_mut().unwrap().remove("performer");
+    let event = one(e).event.expect("accepted");
+    assert_eq!(event.partition_key, None);
+    let v: Value = serde_json::from_slice(&event.json).unwrap();
+    assert_eq!(v["http"]["client_ip"], "192.0.2.7");
+}
+
+#[test]
 fn stream_and_schema_may_come_from_query_parameters() {
     let req = RequestMeta {
         stream: Some("sluice.pattern.browser".into()),
