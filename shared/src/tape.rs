@@ -1499,6 +1499,34 @@ mod tests {
     }
 
     #[test]
+    fn white_space_is_taken_wherever_json_allows_it() {
+        let tokens = [
+            "{", r#""a""#, ":", "[", "1", ",", "{", r#""b""#, ":", r#""c d""#, "}", ",", "[", "]",
+            ",", "{", "}", "]", ",", r#""e""#, ":", "{", r#""f""#, ":", "null", ",", r#""g""#, ":",
+            "[", "true", ",", "false", ",", "-2.5e3", "]", "}", "}",
+        ];
+        let expected: Value = serde_json::from_str(&tokens.concat()).unwrap();
+        // Each kind of white space, in runs, between every two tokens.
+        for ws in [" ", "\n", "\r\n", "\t", " \t\n "] {
+            let spaced = format!("{ws}{}{ws}", tokens.join(ws));
+            let tape = Tape::parse(&spaced).unwrap_or_else(|e| panic!("{e}: {spaced:?}"));
+            assert_eq!(tape.to_value(0), expected, "{spaced:?}");
+            let body = format!("{ws}[{ws}{spaced}{ws},{ws}{spaced}{ws}]{ws}");
+            let (tape, spans) = Tape::parse_body(&body, 10).unwrap();
+            assert_eq!(spans.len(), 2);
+            for span in &spans {
+                assert_eq!(&body[span.start..span.end], spaced.trim(), "{body:?}");
+                assert_eq!(tape.to_value(span.node), expected);
+            }
+        }
+        // White space inside a string is its text; a bare one where a token belongs is not JSON.
+        assert!(Tape::parse(r#"{"a" "b"}"#).is_err());
+        assert!(Tape::parse(r#"{"a":1 "b":2}"#).is_err());
+        assert!(Tape::parse("[1 2]").is_err());
+        assert!(Tape::parse("{ }").is_ok() && Tape::parse("[ ]").is_ok());
+    }
+
+    #[test]
     fn kept_vectors_carry_nothing_into_the_next_parse() {
         // A larger tape with escapes and added members, then smaller ones on the same
         // thread: each sees only its own text.
