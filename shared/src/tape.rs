@@ -67,6 +67,9 @@ pub struct Tape<'s> {
     owned: Vec<(u32, u32)>,
     text: String,
     ext: Vec<Ext>,
+    /// One bit per object index modulo 64, set for objects with added members: the
+    /// objects without any (most) skip looking through `ext`.
+    ext_objects: u64,
     /// Lengths of `nodes`, `owned` and `text` when parsing ended; what lies past them was added.
     parsed: (usize, usize, usize),
 }
@@ -185,6 +188,12 @@ impl<'s> Tape<'s> {
             Entry::Owned(k) => self.owned_str(k).map(str::as_bytes),
             _ => None,
         }
+    }
+
+    /// Whether the object at `i` may have added members: `false` says it has none.
+    #[inline(always)]
+    pub(crate) fn may_have_added(&self, i: u32) -> bool {
+        self.ext_objects & 1 << (i & 63) != 0
     }
 
     /// Members added to the object at `i`, as (key index, value index).
@@ -316,6 +325,7 @@ impl<'s> Tape<'s> {
         } else {
             (0, 0)
         };
+        self.ext_objects |= 1 << (object & 63);
         self.ext.push(Ext {
             object,
             key: key_idx,
@@ -343,6 +353,7 @@ impl<'s> Tape<'s> {
             end: value + 1,
             pos: u32::MAX,
         });
+        self.ext_objects |= 1 << (object & 63);
         self.ext.push(Ext {
             object,
             key: key_idx,
@@ -365,6 +376,7 @@ impl<'s> Tape<'s> {
     /// looked through alone (and the tape does not grow with the body).
     pub(crate) fn reset_added(&mut self) {
         self.ext.clear();
+        self.ext_objects = 0;
         self.nodes.truncate(self.parsed.0);
         self.owned.truncate(self.parsed.1);
         self.text.truncate(self.parsed.2);
@@ -726,6 +738,7 @@ impl<'s> Parser<'s> {
                 owned: spare.owned,
                 text: spare.text,
                 ext: spare.ext,
+                ext_objects: 0,
                 parsed: (0, 0, 0),
             },
             bytes: src.as_bytes(),
