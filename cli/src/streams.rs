@@ -99,7 +99,7 @@ fn canary_event(
     let Some(obj) = event.as_object_mut() else {
         return Err(format!("the example of {} is not an object", schema.uri));
     };
-    obj.insert("$schema".into(), Value::String(schema.uri.clone()));
+    obj.insert("$schema".into(), Value::String(schema.uri.to_string()));
     if obj.contains_key("dt") {
         obj.insert("dt".into(), Value::String(now.to_owned()));
     }

@@ -413,8 +413,8 @@ impl Intake {
             ));
         }
         // The URI as the event gives it; most give the schema's own, which is shared.
-        let schema_uri: Arc<str> = if schema_uri == &**schema.shared_uri() {
-            schema.shared_uri().clone()
+        let schema_uri: Arc<str> = if schema_uri == &*schema.uri {
+            schema.uri.clone()
         } else {
             schema_uri.into()
         };

@@ -21,8 +21,8 @@ pub const BASE_URI: &str = "https://schemas.sluice.invalid";
 /// A compiled schema version.
 #[derive(Debug)]
 pub struct CompiledSchema {
-    /// `/title/version`.
-    pub uri: String,
+    /// `/title/version`; shared by the accepted events that name their schema by it.
+    pub uri: Arc<str>,
     /// Title, e.g. `analytics/test`.
     pub title: String,
     /// Version.
@@ -36,17 +36,9 @@ pub struct CompiledSchema {
     validator: Validator<TapeJson>,
     /// Checks that pass most valid events without the full validator.
     fast: Option<FastSchema>,
-    /// `uri` once more, shared by the events that name it.
-    shared_uri: Arc<str>,
 }
 
 impl CompiledSchema {
-    /// `uri` as a shared string: an event that names its schema by it holds a reference,
-    /// not a copy.
-    pub(crate) fn shared_uri(&self) -> &Arc<str> {
-        &self.shared_uri
-    }
-
     /// Validates an event on a tape; on failure returns every violation found.
     pub fn validate_node(&self, event: TapeNode<'_>) -> Result<(), Violations> {
         if let (Some(fast), TapeNode::At(tape, node)) = (&self.fast, event)
@@ -157,8 +149,7 @@ impl SchemaRegistry {
                             slot.insert(
                                 *version,
                                 Arc::new(CompiledSchema {
-                                    shared_uri: format!("/{title}/{version}").into(),
-                                    uri: format!("/{title}/{version}"),
+                                    uri: format!("/{title}/{version}").into(),
                                     title: title.clone(),
                                     version: *version,
                                     repository: repo.name.clone(),
@@ -181,7 +172,7 @@ impl SchemaRegistry {
         registry.schemas.retain(|_, v| !v.is_empty());
         registry.by_uri = registry
             .iter()
-            .map(|s| (s.uri.clone(), s.clone()))
+            .map(|s| (s.uri.to_string(), s.clone()))
             .collect();
         // A schema whose `$id` names another path (Wikimedia's development/webrequest
         // says `/webrequest/1.0.0`) is also found by its `$id`, as its events name it,
@@ -191,7 +182,7 @@ impl SchemaRegistry {
             .filter_map(|s| {
                 let id = s.document.get("$id")?.as_str()?;
                 let id = id.strip_suffix('#').unwrap_or(id);
-                (id != s.uri && SchemaUri::parse(id).is_ok()).then(|| (id.to_owned(), s.clone()))
+                (id != &*s.uri && SchemaUri::parse(id).is_ok()).then(|| (id.to_owned(), s.clone()))
             })
             .collect();
         for (id, schema) in aliases {
@@ -223,8 +214,7 @@ impl SchemaRegistry {
         let documents = Arc::new(Documents::new(repos));
         let validator = compile(&documents, title, version, document)?;
         Ok(CompiledSchema {
-            shared_uri: format!("/{title}/{version}").into(),
-            uri: format!("/{title}/{version}"),
+            uri: format!("/{title}/{version}").into(),
             title: title.to_owned(),
             version,
             repository: String::new(),

@@ -34,7 +34,7 @@ fn every_version_compiles_and_every_example_validates() {
     assert_eq!(report.summary(), "versions=510 examples=546 failed=0");
     assert_eq!(registry.len(), 510);
     assert_eq!(
-        registry.resolve("/analytics/test/latest").unwrap().uri,
+        &*registry.resolve("/analytics/test/latest").unwrap().uri,
         "/analytics/test/2.0.0"
     );
     assert_eq!(
