@@ -247,25 +247,29 @@ impl Intake {
                 });
             }
         }
-        let (mut tape, spans) = Tape::parse_body(text, limits.max_events).map_err(|e| {
-            if e.too_many_events {
-                BodyError::TooManyEvents {
-                    limit: limits.max_events,
+        // The thread's lists from its last body: once warm, a body allocates only what it returns.
+        let mut spare = BodySpare::take();
+        let mut tape =
+            Tape::parse_body_into(text, limits.max_events, &mut spare.spans).map_err(|e| {
+                if e.too_many_events {
+                    BodyError::TooManyEvents {
+                        limit: limits.max_events,
+                    }
+                } else {
+                    malformed(text, &e)
                 }
-            } else {
-                malformed(text, &e)
-            }
-        })?;
+            })?;
+        let spans = &spare.spans;
         if spans.is_empty() {
             return Err(BodyError::EmptyArray);
         }
         let mut out = Vec::with_capacity(spans.len());
         let mut body_out = BodyOut {
-            received_text: received_text(req.received),
+            received_text: received_text(&mut spare.received, req.received),
             // Room for what enrichment adds to each event: an id, a time, a few headers.
             jsons: String::with_capacity(text.len() + 320 * spans.len()),
         };
-        let mut ranges = Vec::with_capacity(spans.len());
+        let ranges = &mut spare.ranges;
         for (index, span) in spans.iter().enumerate() {
             // Built in place: an outcome is a few hundred bytes, not worth moving about.
             out.push(EventOutcome {
@@ -304,13 +308,14 @@ impl Intake {
                 }
             }
         }
-        keep_received_text(req.received, body_out.received_text);
         let jsons = bytes::Bytes::from(body_out.jsons.into_bytes());
-        for (i, range) in ranges {
+        for (i, range) in ranges.drain(..) {
             if let Some(event) = &mut out[i].event {
                 event.json = jsons.slice(range);
             }
         }
+        spare.received.1 = body_out.received_text;
+        spare.keep();
         Ok(out)
     }
 
@@ -469,7 +474,7 @@ impl Intake {
                 req.header(header)
             };
             if let Some(v) = value {
-                add_absent(tape, node, path, v);
+                add_absent(tape, (node, span.keys, meta), path, v);
             }
         }
 
@@ -566,37 +571,70 @@ fn plan_key(entry: &Arc<StreamEntry>, schema: &Arc<CompiledSchema>) -> (usize, u
     (Arc::as_ptr(entry).addr(), Arc::as_ptr(schema).addr())
 }
 
-thread_local! {
+/// What one body's intake needs and does not return, kept by each thread for its next body.
+struct BodySpare {
     /// The last receive time written as text, and the text: bodies received in the
     /// same millisecond share it, and its buffer is reused.
-    static RECEIVED: std::cell::RefCell<(Timestamp, String)> =
-        const { std::cell::RefCell::new((Timestamp::EPOCH, String::new())) };
+    received: (Timestamp, String),
+    /// Where each event of the body lies.
+    spans: Vec<EventSpan>,
+    /// Accepted events by position in the answer, and where their JSON lies in the body's buffer.
+    ranges: Vec<(usize, std::ops::Range<usize>)>,
 }
 
-/// `received` as `meta.dt` text, from the thread's last if it is the same millisecond.
-fn received_text(received: Timestamp) -> String {
-    let kept = RECEIVED
-        .try_with(|r| r.try_borrow_mut().map(|mut r| std::mem::take(&mut *r)).ok())
-        .ok()
-        .flatten();
-    match kept {
-        Some((at, text)) if !text.is_empty() && at.unix_millis() == received.unix_millis() => text,
-        Some((_, mut text)) => {
-            text.clear();
-            received.write_rfc3339_millis(&mut text);
-            text
+thread_local! {
+    static BODY_SPARE: std::cell::RefCell<BodySpare> = const { std::cell::RefCell::new(BodySpare::EMPTY) };
+}
+
+/// Lists longer than this are let go, not kept: one huge body does not stay resident.
+const SPARE_ITEMS: usize = 4096;
+
+impl BodySpare {
+    const EMPTY: BodySpare = BodySpare {
+        received: (Timestamp::EPOCH, String::new()),
+        spans: Vec::new(),
+        ranges: Vec::new(),
+    };
+
+    /// The thread's spare, or a new one if it is in use or gone.
+    fn take() -> BodySpare {
+        BODY_SPARE
+            .try_with(|s| {
+                s.try_borrow_mut()
+                    .ok()
+                    .map(|mut s| std::mem::replace(&mut *s, BodySpare::EMPTY))
+            })
+            .ok()
+            .flatten()
+            .unwrap_or(BodySpare::EMPTY)
+    }
+
+    /// Hands the lists back to the thread, emptied, unless they grew too long to keep.
+    fn keep(mut self) {
+        self.spans.clear();
+        self.ranges.clear();
+        if self.spans.capacity() > SPARE_ITEMS {
+            self.spans = Vec::new();
         }
-        None => received.to_rfc3339_millis(),
+        if self.ranges.capacity() > SPARE_ITEMS {
+            self.ranges = Vec::new();
+        }
+        let _ = BODY_SPARE.try_with(|s| {
+            if let Ok(mut s) = s.try_borrow_mut() {
+                *s = self;
+            }
+        });
     }
 }
 
-/// Hands the receive time's text back to the thread for the next body.
-fn keep_received_text(received: Timestamp, text: String) {
-    let _ = RECEIVED.try_with(|r| {
-        if let Ok(mut r) = r.try_borrow_mut() {
-            *r = (received, text);
-        }
-    });
+/// `received` as `meta.dt` text: `kept`'s text if it is of the same millisecond.
+fn received_text(kept: &mut (Timestamp, String), received: Timestamp) -> String {
+    let (at, mut text) = std::mem::replace(kept, (received, String::new()));
+    if text.is_empty() || at.unix_millis() != received.unix_millis() {
+        text.clear();
+        received.write_rfc3339_millis(&mut text);
+    }
+    text
 }
 
 /// `body` with each invalid UTF-8 sequence replaced by U+FFFD, and the offsets of the replacements.
@@ -647,26 +685,49 @@ fn tape_text<'t>(tape: &'t Tape<'_>, i: u32) -> Option<std::borrow::Cow<'t, str>
     }
 }
 
-/// Adds `text` at `path` under the object `node`, creating missing parent objects,
+/// Adds `text` at `path` under the event object `node`, creating missing parent objects,
 /// unless the event has something there already (or a parent that is not an object).
-fn add_absent<S: AsRef<str>>(tape: &mut Tape<'_>, node: u32, path: &[S], text: &str) {
+/// `keys` are the event's key bits, and `meta` its `meta` object if it has one by now.
+fn add_absent<S: AsRef<str>>(
+    tape: &mut Tape<'_>,
+    (node, keys, meta): (u32, u128, Option<u32>),
+    path: &[S],
+    text: &str,
+) {
     let Some((leaf, parents)) = path.split_last() else {
         return;
+    };
+    // The event's own members are looked up by their key bits, and `meta` is known.
+    let top = |tape: &Tape<'_>, key: &str| match meta {
+        Some(m) if key == "meta" => Some(m),
+        _ => tape.get_keyed(node, key, keys),
     };
     let mut object = node;
     // An object just added holds nothing yet: no need to look in it.
     let mut added = false;
     for key in parents {
-        object = match (!added).then(|| tape.get(object, key.as_ref())).flatten() {
+        let key = key.as_ref();
+        let found = match (added, object == node) {
+            (true, _) => None,
+            (false, true) => top(tape, key),
+            (false, false) => tape.get(object, key),
+        };
+        object = match found {
             Some(child) if tape.is_object(child) => child,
             Some(_) => return,
             None => {
                 added = true;
-                tape.add_object(object, key.as_ref())
+                tape.add_object(object, key)
             }
         };
     }
-    if added || tape.get(object, leaf.as_ref()).is_none() {
+    let absent = added
+        || if object == node {
+            top(tape, leaf.as_ref()).is_none()
+        } else {
+            tape.get(object, leaf.as_ref()).is_none()
+        };
+    if absent {
         tape.add_string(object, leaf.as_ref(), text);
     }
 }

@@ -86,6 +86,10 @@ pub struct EventSpan {
     /// A problem confined to this event (a duplicate key, a number beyond
     /// f64): the body still parses, and only this event is refused.
     pub problem: Option<String>,
+    /// One bit per fingerprint of the event's top-level keys (see [`Tape::may_hold`]),
+    /// or every bit when they are not all known: an event object of more keys than are
+    /// checked as they come, or an event that is not an object.
+    pub keys: u128,
 }
 
 /// A syntax error, at a byte offset.
@@ -138,12 +142,26 @@ impl<'s> Tape<'s> {
         src: &'s str,
         max_events: usize,
     ) -> Result<(Tape<'s>, Vec<EventSpan>), TapeError> {
+        let mut spans = Vec::new();
+        let tape = Tape::parse_body_into(src, max_events, &mut spans)?;
+        Ok((tape, spans))
+    }
+
+    /// [`Tape::parse_body`], with the spans put in `spans` (emptied first), whose room is reused.
+    pub fn parse_body_into(
+        src: &'s str,
+        max_events: usize,
+        spans: &mut Vec<EventSpan>,
+    ) -> Result<Tape<'s>, TapeError> {
         let mut p = Parser::new(src, max_events);
+        spans.clear();
+        p.spans = std::mem::take(spans);
         // Room for the events a body of this size usually holds, so the list seldom grows.
         p.spans.reserve((src.len() / 512 + 1).min(max_events));
-        p.run(true)?;
-        let spans = std::mem::take(&mut p.spans);
-        Ok((p.finish(), spans))
+        let parsed = p.run(true);
+        *spans = std::mem::take(&mut p.spans);
+        parsed?;
+        Ok(p.finish())
     }
 
     /// The source text.
@@ -249,6 +267,11 @@ impl<'s> Tape<'s> {
             }
             k = self.next(k + 1);
         }
+        self.get_added(i, want)
+    }
+
+    /// The value of the member named `want` that was added to the object at `i`.
+    fn get_added(&self, i: u32, want: &[u8]) -> Option<u32> {
         self.ext
             .iter()
             .find(|e| {
@@ -258,6 +281,16 @@ impl<'s> Tape<'s> {
                         .is_some_and(|name| same_bytes(name, want))
             })
             .map(|e| e.value)
+    }
+
+    /// The value of member `key` of the object at `i`, whose parsed members' key bits
+    /// are `keys` (an [`EventSpan`]'s): a key whose bit is clear is looked for only
+    /// among the added members, without walking the parsed ones.
+    pub(crate) fn get_keyed(&self, i: u32, key: &str, keys: u128) -> Option<u32> {
+        if keys & key_bit(fingerprint(key.as_bytes())) != 0 {
+            return self.get(i, key);
+        }
+        self.get_added(i, key.as_bytes())
     }
 
     /// The values of members `keys` of the object at `i`, found in one walk over it.
@@ -574,6 +607,8 @@ struct Parser<'s> {
     max_events: usize,
     /// The first event-confined problem since the current event began.
     problem: Option<String>,
+    /// The key bits of the last container closed at an event's top level, for its span.
+    root_keys: u128,
 }
 
 /// Bytes that end the fast scan of a string: quote, backslash and control characters.
@@ -747,6 +782,7 @@ impl<'s> Parser<'s> {
             spans: Vec::new(),
             max_events,
             problem: None,
+            root_keys: u128::MAX,
         }
     }
 
@@ -795,6 +831,7 @@ impl<'s> Parser<'s> {
                 start,
                 end: self.pos,
                 problem,
+                keys: std::mem::replace(&mut self.root_keys, u128::MAX),
             });
         } else if top_is_array {
             self.value_tree::<true>()?;
@@ -953,6 +990,7 @@ impl<'s> Parser<'s> {
                         start: event_start,
                         end: self.pos,
                         problem,
+                        keys: std::mem::replace(&mut self.root_keys, u128::MAX),
                     });
                 }
                 let Some(top) = self.stack.last_mut() else {
@@ -992,11 +1030,21 @@ impl<'s> Parser<'s> {
     }
 
     /// Finishes the container on top of the stack; the caller then counts it as a value of its parent.
+    #[inline(always)]
     fn close(&mut self) -> Result<(), TapeError> {
         let Some(frame) = self.stack.pop() else {
             return Ok(());
         };
         let end = self.tape.nodes.len() as u32;
+        // An event's top level: in a body's array, or the body itself. (Containers inside
+        // a lone event close here too, before the event does and overwrites them.)
+        if self.stack.len() <= 1 {
+            self.root_keys = if frame.object && frame.len as usize <= KEYS_CHECKED_AS_THEY_COME {
+                frame.seen
+            } else {
+                u128::MAX
+            };
+        }
         self.tape.nodes[frame.index as usize] = match self.tape.nodes[frame.index as usize] {
             Entry::Object { pos, .. } => {
                 if frame.len as usize > KEYS_CHECKED_AS_THEY_COME {
@@ -1036,7 +1084,7 @@ impl<'s> Parser<'s> {
         if let Some(frame) = self.stack.last_mut()
             && (frame.len as usize) < KEYS_CHECKED_AS_THEY_COME
         {
-            let bit = 1u128 << (fp.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57);
+            let bit = key_bit(fp);
             let maybe_repeat = frame.seen & bit != 0;
             frame.seen |= bit;
             if maybe_repeat {
@@ -1391,6 +1439,12 @@ pub(crate) fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
+/// The bit of a key's [`fingerprint`] in an object's 128 bits of keys seen.
+#[inline(always)]
+fn key_bit(fp: u64) -> u128 {
+    1u128 << (fp.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 57)
+}
+
 /// Length and first seven bytes of a key: unequal fingerprints mean unequal keys.
 #[inline(always)]
 fn fingerprint(b: &[u8]) -> u64 {
@@ -1561,6 +1615,53 @@ mod tests {
     }
 
     #[test]
+    fn an_events_key_bits_find_what_walking_it_finds() {
+        let many: Vec<String> = (0..=KEYS_CHECKED_AS_THEY_COME)
+            .map(|i| format!(r#""k{i}":{i}"#))
+            .collect();
+        let many = format!("{{{}}}", many.join(","));
+        let src = format!(
+            r#"[{{"a":1,"b":{{"c":{{"d":2}}}},"e":[{{"f":3}}],"\u0067":4}}, 5, {{"h":{{}}}}, [{{"i":1}}], {many}, {{}}]"#
+        );
+        let (mut tape, spans) = body(&src).unwrap();
+        assert_eq!(spans.len(), 6);
+        // Every bit is set where not every top-level key is known: not an object, too many keys.
+        for i in [1, 3, 4] {
+            assert_eq!(spans[i].keys, u128::MAX, "event {i}");
+        }
+        let (single, one) = body(r#" {"x":{"y":1},"z":[{"w":2}]} "#).unwrap();
+        let mut names: Vec<String> = [
+            "a", "b", "c", "d", "e", "f", "g", "h", "i", "x", "y", "z", "w",
+        ]
+        .map(String::from)
+        .to_vec();
+        names.extend((0..40).map(|i| format!("k{i}")));
+        names.extend(["", "meta", "http", "aa", "b\\", "\\u0067"].map(String::from));
+        let agree = |tape: &Tape<'_>, span: &EventSpan| {
+            for name in &names {
+                assert_eq!(
+                    tape.get_keyed(span.node, name, span.keys),
+                    tape.get(span.node, name),
+                    "{name} in the event at {}",
+                    span.start
+                );
+            }
+        };
+        agree(&single, &one[0]);
+        for span in &spans {
+            agree(&tape, span);
+        }
+        // Added members are found whatever the bits say.
+        let first = spans[0].node;
+        tape.add_string(first, "http", "added");
+        let http = tape.get_keyed(first, "http", spans[0].keys);
+        assert_eq!(http.and_then(|i| tape.str_at(i)), Some("added"));
+        for span in &spans {
+            agree(&tape, span);
+        }
+    }
+
+    #[test]
     fn records_event_spans_in_arrays() {
         let src = r#" [ {"a":1} , {"b":[{"c":2}]},3 ] "#;
         let (tape, spans) = body(src).unwrap();
@@ -1574,7 +1675,8 @@ mod tests {
                 node: 0,
                 start: 2,
                 end: 9,
-                problem: None
+                problem: None,
+                keys: key_bit(fingerprint(b"x")),
             }]
         );
     }
