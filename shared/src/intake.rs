@@ -448,19 +448,24 @@ impl Intake {
         }
         // Server-filled meta fields go into the event's meta, made when it has none.
         let mut meta = meta;
-        let mut add_meta = |tape: &mut Tape<'_>, key: &str, text: &str| {
+        // The id and the time are written here, in hex digits and RFC 3339: plain text.
+        let mut add_meta = |tape: &mut Tape<'_>, key: &str, text: &str, plain: bool| {
             let m = *meta.get_or_insert_with(|| tape.add_object(node, "meta"));
-            tape.add_string(m, key, text);
+            if plain {
+                tape.add_plain_string(m, key, text);
+            } else {
+                tape.add_string(m, key, text);
+            }
         };
         if !stream_given {
-            add_meta(tape, "stream", &stream);
+            add_meta(tape, "stream", &stream, false);
         }
         if given_id.is_none() {
             let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            add_meta(tape, "id", id.hyphenated().encode_lower(&mut text));
+            add_meta(tape, "id", id.hyphenated().encode_lower(&mut text), true);
         }
         if !dt_given {
-            add_meta(tape, "dt", &body_out.received_text);
+            add_meta(tape, "dt", &body_out.received_text, true);
         }
         let planned = self.header_plan.get(&plan_key(entry, schema));
         for (path, header) in planned

@@ -344,16 +344,31 @@ impl<'s> Tape<'s> {
 
     /// Adds `key: "text"` to the object at `object`; returns the value's index.
     pub(crate) fn add_string(&mut self, object: u32, key: &str, text: &str) -> u32 {
+        let plain = |s: &str| scan_plain(s.as_bytes(), 0) == s.len();
+        let plain = plain(key) && plain(text);
+        self.add_string_as(object, key, text, plain)
+    }
+
+    /// [`Tape::add_string`] for a key and a text the caller knows need no escaping in
+    /// JSON (a name of its own, an id or a time it wrote), which are not scanned again.
+    pub(crate) fn add_plain_string(&mut self, object: u32, key: &str, text: &str) -> u32 {
+        debug_assert!(scan_plain(key.as_bytes(), 0) == key.len());
+        debug_assert!(scan_plain(text.as_bytes(), 0) == text.len());
+        self.add_string_as(object, key, text, true)
+    }
+
+    /// [`Tape::add_string`], told whether the key and the text need no escaping.
+    fn add_string_as(&mut self, object: u32, key: &str, text: &str, plain: bool) -> u32 {
         // The text holds `"key":"text"`, quotes and all: when neither needs escaping,
         // that is the member's JSON, and splicing it in is one copy.
         let from = self.text.len() as u32;
+        self.text.reserve(key.len() + text.len() + 5);
         self.text.push('"');
         let key_idx = self.push_owned(key);
         self.text.push_str("\":\"");
         let value = self.push_owned(text);
         self.text.push('"');
-        let plain = |s: &str| scan_plain(s.as_bytes(), 0) == s.len();
-        let json = if plain(key) && plain(text) {
+        let json = if plain {
             (from, self.text.len() as u32)
         } else {
             (0, 0)
