@@ -461,15 +461,32 @@ impl<'s> Tape<'s> {
         });
         out.reserve(end - start + added_len + 6 * added.len());
         let mut cursor = start;
-        // The parsed objects that got members, in the order they appear (enrichment adds
-        // to a handful, so picking the next one each time beats sorting a list of them).
+        // The parsed objects that got members, in the order they appear. Enrichment adds
+        // to a handful: they are gathered in one pass and sorted in place. Past that
+        // many, the next one is picked from the members each time.
+        let mut few = [(0u32, 0u32); 8];
+        let mut n = 0;
+        for t in added.iter().filter_map(parsed_pos) {
+            if !few[..n.min(few.len())].contains(&t) {
+                if let Some(slot) = few.get_mut(n) {
+                    *slot = t;
+                }
+                n += 1;
+            }
+        }
+        let few = &mut few[..n.min(8)];
+        few.sort_unstable();
+        let mut few = few.iter().copied();
         let mut after = None;
-        while let Some((pos, object)) = added
-            .iter()
-            .filter_map(parsed_pos)
-            .filter(|&t| after.is_none_or(|a| t > a))
-            .min()
-        {
+        while let Some((pos, object)) = if n <= 8 {
+            few.next()
+        } else {
+            added
+                .iter()
+                .filter_map(parsed_pos)
+                .filter(|&t| after.is_none_or(|a| t > a))
+                .min()
+        } {
             after = Some((pos, object));
             let at = pos as usize + 1;
             out.push_str(&self.src[cursor..at]);
@@ -1802,6 +1819,38 @@ mod tests {
         let src = "{\n  \"a\": tru\n}";
         let err = Tape::parse(src).unwrap_err();
         assert_eq!(err.line_column(src), (2, 8));
+    }
+
+    #[test]
+    fn members_added_to_many_objects_are_spliced_into_each() {
+        // Objects at every depth and in every order get members: from one to past the
+        // handful that splicing sorts in place.
+        for count in [1usize, 2, 7, 8, 9, 12] {
+            let inner: Vec<String> = (0..12).map(|i| format!(r#""o{i}":{{"v":{i}}}"#)).collect();
+            let src = format!(
+                r#"{{"a":[{{}},{{"b":{{}}}}],{},"z":{{}}}}"#,
+                inner.join(",")
+            );
+            let mut tape = Tape::parse(&src).unwrap();
+            let mark = tape.ext_mark();
+            let mut expected: Value = serde_json::from_str(&src).unwrap();
+            // The last objects first, so that the members come in no order of place.
+            for i in (0..count).rev() {
+                let key = format!("o{}", (i * 5) % 12);
+                let object = tape.get(0, &key).unwrap();
+                tape.add_string(object, "added", &key);
+                expected[&key]["added"] = json!(key);
+            }
+            let z = tape.get(0, "z").unwrap();
+            tape.add_string(z, "k", "v");
+            expected["z"]["k"] = json!("v");
+            let first = tape.get_path(0, &["a"]).map(|a| a + 1).unwrap();
+            tape.add_string(first, "in", "array");
+            expected["a"][0]["in"] = json!("array");
+            let spliced = tape.splice(0, src.len(), mark);
+            let v: Value = serde_json::from_str(&spliced).unwrap();
+            assert_eq!(v, expected, "{count} objects: {spliced}");
+        }
     }
 
     #[test]
