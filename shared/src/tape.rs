@@ -830,8 +830,14 @@ impl<'s> Parser<'s> {
 
     #[inline(always)]
     fn skip_ws(&mut self) {
+        self.skip_ws_in(self.bytes);
+    }
+
+    /// [`Parser::skip_ws`] over `bytes`, which are `self.bytes`.
+    #[inline(always)]
+    fn skip_ws_in(&mut self, bytes: &[u8]) {
         // Compact JSON has no white space between tokens: one comparison decides.
-        if self.bytes.get(self.pos).is_some_and(|&b| b > b' ') {
+        if bytes.get(self.pos).is_some_and(|&b| b > b' ') {
             return;
         }
         while let Some(&b) = self.bytes.get(self.pos) {
@@ -939,10 +945,12 @@ impl<'s> Parser<'s> {
 
     /// Parses one complete value, iteratively.
     fn value_tree<const RECORD_EVENTS: bool>(&mut self) -> Result<(), TapeError> {
+        // Read once: a field would be read again after every write to the tape.
+        let bytes = self.bytes;
         let mut event_start = 0usize;
         let mut event_node = 0u32;
         'value: loop {
-            self.skip_ws();
+            self.skip_ws_in(bytes);
             if RECORD_EVENTS && self.stack.len() == 1 {
                 if self.spans.len() == self.max_events {
                     let mut e = self.err(format!("more than {} events", self.max_events));
@@ -952,7 +960,7 @@ impl<'s> Parser<'s> {
                 event_start = self.pos;
                 event_node = self.tape.nodes.len() as u32;
             }
-            let Some(&b) = self.bytes.get(self.pos) else {
+            let Some(&b) = bytes.get(self.pos) else {
                 return Err(self.err("unexpected end of input: expected a value"));
             };
             match b {
@@ -984,20 +992,20 @@ impl<'s> Parser<'s> {
                         object,
                         seen: 0,
                     });
-                    self.skip_ws();
+                    self.skip_ws_in(bytes);
                     let close = if object { b'}' } else { b']' };
-                    if self.bytes.get(self.pos) == Some(&close) {
+                    if bytes.get(self.pos) == Some(&close) {
                         self.pos += 1;
                         self.close()?;
                     } else {
                         if object {
-                            self.key()?;
+                            self.key(bytes)?;
                         }
                         continue 'value;
                     }
                 }
                 b'"' => {
-                    self.string()?;
+                    self.string(bytes)?;
                 }
                 b't' => self.literal(b"true", Entry::Bool(true))?,
                 b'f' => self.literal(b"false", Entry::Bool(false))?,
@@ -1009,7 +1017,7 @@ impl<'s> Parser<'s> {
                 _ => {
                     return Err(self.err(format!(
                         "expected a value, found `{}`",
-                        char_at(self.bytes, self.pos)
+                        char_at(bytes, self.pos)
                     )));
                 }
             }
@@ -1030,13 +1038,13 @@ impl<'s> Parser<'s> {
                 };
                 top.len += 1;
                 let object = top.object;
-                self.skip_ws();
-                match self.bytes.get(self.pos) {
+                self.skip_ws_in(bytes);
+                match bytes.get(self.pos) {
                     Some(b',') => {
                         self.pos += 1;
                         if object {
-                            self.skip_ws();
-                            self.key()?;
+                            self.skip_ws_in(bytes);
+                            self.key(bytes)?;
                         }
                         continue 'value;
                     }
@@ -1052,7 +1060,7 @@ impl<'s> Parser<'s> {
                         let expected = if object { "`,` or `}`" } else { "`,` or `]`" };
                         return Err(self.err(format!(
                             "expected {expected}, found `{}`",
-                            char_at(self.bytes, self.pos)
+                            char_at(bytes, self.pos)
                         )));
                     }
                     None => return Err(self.err("unexpected end of input inside a container")),
@@ -1097,18 +1105,18 @@ impl<'s> Parser<'s> {
     }
 
     #[inline(always)]
-    fn key(&mut self) -> Result<(), TapeError> {
-        if self.bytes.get(self.pos) != Some(&b'"') {
+    fn key(&mut self, bytes: &'s [u8]) -> Result<(), TapeError> {
+        if bytes.get(self.pos) != Some(&b'"') {
             return Err(self.err(format!(
                 "expected a string key, found `{}`",
-                char_at(self.bytes, self.pos)
+                char_at(bytes, self.pos)
             )));
         }
         let key_start = self.pos + 1;
         let index = self.tape.nodes.len() as u32;
-        let plain = self.string()?;
+        let plain = self.string(bytes)?;
         let fp = if plain {
-            fingerprint(&self.bytes[key_start..self.pos - 1])
+            fingerprint(&bytes[key_start..self.pos - 1])
         } else {
             fingerprint(self.tape.str_at(index).unwrap_or_default().as_bytes())
         };
@@ -1124,11 +1132,11 @@ impl<'s> Parser<'s> {
                 self.check_repeat(object, before, index);
             }
         }
-        self.skip_ws();
-        if self.bytes.get(self.pos) != Some(&b':') {
+        self.skip_ws_in(bytes);
+        if bytes.get(self.pos) != Some(&b':') {
             return Err(self.err(format!(
                 "expected `:` after an object key, found `{}`",
-                char_at(self.bytes, self.pos)
+                char_at(bytes, self.pos)
             )));
         }
         self.pos += 1;
@@ -1197,8 +1205,7 @@ impl<'s> Parser<'s> {
 
     /// Parses the string at `self.pos` onto the tape; says whether it had no escapes.
     #[inline(always)]
-    fn string(&mut self) -> Result<bool, TapeError> {
-        let bytes = self.bytes;
+    fn string(&mut self, bytes: &'s [u8]) -> Result<bool, TapeError> {
         let start = self.pos + 1;
         let i = scan_plain(bytes, start);
         match bytes.get(i) {
