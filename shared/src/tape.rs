@@ -746,6 +746,22 @@ fn scan_plain(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The end of the run of ASCII digits at `i`, and their value (exact up to 19 digits,
+/// wrapped past that).
+#[inline(always)]
+fn integer_at(bytes: &[u8], mut i: usize) -> (usize, u64) {
+    let mut v: u64 = 0;
+    while let Some(&b) = bytes.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    (i, v)
+}
+
 /// A tape's and a parser's vectors, kept by each thread between parses: once warm,
 /// parsing an event allocates nothing.
 #[derive(Default)]
@@ -1010,7 +1026,24 @@ impl<'s> Parser<'s> {
                 b't' => self.literal(b"true", Entry::Bool(true))?,
                 b'f' => self.literal(b"false", Entry::Bool(false))?,
                 b'n' => self.literal(b"null", Entry::Null)?,
-                b'-' | b'0'..=b'9' => {
+                b'0'..=b'9' => {
+                    // Most numbers in events are small whole ones: read here, without a
+                    // call. Anything else (a fraction, an exponent, a leading zero, more
+                    // than 19 digits) is read again by `number`, which says what is wrong.
+                    let (end, v) = integer_at(bytes, self.pos);
+                    let digits = end - self.pos;
+                    if digits <= 19
+                        && (digits == 1 || b != b'0')
+                        && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'))
+                    {
+                        self.pos = end;
+                        self.tape.nodes.push(Entry::UInt(v));
+                    } else {
+                        let e = self.number()?;
+                        self.push_number(e);
+                    }
+                }
+                b'-' => {
                     let e = self.number()?;
                     self.push_number(e);
                 }
@@ -1343,15 +1376,8 @@ impl<'s> Parser<'s> {
         };
         // The integer part is read as it is scanned: most numbers in events end there.
         let int_start = i;
-        let mut v: u64 = 0;
-        while let Some(&b) = bytes.get(i) {
-            let d = b.wrapping_sub(b'0');
-            if d > 9 {
-                break;
-            }
-            v = v.wrapping_mul(10).wrapping_add(u64::from(d));
-            i += 1;
-        }
+        let (end, v) = integer_at(bytes, i);
+        i = end;
         let n_int = i - int_start;
         if n_int == 0 {
             self.pos = i;
