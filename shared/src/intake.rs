@@ -309,9 +309,18 @@ impl Intake {
             }
         }
         let jsons = bytes::Bytes::from(body_out.jsons.into_bytes());
-        for (i, range) in ranges.drain(..) {
-            if let Some(event) = &mut out[i].event {
-                event.json = jsons.slice(range);
+        if let [(i, range)] = ranges.as_slice()
+            && range.len() == jsons.len()
+        {
+            // One event takes the whole buffer (a body of one, say): no slice to count.
+            if let Some(event) = &mut out[*i].event {
+                event.json = jsons;
+            }
+        } else {
+            for (i, range) in ranges.drain(..) {
+                if let Some(event) = &mut out[i].event {
+                    event.json = jsons.slice(range);
+                }
             }
         }
         spare.received.1 = body_out.received_text;
