@@ -445,6 +445,42 @@ fn samples_deterministically_by_unit() {
 }
 
 #[test]
+fn each_accepted_event_gets_exactly_its_own_json() {
+    let named = |name: &str| {
+        let mut e = good();
+        e["name"] = json!(name);
+        e
+    };
+    let bad = json!({"$schema": "/sluice/keywords/1.0.0", "meta": {"stream": "sluice.keywords"}, "name": 3});
+    let bodies = [
+        format!("{}", named("a")),
+        format!("[{}]", named("a")),
+        format!("[{bad}, {}, {bad}]", named("a")),
+        format!("[{}, {bad}, {}]", named("a"), named("b")),
+        format!("[{}, {}, {}]", named("a"), named("b"), named("c")),
+    ];
+    for body in bodies {
+        let out = run(&intake(), &request(), &body);
+        let names: Vec<Value> = out
+            .iter()
+            .filter_map(|o| o.event.as_ref())
+            .map(|e| {
+                let v: Value = serde_json::from_slice(&e.json).unwrap();
+                assert!(v["meta"]["id"].is_string(), "{v}");
+                v["name"].clone()
+            })
+            .collect();
+        let expected: Vec<Value> = ["a", "b", "c"]
+            .iter()
+            .take(names.len())
+            .map(|n| json!(n))
+            .collect();
+        assert!(!names.is_empty(), "{body}");
+        assert_eq!(names, expected, "{body}");
+    }
+}
+
+#[test]
 fn a_mixed_body_gets_a_verdict_per_event_in_order() {
     let bad_schema = json!({"$schema": "/sluice/keywords/1.0.0", "meta": {"stream": "sluice.keywords"}, "name": 3});
     let body = format!(
