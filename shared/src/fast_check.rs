@@ -857,7 +857,7 @@ impl ObjectCheck {
         let words = NameWords::of(name);
         let hash = words.hash();
         let mask = self.slots.len() - 1;
-        let mut at = (hash.wrapping_mul(self.spread) >> self.shift) as usize;
+        let at = (hash.wrapping_mul(self.spread) >> self.shift) as usize;
         if self.perfect {
             // The one name that can match is the one in the home slot (or a vacant
             // slot's empty name, which stands for "not declared" either way).
@@ -865,6 +865,15 @@ impl ObjectCheck {
             return (n.words == words && (name.len() <= 16 || same_bytes(n.text.as_bytes(), name)))
                 .then_some(n);
         }
+        self.find_chained(name, hash, at)
+    }
+
+    /// [`ObjectCheck::find`] in a table whose names share slots: out of the hot loop, so
+    /// that its state does not crowd the registers of the common case.
+    #[cold]
+    #[inline(never)]
+    fn find_chained(&self, name: &[u8], hash: u64, mut at: usize) -> Option<&Name> {
+        let mask = self.slots.len() - 1;
         loop {
             let slot = usize::from(*self.slots.get(at & mask)?);
             let n = self.names.get(slot.checked_sub(1)?)?;
