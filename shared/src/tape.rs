@@ -86,9 +86,10 @@ pub struct EventSpan {
     /// A problem confined to this event (a duplicate key, a number beyond
     /// f64): the body still parses, and only this event is refused.
     pub problem: Option<String>,
-    /// One bit per fingerprint of the event's top-level keys (see [`Tape::may_hold`]),
-    /// or every bit when they are not all known: an event object of more keys than are
-    /// checked as they come, or an event that is not an object.
+    /// One bit per fingerprint of the event's top-level keys (the bits the parser
+    /// keeps to find repeated keys), or every bit when they are not all known: an
+    /// event object of more keys than are checked as they come, or an event that is
+    /// not an object. A key whose bit is clear is not among them.
     pub keys: u128,
 }
 
@@ -464,21 +465,22 @@ impl<'s> Tape<'s> {
         // The parsed objects that got members, in the order they appear. Enrichment adds
         // to a handful: they are gathered in one pass and sorted in place. Past that
         // many, the next one is picked from the members each time.
-        let mut few = [(0u32, 0u32); 8];
+        const FEW: usize = 8;
+        let mut few = [(0u32, 0u32); FEW];
         let mut n = 0;
         for t in added.iter().filter_map(parsed_pos) {
-            if !few[..n.min(few.len())].contains(&t) {
+            if !few[..n.min(FEW)].contains(&t) {
                 if let Some(slot) = few.get_mut(n) {
                     *slot = t;
                 }
                 n += 1;
             }
         }
-        let few = &mut few[..n.min(8)];
+        let few = &mut few[..n.min(FEW)];
         few.sort_unstable();
         let mut few = few.iter().copied();
         let mut after = None;
-        while let Some((pos, object)) = if n <= 8 {
+        while let Some((pos, object)) = if n <= FEW {
             few.next()
         } else {
             added
@@ -856,7 +858,7 @@ impl<'s> Parser<'s> {
         if bytes.get(self.pos).is_some_and(|&b| b > b' ') {
             return;
         }
-        while let Some(&b) = self.bytes.get(self.pos) {
+        while let Some(&b) = bytes.get(self.pos) {
             if b == b' ' || b == b'\n' || b == b'\r' || b == b'\t' {
                 self.pos += 1;
             } else {
