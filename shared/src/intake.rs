@@ -712,7 +712,8 @@ fn add_absent<S: AsRef<str>>(
         return;
     };
     // The event's own members are looked up by their key bits, and `meta` is known.
-    let top = |tape: &Tape<'_>, key: &str| match meta {
+    let look = |tape: &Tape<'_>, object: u32, key: &str| match meta {
+        _ if object != node => tape.get(object, key),
         Some(m) if key == "meta" => Some(m),
         _ => tape.get_keyed(node, key, keys),
     };
@@ -721,11 +722,7 @@ fn add_absent<S: AsRef<str>>(
     let mut added = false;
     for key in parents {
         let key = key.as_ref();
-        let found = match (added, object == node) {
-            (true, _) => None,
-            (false, true) => top(tape, key),
-            (false, false) => tape.get(object, key),
-        };
+        let found = if added { None } else { look(tape, object, key) };
         object = match found {
             Some(child) if tape.is_object(child) => child,
             Some(_) => return,
@@ -735,12 +732,7 @@ fn add_absent<S: AsRef<str>>(
             }
         };
     }
-    let absent = added
-        || if object == node {
-            top(tape, leaf.as_ref()).is_none()
-        } else {
-            tape.get(object, leaf.as_ref()).is_none()
-        };
+    let absent = added || look(tape, object, leaf.as_ref()).is_none();
     if absent {
         tape.add_string(object, leaf.as_ref(), text);
     }
