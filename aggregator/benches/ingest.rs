@@ -23,11 +23,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use sluice_aggregator::quic::{self, QuicLimits};
-use sluice_aggregator::tls::DevCa;
 use sluice_aggregator::{
-    DedupeJournal, EmbeddedLog, KafkaOptions, KafkaSink, Live, LogOptions, Metrics, Sink,
-    SinkOptions, SinkTarget,
+    CommitLoop, CommitOptions, DedupeJournal, KafkaOptions, KafkaSink, Live, LogSink, Metrics, Sink,
 };
+use sluice_host::tls::DevCa;
+use sluice_log::{Log, LogOptions};
 use sluice_shared::link::status;
 use sluice_shared::{
     Batch, BatchAck, BatchEvent, DedupeSet, EventAck, StreamConfig, Timestamp, WireLimits,
@@ -154,7 +154,7 @@ impl Frames {
 /// Sends a frame; true when every event was accepted.
 async fn send(conn: &quinn::Connection, frame: Vec<u8>) -> bool {
     let limits = WireLimits::default();
-    match sluice_edge::native::send_frame(conn, frame.into(), None, &limits).await {
+    match sluice_host::quic::send_frame(conn, frame.into(), None, &limits).await {
         Ok(answer) => match answer.split_first() {
             Some((&status::OK, ack)) => BatchAck::decode(ack, &limits).is_ok_and(|a| {
                 a.verdicts.len() == PER_BATCH && a.verdicts.iter().all(|v| *v == EventAck::Accepted)
@@ -285,12 +285,12 @@ fn disk_rate(dir: &Path) -> anyhow::Result<f64> {
 async fn bench_sink(
     lz4: bool,
     name: &str,
-    target: SinkTarget,
+    sink: Box<dyn Sink>,
     metrics: Metrics,
     secs: u64,
 ) -> anyhow::Result<()> {
     let streams = Live::new(StreamConfig::parse(STREAMS).map_err(|e| anyhow::anyhow!("{e:?}"))?);
-    let sink = Sink::start(target, streams, SinkOptions::default(), metrics);
+    let sink = CommitLoop::start(sink, streams, CommitOptions::default(), metrics);
     let ca = DevCa::generate("bench CA")?;
     let (server_id, _, _) = ca.issue(&["localhost"], false)?;
     let limits = QuicLimits::default();
@@ -305,13 +305,7 @@ async fn bench_sink(
         limits,
     ));
     let (edge_id, _, _) = ca.issue(&["bench-edge"], true)?;
-    let client = sluice_edge::native::client_endpoint(
-        ca.certificate(),
-        Some(sluice_edge::native::Identity {
-            chain: edge_id.chain,
-            key: edge_id.key,
-        }),
-    )?;
+    let client = sluice_host::quic::client_endpoint(ca.certificate(), Some(edge_id))?;
     let conn = client.connect(addr, "localhost")?.await?;
     let next = Arc::new(AtomicU64::new(0));
     let frames = Arc::new(Frames::new(lz4));
@@ -406,11 +400,11 @@ fn main() -> anyhow::Result<()> {
     for sink in sinks.split(',').filter(|s| !s.is_empty()) {
         match sink {
             "log" => {
-                let log = EmbeddedLog::open(&dir.path().join("log"), LogOptions::default())?;
+                let log = Log::open(&dir.path().join("log"), LogOptions::default())?;
                 runtime.block_on(bench_sink(
                     lz4,
                     "log",
-                    SinkTarget::Log(log),
+                    Box::new(LogSink::new(log, None)),
                     Metrics::new(),
                     secs,
                 ))?;
@@ -426,13 +420,7 @@ fn main() -> anyhow::Result<()> {
                 let journal =
                     DedupeJournal::open(&dir.path().join("dedupe"), Duration::from_secs(3600))?;
                 let kafka = KafkaSink::connect(&options, journal, &metrics)?;
-                runtime.block_on(bench_sink(
-                    lz4,
-                    "kafka",
-                    SinkTarget::Kafka(kafka),
-                    metrics,
-                    secs,
-                ))?;
+                runtime.block_on(bench_sink(lz4, "kafka", Box::new(kafka), metrics, secs))?;
             }
             other => anyhow::bail!("unknown sink `{other}`: use log or kafka"),
         }

@@ -3,11 +3,10 @@
 //! `SLUICE_AGGREGATOR_HTTP__LISTEN=127.0.0.1:0`). Every key has a default,
 //! so no file is needed to run on a laptop.
 
-use crate::errors::ErrorStreamOptions;
+use crate::error_stream::ErrorStreamOptions;
 use crate::kafka::KafkaOptions;
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use sluice_host::config::{LoadError, SecretError, read_secret};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -147,7 +146,7 @@ impl Default for AggregatorConfig {
 pub enum ConfigError {
     /// The file or an environment variable has a wrong key or value.
     #[error("aggregator configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    Invalid(#[from] LoadError),
     /// The embedded log would delete what the dedupe window must still remember.
     #[error(
         "aggregator configuration: retention_hours ({hours}) is shorter than the dedupe window ({window_secs} s); raise it, or set 0 to keep the log forever"
@@ -164,27 +163,15 @@ pub enum ConfigError {
     )]
     NoToken,
     /// The token file cannot be read.
-    #[error("aggregator configuration: cannot read http.token_file {}: {source}", path.display())]
-    TokenFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("aggregator configuration: http.token_file: {0}")]
+    TokenFile(#[source] SecretError),
 }
 
 impl AggregatorConfig {
     /// Defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<AggregatorConfig, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(AggregatorConfig::default()));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        let config: AggregatorConfig = figment
-            .merge(Env::prefixed("SLUICE_AGGREGATOR_").split("__"))
-            .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        let config =
+            sluice_host::config::load(&AggregatorConfig::default(), file, "SLUICE_AGGREGATOR_")?;
         config.check()?;
         Ok(config)
     }
@@ -211,15 +198,11 @@ impl AggregatorConfig {
     /// The bearer token, from `token_file` or `token`.
     pub fn token(&self) -> Result<String, ConfigError> {
         if let Some(path) = &self.http.token_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-                path: path.clone(),
-                source,
-            })?;
-            let token = text.lines().next().unwrap_or_default().trim().to_owned();
-            if token.is_empty() {
-                return Err(ConfigError::NoToken);
-            }
-            return Ok(token);
+            return match read_secret(path) {
+                Ok(token) => Ok(token),
+                Err(SecretError::Empty { .. }) => Err(ConfigError::NoToken),
+                Err(e) => Err(ConfigError::TokenFile(e)),
+            };
         }
         self.http
             .token

@@ -8,7 +8,7 @@
 //! Beside it: Prometheus `/metrics`, `/healthz` (the process is up) and
 //! `/readyz` (the sink took its last write).
 
-use crate::sink::{Sink, SubmitError};
+use crate::commit::{CommitLoop, SubmitError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::RawQuery;
@@ -16,16 +16,15 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sluice_shared::Live;
-use sluice_shared::{Batch, StreamConfig, WireLimits};
-use std::sync::Arc;
+use sluice_host::token::Token;
+use sluice_shared::{Batch, Live, StreamConfig, StreamsQuery, WireLimits};
 use std::time::Instant;
 
 /// What the batch endpoint needs.
 #[derive(Clone)]
 pub struct BatchService {
-    sink: Sink,
-    token: Arc<str>,
+    sink: CommitLoop,
+    token: Token,
     limits: WireLimits,
     streams: Live<StreamConfig>,
 }
@@ -35,10 +34,15 @@ pub const FRAME_MEDIA_TYPE: &str = "application/vnd.sluice.batch";
 
 impl BatchService {
     /// A service feeding `sink`, accepting edges that present `token`, and serving `streams`.
-    pub fn new(sink: Sink, token: &str, limits: WireLimits, streams: Live<StreamConfig>) -> Self {
+    pub fn new(
+        sink: CommitLoop,
+        token: Token,
+        limits: WireLimits,
+        streams: Live<StreamConfig>,
+    ) -> Self {
         BatchService {
             sink,
-            token: Arc::from(token),
+            token,
             limits,
             streams,
         }
@@ -77,67 +81,18 @@ fn unavailable(message: &str, retry_after_secs: &'static str) -> Response {
     r
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Compare in time independent of where the strings differ.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// `GET /v1/streams?streams=a|b&constraints=key=value|key=value`, as EventStreamConfig answers it.
+/// `GET /v1/streams?streams=a|b&constraints=key=value|…&all_settings=…`, as
+/// EventStreamConfig answers it; every setting unless `all_settings=false`.
 async fn streams(State(svc): State<BatchService>, RawQuery(query): RawQuery) -> Response {
-    let mut names: Option<Vec<String>> = None;
-    let mut constraints: Vec<(String, String)> = Vec::new();
-    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match k.as_ref() {
-            "streams" => {
-                names = Some(
-                    v.split('|')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                )
-            }
-            "constraints" => {
-                for c in v.split('|') {
-                    match c.split_once('=') {
-                        Some((key, value)) => constraints.push((key.to_owned(), value.to_owned())),
-                        None => {
-                            return plain(
-                                StatusCode::BAD_REQUEST,
-                                &format!("constraint `{c}` is not key=value"),
-                            );
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
+    match StreamsQuery::parse(query.as_deref()) {
+        Ok(q) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            svc.streams.get().answer(&q, true).to_string(),
+        )
+            .into_response(),
+        Err(e) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
     }
-    let names: Option<Vec<&str>> = names
-        .as_ref()
-        .map(|n| n.iter().map(String::as_str).collect());
-    let constraints: Vec<(&str, &str)> = constraints
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let body = svc.streams.get().to_api(names.as_deref(), &constraints);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 async fn metrics(State(svc): State<BatchService>) -> Response {
@@ -165,7 +120,10 @@ async fn ready(State(svc): State<BatchService>) -> Response {
 
 async fn post_batch(State(svc): State<BatchService>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    if !authorized(&headers, &svc.token) {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if !svc.token.matches_bearer(auth) {
         tracing::warn!("Refused a batch without the right bearer token.");
         return plain(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
     }

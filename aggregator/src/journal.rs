@@ -5,7 +5,7 @@
 //! (the 16-byte id, then the admission time in Unix milliseconds), synced
 //! before the group is answered. Segments older than the window are deleted.
 
-use crate::log::{EmbeddedLog, LogError, LogOptions, NewRecord};
+use sluice_log::{Log, LogError, LogOptions, NewRecord};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +15,7 @@ const ENTRY: usize = 24;
 /// The journal of delivered event ids.
 #[derive(Debug)]
 pub struct DedupeJournal {
-    log: EmbeddedLog,
+    log: Log,
     window: Duration,
 }
 
@@ -27,7 +27,7 @@ impl DedupeJournal {
             ..LogOptions::default()
         };
         Ok(DedupeJournal {
-            log: EmbeddedLog::open(dir, options)?,
+            log: Log::open(dir, options)?,
             window,
         })
     }
@@ -122,7 +122,7 @@ mod tests {
     fn trimming_deletes_only_closed_segments_past_the_window() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = DedupeJournal::open(dir.path(), Duration::from_secs(60)).unwrap();
-        j.log = EmbeddedLog::open(
+        j.log = Log::open(
             dir.path(),
             LogOptions {
                 segment_bytes: 64,

@@ -15,16 +15,17 @@
 //! cannot be told from a lost write; the edge retries it and Kafka gets a
 //! second copy. That window is one journal sync long.
 
-use crate::admit::Admit;
+use crate::admit::{Admission, Admit};
 use crate::journal::DedupeJournal;
-use crate::log::LogError;
 use crate::metrics::Metrics;
-use crate::sink::{Finisher, Job};
+use crate::sink::{Finisher, Job, Sink, SinkError};
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use sluice_log::LogError;
+use sluice_shared::record_headers::{EVENT_ID, SCHEMA_URI, STREAM};
 use sluice_shared::{BatchEvent, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -230,20 +231,8 @@ impl KafkaSink {
         })
     }
 
-    /// Calls `f` with every id the journal holds from `since_ms` on.
-    pub(crate) fn for_each_recent_id(
-        &self,
-        since_ms: i64,
-        f: impl FnMut([u8; 16], i64),
-    ) -> Result<(), LogError> {
-        match &self.waiting {
-            Some((_, journal, _)) => journal.for_each_since(since_ms, f),
-            None => Ok(()),
-        }
-    }
-
     /// Starts the completion thread, which answers batches through `finisher`.
-    pub(crate) fn begin(&mut self, finisher: Finisher) {
+    fn start_completions(&mut self, finisher: Finisher) {
         let Some((done_rx, journal, settled_tx)) = self.waiting.take() else {
             return;
         };
@@ -260,14 +249,9 @@ impl KafkaSink {
         }
     }
 
-    /// Delivery reports of written ids since the last call.
-    pub(crate) fn settled(&self) -> Vec<Settled> {
-        self.settled_rx.try_iter().collect()
-    }
-
     /// Sends the events of `job` admitted for writing; the batch is answered
     /// when the last delivery report is in.
-    pub(crate) fn produce(&self, job: Job, admits: Vec<Admit>, at: Timestamp) {
+    fn produce(&self, job: Job, admits: Vec<Admit>, at: Timestamp) {
         let batch = job.batch.clone();
         let writes: Vec<(usize, &BatchEvent)> = batch
             .events
@@ -299,15 +283,15 @@ impl KafkaSink {
         for (i, event) in writes {
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
-                    key: "schema_uri",
+                    key: SCHEMA_URI,
                     value: Some(event.schema_uri.as_bytes()),
                 })
                 .insert(Header {
-                    key: "event_id",
+                    key: EVENT_ID,
                     value: Some(&event.id[..]),
                 })
                 .insert(Header {
-                    key: "stream",
+                    key: STREAM,
                     value: Some(event.stream.as_bytes()),
                 });
             let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> = BaseRecord::with_opaque_to(
@@ -348,7 +332,7 @@ impl KafkaSink {
     /// Waits (up to 30 s) for every sent event's delivery report, then for the
     /// completion thread to answer every batch. Events Kafka has not confirmed
     /// by then are purged, so their batches are answered failed and retried.
-    pub(crate) fn finish(mut self) {
+    fn finish(mut self) {
         if let Err(e) = self.producer.flush(Duration::from_secs(30)) {
             tracing::error!(error = %e, "Kafka did not confirm every event before the stop; they are answered failed.");
         }
@@ -364,10 +348,60 @@ impl KafkaSink {
     }
 }
 
+impl Sink for KafkaSink {
+    fn source(&self) -> &'static str {
+        "dedupe journal"
+    }
+
+    fn recall(&self, since_ms: i64, f: &mut dyn FnMut([u8; 16], i64)) -> Result<(), SinkError> {
+        match &self.waiting {
+            Some((_, journal, _)) => journal.for_each_since(since_ms, f),
+            None => Ok(()),
+        }
+    }
+
+    fn begin(&mut self, finisher: Finisher) {
+        self.start_completions(finisher);
+    }
+
+    /// Applies delivery reports: delivered ids are durable (repeats are
+    /// duplicates now), failed ones are forgotten (their retries get in).
+    fn settle(&mut self, admission: &mut Admission) {
+        for settled in self.settled_rx.try_iter() {
+            for id in settled.failed {
+                admission.forget_id(id);
+            }
+            for id in settled.delivered {
+                admission.confirm_id(id);
+            }
+        }
+    }
+
+    /// Hands the admitted events to the producer and returns without waiting:
+    /// each batch is answered by the completion thread once its reports are in.
+    fn write_group(
+        &mut self,
+        group: Vec<Job>,
+        admits: Vec<Vec<Admit>>,
+        _admission: &mut Admission,
+        at: Timestamp,
+    ) {
+        for (job, a) in group.into_iter().zip(admits) {
+            self.produce(job, a, at);
+        }
+    }
+
+    fn housekeep(&mut self, _now: SystemTime) {}
+
+    fn close(self: Box<Self>) {
+        self.finish();
+    }
+}
+
 /// The ids of written events whose delivery reports came in, by outcome.
-pub(crate) struct Settled {
-    pub(crate) delivered: Vec<[u8; 16]>,
-    pub(crate) failed: Vec<[u8; 16]>,
+struct Settled {
+    delivered: Vec<[u8; 16]>,
+    failed: Vec<[u8; 16]>,
 }
 
 fn completions(

@@ -1,40 +1,38 @@
 //! The Sluice aggregator: where events become durable. It takes batch
-//! frames ([`sluice_shared::Batch`]) from edges, drops repeats with the
-//! core's [`sluice_shared::DedupeSet`], applies per-stream and per-client
-//! limits with [`sluice_shared::RateLimiter`], produces to Kafka or the
-//! embedded log, and answers each batch with a [`sluice_shared::BatchAck`].
-//!
-//! Built so far: admission ([`admit`]: dedupe and rate limits per batch),
-//! the embedded log ([`log`], the sink when no Kafka brokers are
-//! configured), the group-commit loop over them ([`sink`]), batch ingest
-//! over QUIC ([`quic`], certificates in [`tls`]) and HTTP ([`http`]), and
-//! metrics. The Kafka sink and the rest of the schema and config service
-//! follow.
+//! frames ([`sluice_shared::Batch`]) from edges over QUIC ([`quic`]) and
+//! HTTP ([`http`]), drops repeats and applies per-stream and per-client
+//! limits ([`admit`], on the core's dedupe and rate-limit algorithms), and
+//! commits them in groups ([`commit`]) to a [`Sink`]: the embedded log
+//! ([`log_sink`], on `sluice-log`) or Kafka ([`kafka`]). Each batch is
+//! answered with a [`sluice_shared::BatchAck`] once its events are durable.
+//! Edges' error reports become the error stream ([`error_stream`]); the
+//! schema and stream-config service ([`schemas`]) serves what edges need.
 
 pub mod admit;
 pub mod budget;
+pub mod commit;
 pub mod config;
-pub mod errors;
+pub mod error_stream;
 pub mod http;
 pub mod journal;
 pub mod kafka;
-pub mod log;
+pub mod log_sink;
 pub mod metrics;
 pub mod quic;
 pub mod schemas;
 pub mod server;
 pub mod sink;
-pub mod tls;
 
 pub use admit::{Admission, Admit};
+pub use commit::{CommitLoop, CommitOptions, SubmitError};
 pub use config::{AggregatorConfig, ConfigError, HttpConfig};
-pub use errors::{ERROR_SCHEMA_URI, ErrorStream, ErrorStreamOptions};
+pub use error_stream::{ERROR_SCHEMA_URI, ErrorStream, ErrorStreamOptions};
 pub use http::{BatchService, FRAME_MEDIA_TYPE};
 pub use journal::DedupeJournal;
 pub use kafka::{KafkaOptions, KafkaSink, KafkaSinkError};
-pub use log::{EmbeddedLog, LogError, LogMark, LogOptions, LogRecord, LogTail, NewRecord};
+pub use log_sink::LogSink;
 pub use metrics::Metrics;
 pub use server::{ServerError, run};
-pub use sink::{Sink, SinkOptions, SinkTarget, SubmitError};
+pub use sink::Sink;
 pub use sluice_shared::Live;
 pub use sluice_shared::{Batch, BatchAck, DedupeSet, RateLimiter};

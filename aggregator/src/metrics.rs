@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use sluice_host::metrics::{LATENCY_BUCKETS, Outcome, OutcomeLabels};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,14 +16,7 @@ pub struct EventLabels {
     /// The stream.
     pub stream: String,
     /// `received`, `accepted`, `duplicate`, `rate_limited` or `failed`.
-    pub outcome: &'static str,
-}
-
-/// Labels of counters split only by outcome.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    /// What happened.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
 }
 
 /// Every metric the aggregator exports; cheap to clone.
@@ -53,13 +47,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh set of metrics, registered under `sluice_aggregator_`.
+    /// A fresh set of metrics, registered under `sluice_aggregator_`, beside the process's own.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("sluice_aggregator");
+        let mut root = sluice_host::metrics::root_registry();
+        let registry = root.sub_registry_with_prefix("sluice_aggregator");
         let events = Family::<EventLabels, Counter>::default();
-        let ack_seconds = Histogram::new([
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        ]);
+        let ack_seconds = Histogram::new(LATENCY_BUCKETS);
         let queue_depth = Gauge::default();
         let dedupe_ids = Gauge::default();
         let dedupe_bytes = Gauge::default();
@@ -97,7 +90,7 @@ impl Metrics {
             journal_failures.clone(),
         );
         Metrics {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
             error_reports,
             journal_failures,
             events,
@@ -110,7 +103,7 @@ impl Metrics {
     }
 
     /// Counts `n` events of `stream` with `outcome`.
-    pub fn count(&self, stream: &str, outcome: &'static str, n: u64) {
+    pub fn count(&self, stream: &str, outcome: Outcome, n: u64) {
         self.events
             .get_or_create(&EventLabels {
                 stream: stream.to_owned(),
@@ -120,7 +113,7 @@ impl Metrics {
     }
 
     /// Counts `n` error reports with `outcome`.
-    pub fn count_error_reports(&self, outcome: &'static str, n: u64) {
+    pub fn count_error_reports(&self, outcome: Outcome, n: u64) {
         self.error_reports
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(n);
@@ -138,10 +131,6 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.push_str("# metrics could not be encoded\n");
-        }
-        out
+        sluice_host::metrics::encode(&self.registry)
     }
 }

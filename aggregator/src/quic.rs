@@ -3,137 +3,21 @@
 //! authenticated by a client certificate the handshake verified against the
 //! configured CA, or by the pre-shared token in the request head.
 
-use crate::sink::{Sink, SubmitError};
-use crate::tls::{Identity, TlsError};
-use quinn::crypto::rustls::QuicServerConfig;
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::server::WebPkiClientVerifier;
-use sluice_shared::link::{ALPN, MAX_UDP_PAYLOAD, response as reply, status};
+use crate::commit::{CommitLoop, SubmitError};
+use sluice_host::quic::peer_certified;
+use sluice_host::token::Token;
+use sluice_shared::link::{RequestAuth, response as reply, split_request, status};
 use sluice_shared::{Batch, WireLimits};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Errors setting up QUIC.
-#[derive(Debug, thiserror::Error)]
-pub enum QuicError {
-    /// Certificates or keys.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// rustls refused the configuration.
-    #[error("QUIC TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// The client verifier could not be built.
-    #[error("QUIC client verification: {0}")]
-    Verifier(String),
-    /// The socket could not be opened.
-    #[error("QUIC socket on {addr}: {source}")]
-    Io {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Bounds on what QUIC clients may hold open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuicLimits {
-    /// Connections served at once; more are refused during the handshake.
-    pub max_connections: usize,
-    /// Batch streams open at once on one connection; QUIC flow control holds back the rest.
-    pub max_streams_per_connection: u32,
-}
-
-impl Default for QuicLimits {
-    fn default() -> Self {
-        QuicLimits {
-            max_connections: 1024,
-            max_streams_per_connection: 64,
-        }
-    }
-}
-
-/// A QUIC server endpoint on `addr` presenting `server`, accepting edge
-/// certificates signed by `client_ca` (and, through tokens, edges without one).
-pub fn server_endpoint(
-    addr: SocketAddr,
-    server: Identity,
-    client_ca: CertificateDer<'static>,
-    limits: QuicLimits,
-) -> Result<quinn::Endpoint, QuicError> {
-    let mut roots = RootCertStore::empty();
-    roots.add(client_ca)?;
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| QuicError::Verifier(e.to_string()))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(server.chain, server.key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Verifier(e.to_string()))?;
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.max_streams_per_connection))
-        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-        .send_fairness(false);
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD);
-    transport.mtu_discovery_config(Some(mtu));
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport));
-    let socket = udp_socket(addr).map_err(|source| QuicError::Io { addr, source })?;
-    let mut endpoint_config = quinn::EndpointConfig::default();
-    endpoint_config
-        .max_udp_payload_size(MAX_UDP_PAYLOAD)
-        .map_err(|e| QuicError::Verifier(e.to_string()))?;
-    quinn::Endpoint::new(
-        endpoint_config,
-        Some(config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|source| QuicError::Io { addr, source })
-}
-
-/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max`/`wmem_max`).
-const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
-
-/// A UDP socket with large buffers: bursts of batch packets overflow Linux's
-/// default receive buffer (about 200 KB), and every packet dropped there is a
-/// QUIC loss that delays its batch by a retransmission.
-fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    let sock = socket2::SockRef::from(&socket);
-    for (what, set) in [
-        ("receive", sock.set_recv_buffer_size(UDP_BUFFER_BYTES)),
-        ("send", sock.set_send_buffer_size(UDP_BUFFER_BYTES)),
-    ] {
-        if let Err(e) = set {
-            tracing::warn!(error = %e, "Could not enlarge the QUIC socket's {what} buffer.");
-        }
-    }
-    tracing::debug!(
-        receive = sock.recv_buffer_size().unwrap_or(0),
-        send = sock.send_buffer_size().unwrap_or(0),
-        "QUIC socket buffers."
-    );
-    Ok(socket)
-}
+pub use sluice_host::quic::{QuicLimits, server_endpoint};
 
 /// Accepts connections until the endpoint closes, feeding batches to `sink`.
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    sink: Sink,
-    token: Option<Arc<str>>,
+    sink: CommitLoop,
+    token: Option<Token>,
     limits: WireLimits,
     quic_limits: QuicLimits,
 ) {
@@ -153,8 +37,8 @@ async fn stopping(stop: &mut tokio::sync::watch::Receiver<bool>) {
 /// connection is closed once its batches are, and this returns.
 pub async fn serve_until(
     endpoint: quinn::Endpoint,
-    sink: Sink,
-    token: Option<Arc<str>>,
+    sink: CommitLoop,
+    token: Option<Token>,
     limits: WireLimits,
     quic_limits: QuicLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -199,15 +83,12 @@ pub async fn serve_until(
 
 async fn serve_connection(
     conn: quinn::Connection,
-    sink: Sink,
-    token: Option<Arc<str>>,
+    sink: CommitLoop,
+    token: Option<Token>,
     limits: WireLimits,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let certified = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .is_some_and(|chain| !chain.is_empty());
+    let certified = peer_certified(&conn);
     let mut streams = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -216,7 +97,7 @@ async fn serve_connection(
                     let (sink, token) = (sink.clone(), token.clone());
                     streams.spawn(async move {
                         if let Err(e) =
-                            handle_stream(send, recv, certified, token.as_deref(), &sink, &limits).await
+                            handle_stream(send, recv, certified, token.as_ref(), &sink, &limits).await
                         {
                             tracing::debug!(error = %e, "A QUIC batch stream ended early.");
                         }
@@ -241,8 +122,8 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     certified: bool,
-    token: Option<&str>,
-    sink: &Sink,
+    token: Option<&Token>,
+    sink: &CommitLoop,
     limits: &WireLimits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let request = read_frame(&mut recv, limits.max_frame_bytes + 512).await?;
@@ -324,24 +205,12 @@ impl Drop for ConnectionSlot {
 fn authenticate<'r>(
     request: &'r [u8],
     certified: bool,
-    token: Option<&str>,
+    token: Option<&Token>,
 ) -> Result<&'r [u8], ()> {
-    match request.split_first() {
-        Some((0, frame)) if certified => Ok(frame),
-        Some((1, rest)) => {
-            let [a, b, rest @ ..] = rest else {
-                return Err(());
-            };
-            let len = usize::from(u16::from_le_bytes([*a, *b]));
-            let given = rest.get(..len).ok_or(())?;
-            let want = token.ok_or(())?.as_bytes();
-            let same = given.len() == want.len()
-                && given
-                    .iter()
-                    .zip(want)
-                    .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                    == 0;
-            if same { Ok(&rest[len..]) } else { Err(()) }
+    match split_request(request) {
+        Some((RequestAuth::Certificate, frame)) if certified => Ok(frame),
+        Some((RequestAuth::Token(given), frame)) if token.is_some_and(|t| t.matches(given)) => {
+            Ok(frame)
         }
         _ => Err(()),
     }

@@ -2,21 +2,24 @@
 //! brokers are configured, else the embedded log, recovering it), starts the commit loop and serves HTTP batch ingest
 //! until the shutdown future completes.
 
+use crate::commit::{CommitLoop, CommitOptions};
 use crate::config::{AggregatorConfig, ConfigError};
 use crate::http::BatchService;
 use crate::journal::DedupeJournal;
 use crate::kafka::{KafkaSink, KafkaSinkError};
-use crate::log::{EmbeddedLog, LogError, LogOptions};
+use crate::log_sink::LogSink;
 use crate::metrics::Metrics;
-use crate::quic::{self, QuicError, QuicLimits};
+use crate::quic::{self, QuicLimits};
 use crate::schemas::SchemaService;
-use crate::sink::{Sink, SinkOptions, SinkTarget};
-use crate::tls::{Identity, TlsError, certs_from_pem, ensure_dev_pki, key_from_pem};
-use sluice_shared::Live;
-use sluice_shared::{Bundle, StreamConfig, WireLimits};
+use crate::sink::Sink;
+use sluice_host::quic::QuicError;
+use sluice_host::signals::Hangups;
+use sluice_host::tls::{Identity, TlsError, ca_from_pem, ensure_dev_pki};
+use sluice_host::token::Token;
+use sluice_log::{Log, LogError, LogOptions};
+use sluice_shared::{Bundle, Live, StreamConfig, WireLimits};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// Why the aggregator could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -90,41 +93,20 @@ pub fn load_bundle(config: &AggregatorConfig) -> Result<(Bundle, StreamConfig), 
     Ok((bundle, streams))
 }
 
-#[cfg(unix)]
-type Hangup = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-type Hangup = ();
-
 /// Reloads stream config and schemas on SIGHUP and every `reload_secs`; a
 /// set that does not load is refused with a log line and the old one kept.
 async fn reload_loop(
     config: AggregatorConfig,
     streams: Live<StreamConfig>,
     schemas: SchemaService,
-    mut hup: Option<Hangup>,
+    mut hangups: Hangups,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.reload_secs.max(1)));
     tick.tick().await;
     loop {
-        #[cfg(unix)]
-        {
-            let hangup = async {
-                match hup.as_mut() {
-                    Some(h) => {
-                        h.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = hangup => tracing::info!("SIGHUP: reloading stream config and schemas."),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = &mut hup;
-            tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = hangups.next() => tracing::info!("SIGHUP: reloading stream config and schemas."),
         }
         // Reading and compiling every schema takes a while: off the threads that answer batches.
         let c = config.clone();
@@ -165,8 +147,8 @@ pub async fn run(
     let token = config.token()?;
     let (bundle, streams) = load_bundle(&config)?;
     let metrics = Metrics::new();
-    let target = if config.kafka.brokers.trim().is_empty() {
-        let log = EmbeddedLog::open(
+    let sink: Box<dyn Sink> = if config.kafka.brokers.trim().is_empty() {
+        let log = Log::open(
             &config.data_dir.join("log"),
             LogOptions {
                 segment_bytes: config.segment_bytes,
@@ -180,32 +162,28 @@ pub async fn run(
             );
         }
         tracing::info!(dir = %config.data_dir.join("log").display(), "Sink: the embedded log.");
-        SinkTarget::Log(log)
+        Box::new(LogSink::new(log, config.log_retention()))
     } else {
         let journal = DedupeJournal::open(
             &config.data_dir.join("dedupe"),
             std::time::Duration::from_secs(config.dedupe_window_secs),
         )?;
         tracing::info!(brokers = %config.kafka.brokers, "Sink: Kafka.");
-        SinkTarget::Kafka(KafkaSink::connect(&config.kafka, journal, &metrics)?)
+        Box::new(KafkaSink::connect(&config.kafka, journal, &metrics)?)
     };
     let streams = Live::new(streams);
     let schemas = SchemaService::new(&bundle);
-    // Registered before the addresses are announced, so an early SIGHUP reloads rather than kills.
-    #[cfg(unix)]
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    #[cfg(not(unix))]
-    let hup = None;
+    // Listened for before the addresses are announced, so an early SIGHUP reloads rather than kills.
     tokio::spawn(reload_loop(
         config.clone(),
         streams.clone(),
         schemas.clone(),
-        hup,
+        Hangups::listen(),
     ));
-    let sink = Sink::start(
-        target,
+    let sink = CommitLoop::start(
+        sink,
         streams.clone(),
-        SinkOptions {
+        CommitOptions {
             queue: config.sink_queue,
             max_in_flight_bytes: config.max_in_flight_bytes,
             dedupe_window_nanos: i64::try_from(
@@ -214,20 +192,15 @@ pub async fn run(
             .unwrap_or(i64::MAX),
             seed: std::process::id().into(),
             errors: config.error_stream.options(),
-            log_retention: config.log_retention(),
-            ..SinkOptions::default()
+            ..CommitOptions::default()
         },
         metrics,
     );
     let (server_id, client_ca) = match (&config.quic.cert, &config.quic.key, &config.quic.client_ca)
     {
-        (Some(cert), Some(key), Some(ca)) => (
-            Identity {
-                chain: certs_from_pem(cert)?,
-                key: key_from_pem(key)?,
-            },
-            certs_from_pem(ca)?.remove(0),
-        ),
+        (Some(cert), Some(key), Some(ca)) => {
+            (Identity::from_pem_files(cert, key)?, ca_from_pem(ca)?)
+        }
         _ => {
             let pki = ensure_dev_pki(&config.data_dir.join("tls"))?;
             (pki.server, pki.ca)
@@ -249,10 +222,11 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let token = Token::new(&token);
     let quic_task = tokio::spawn(quic::serve_until(
         endpoint.clone(),
         sink.clone(),
-        Some(Arc::from(token.as_str())),
+        Some(token.clone()),
         WireLimits::default(),
         quic_limits,
         stop.clone(),
@@ -263,7 +237,7 @@ pub async fn run(
             let _ = stop.wait_for(|s| *s).await;
         }
     };
-    let app = BatchService::new(sink, &token, WireLimits::default(), streams)
+    let app = BatchService::new(sink, token, WireLimits::default(), streams)
         .router()
         .merge(schemas.router());
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -3,9 +3,9 @@
 mod common;
 
 use common::{TOKEN, event, get, post, serve_http};
-use sluice_aggregator::{
-    BatchService, EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions, SinkTarget,
-};
+use sluice_aggregator::{BatchService, CommitLoop, CommitOptions, Live, LogSink, Metrics};
+use sluice_host::token::Token;
+use sluice_log::{Log, LogOptions};
 use sluice_shared::{Batch, BatchAck, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,16 +23,16 @@ async fn start(dir: &Path, limits: WireLimits) -> SocketAddr {
     start_with_sink(dir, limits).await.0
 }
 
-async fn start_with_sink(dir: &Path, limits: WireLimits) -> (SocketAddr, Sink) {
-    let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
+async fn start_with_sink(dir: &Path, limits: WireLimits) -> (SocketAddr, CommitLoop) {
+    let log = Log::open(dir, LogOptions::default()).unwrap();
     let streams = Live::new(StreamConfig::parse(STREAMS).unwrap());
-    let sink = Sink::start(
-        SinkTarget::Log(log),
+    let sink = CommitLoop::start(
+        Box::new(LogSink::new(log, None)),
         streams.clone(),
-        SinkOptions::default(),
+        CommitOptions::default(),
         Metrics::new(),
     );
-    let app = BatchService::new(sink.clone(), TOKEN, limits, streams).router();
+    let app = BatchService::new(sink.clone(), Token::new(TOKEN), limits, streams).router();
     let addr = serve_http(app).await;
     (addr, sink)
 }
@@ -117,7 +117,7 @@ async fn batches_are_acknowledged_once_durable_and_deduplicated() {
     assert_eq!(get(addr, "/readyz").await.status, 200);
 
     // What was acknowledged is in the log, once, with its key and headers.
-    let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     let records = log.read("local.sluice.test.event", 0, 100).unwrap();
     let values: Vec<String> = records
         .iter()

@@ -13,9 +13,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use sluice_aggregator::{
-    BatchService, DedupeJournal, KafkaOptions, KafkaSink, Live, Metrics, Sink, SinkOptions,
-    SinkTarget,
+    BatchService, CommitLoop, CommitOptions, DedupeJournal, KafkaOptions, KafkaSink, Live, Metrics,
 };
+use sluice_host::token::Token;
 use sluice_shared::{Batch, BatchAck, BatchError, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -40,7 +40,7 @@ struct Got {
 }
 
 /// An aggregator whose sink is Kafka at `brokers`, journaling under `dir`.
-async fn start(brokers: &str, dir: &Path) -> (SocketAddr, Sink) {
+async fn start(brokers: &str, dir: &Path) -> (SocketAddr, CommitLoop) {
     let streams = Live::new(StreamConfig::parse(STREAMS).unwrap());
     let metrics = Metrics::new();
     let options = KafkaOptions {
@@ -49,13 +49,19 @@ async fn start(brokers: &str, dir: &Path) -> (SocketAddr, Sink) {
     };
     let journal = DedupeJournal::open(dir, Duration::from_secs(3600)).unwrap();
     let kafka = KafkaSink::connect(&options, journal, &metrics).unwrap();
-    let sink = Sink::start(
-        SinkTarget::Kafka(kafka),
+    let sink = CommitLoop::start(
+        Box::new(kafka),
         streams.clone(),
-        SinkOptions::default(),
+        CommitOptions::default(),
         metrics,
     );
-    let app = BatchService::new(sink.clone(), TOKEN, WireLimits::default(), streams).router();
+    let app = BatchService::new(
+        sink.clone(),
+        Token::new(TOKEN),
+        WireLimits::default(),
+        streams,
+    )
+    .router();
     let addr = serve_http(app).await;
     (addr, sink)
 }

@@ -3,15 +3,16 @@
 mod common;
 
 use sluice_aggregator::quic::{self, QuicLimits};
-use sluice_aggregator::tls::{DevCa, ensure_dev_pki};
-use sluice_aggregator::{EmbeddedLog, Live, LogOptions, Metrics, Sink, SinkOptions, SinkTarget};
-use sluice_edge::native::send_batch;
+use sluice_aggregator::{CommitLoop, CommitOptions, Live, LogSink, Metrics};
+use sluice_host::quic::send_batch;
+use sluice_host::tls::{DevCa, ensure_dev_pki};
+use sluice_host::token::Token;
+use sluice_log::{Log, LogOptions};
 use sluice_shared::LinkReply as QuicReply;
 use sluice_shared::link::status;
 use sluice_shared::{Batch, BatchEvent, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 const TOKEN: &str = "quic-edge-token";
 
@@ -48,12 +49,12 @@ struct Served {
 }
 
 async fn server_with(dir: &Path, ca: &DevCa, quic_limits: QuicLimits) -> Served {
-    let log = EmbeddedLog::open(dir, LogOptions::default()).unwrap();
+    let log = Log::open(dir, LogOptions::default()).unwrap();
     let streams = Live::new(StreamConfig::parse("streams: {s: {schema_title: a/b}}").unwrap());
-    let sink = Sink::start(
-        SinkTarget::Log(log),
+    let sink = CommitLoop::start(
+        Box::new(LogSink::new(log, None)),
         streams,
-        SinkOptions::default(),
+        CommitOptions::default(),
         Metrics::new(),
     );
     let (server_id, _, _) = ca.issue(&["localhost", "127.0.0.1"], false).unwrap();
@@ -69,7 +70,7 @@ async fn server_with(dir: &Path, ca: &DevCa, quic_limits: QuicLimits) -> Served 
     let serving = tokio::spawn(quic::serve_until(
         endpoint,
         sink,
-        Some(Arc::from(TOKEN)),
+        Some(Token::new(TOKEN)),
         WireLimits::default(),
         quic_limits,
         stopping,
@@ -148,7 +149,7 @@ async fn certified_and_token_edges_are_served_and_others_refused() {
     assert!(wary.connect(addr, "localhost").unwrap().await.is_err());
 
     // Everything accepted is in the log once.
-    let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.read("local.s", 0, 100).unwrap().len(), 16);
 }
 
@@ -303,6 +304,6 @@ async fn a_stopping_server_answers_batches_on_their_way_and_takes_no_new_ones() 
         .await
         .expect("the server returns once its connections are closed")
         .unwrap();
-    let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.read("local.s", 0, 100).unwrap().len(), 21);
 }

@@ -24,7 +24,7 @@ pub fn run(args: AggregatorArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = async {
-            crate::signals::stop().await;
+            sluice_host::signals::stop().await;
             tracing::info!("Stopping: no new batches; in-flight batches finish.");
         };
         sluice_aggregator::run(

@@ -32,7 +32,7 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
                 let _ = out.flush();
             },
             async {
-                crate::signals::stop().await;
+                sluice_host::signals::stop().await;
                 tracing::info!("Stopping: no new requests; queued batches are sent or spooled.");
             },
         )

@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use sluice_aggregator::{LogOptions, LogTail};
+use sluice_log::{LogOptions, Reader, Start};
 use sluice_shared::StreamConfig;
 use std::io::Write;
 use std::path::PathBuf;
@@ -77,11 +77,12 @@ fn log(args: &TailArgs, topic: &str) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    let mut tail = LogTail::new(&dir, topic, 0, LogOptions::default());
-    if !args.from_beginning {
-        // Skip what is there already.
-        while !tail.poll(100_000)?.is_empty() {}
-    }
+    let start = if args.from_beginning {
+        Start::Earliest
+    } else {
+        Start::Latest
+    };
+    let mut tail = Reader::open(&dir, topic, start, LogOptions::default())?;
     let mut out = std::io::stdout().lock();
     loop {
         let records = tail.poll(10_000)?;

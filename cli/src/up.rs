@@ -94,7 +94,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             aggregator_stop,
         ));
         let signal = tokio::spawn(async move {
-            crate::signals::stop().await;
+            sluice_host::signals::stop().await;
             tracing::info!("Stopping: the edge first, then the aggregator; nothing acknowledged is lost.");
             let _ = stop_tx.send(true);
         });

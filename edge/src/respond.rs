@@ -5,7 +5,9 @@
 //! `{status, event, context}`.
 
 use serde_json::{Map, Value, json};
-use sluice_shared::{BatchEvent, BodyError, EventAck, EventOutcome, StreamConfig, Verdict};
+use sluice_shared::{
+    BatchEvent, BodyError, EventAck, EventOutcome, StreamConfig, StreamsQuery, Verdict,
+};
 
 /// An answer to an intake request.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,39 +195,17 @@ pub fn answer(outcomes: &[EventOutcome], forwarded: Forwarded) -> Reply {
 }
 
 /// The answer to `GET /v1/streams?<query>`: the stream config as EventStreamConfig
-/// gives it, for the streams `streams=a|b` names (all by default), with only
-/// `sample` and `producers` of each, as browsers need, unless `all_settings=true`.
-pub fn streams(config: &StreamConfig, query: Option<&str>) -> Value {
-    let mut names: Option<Vec<String>> = None;
-    let mut all = false;
-    for pair in query.unwrap_or_default().split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
-        match k {
-            "streams" => {
-                names = Some(
-                    v.split('|')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                );
-            }
-            "all_settings" => all = v == "true",
-            _ => {}
-        }
+/// gives it (see [`StreamsQuery`]); browsers get only each stream's `sample` and
+/// `producers` unless they ask for `all_settings=true`. 400 for a malformed constraint.
+pub fn streams(config: &StreamConfig, query: Option<&str>) -> Reply {
+    match StreamsQuery::parse(query) {
+        Ok(q) => Reply {
+            status: 200,
+            retry_after_secs: None,
+            body: Some(config.answer(&q, false)),
+        },
+        Err(e) => Reply::message(400, &e.to_string()),
     }
-    let refs: Option<Vec<&str>> = names
-        .as_ref()
-        .map(|n| n.iter().map(String::as_str).collect());
-    let mut api = config.to_api(refs.as_deref(), &[]);
-    if !all && let Some(Value::Object(streams)) = api.get_mut("streams") {
-        for settings in streams.values_mut() {
-            if let Value::Object(map) = settings {
-                map.retain(|k, _| k == "sample" || k == "producers");
-            }
-        }
-    }
-    api
 }
 
 #[cfg(test)]

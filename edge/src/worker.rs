@@ -454,8 +454,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         }
         (Method::Get, "/v1/streams") => match intake(&env, Date::now().as_millis()).await {
             Ok((intake, _)) => {
-                let api = respond::streams(intake.streams(), raw_query.as_deref());
-                Response::from_json(&api)?
+                to_response(&respond::streams(intake.streams(), raw_query.as_deref()))?
             }
             Err(e) => to_response(&Reply::message(500, &e))?,
         },

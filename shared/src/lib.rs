@@ -34,12 +34,14 @@ pub use validation::{SchemaViolation, Violations};
 // Stream configuration.
 mod field_path;
 mod stream_config;
+mod streams_api;
 mod windows;
 pub use field_path::FieldPath;
 pub use stream_config::{
     EventGateProducer, HeaderSource, Producers, RateLimit, Sample, StreamConfig, StreamConfigError,
     StreamEntry, StreamSettings, default_sample_units, merge,
 };
+pub use streams_api::{StreamsQuery, StreamsQueryError};
 pub use windows::{Window, is_open};
 
 // The intake pipeline: parse, resolve, enrich, validate, sample.
@@ -59,7 +61,9 @@ pub use tape_json::{TapeJson, TapeNode, TapeNumber};
 
 // Edge to aggregator.
 mod bundle;
+pub mod forward;
 pub mod link;
+pub mod record_headers;
 pub mod tooling;
 mod wire;
 pub use bundle::{Bundle, BundleError, BundleRepository};

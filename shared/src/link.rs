@@ -51,6 +51,28 @@ pub fn request_head(token: Option<&str>) -> Result<Vec<u8>, LinkError> {
     Ok(head)
 }
 
+/// How a request says who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestAuth<'r> {
+    /// By the client certificate the handshake verified.
+    Certificate,
+    /// By this token, which the host compares with its own.
+    Token(&'r [u8]),
+}
+
+/// Splits a request into its authentication and the batch frame after it;
+/// `None` when its head is not one of the two kinds.
+pub fn split_request(request: &[u8]) -> Option<(RequestAuth<'_>, &[u8])> {
+    match request.split_first()? {
+        (0, frame) => Some((RequestAuth::Certificate, frame)),
+        (1, [a, b, rest @ ..]) => {
+            let len = usize::from(u16::from_le_bytes([*a, *b]));
+            (rest.len() >= len).then(|| (RequestAuth::Token(&rest[..len]), &rest[len..]))
+        }
+        _ => None,
+    }
+}
+
 /// A response with `status` and `body`.
 pub fn response(status: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 1);
@@ -112,6 +134,19 @@ mod tests {
     fn heads_and_answers_round_trip() {
         assert_eq!(request_head(None).unwrap(), vec![0]);
         assert_eq!(request_head(Some("ab")).unwrap(), vec![1, 2, 0, b'a', b'b']);
+        let mut request = request_head(Some("ab")).unwrap();
+        request.extend_from_slice(b"frame");
+        assert_eq!(
+            split_request(&request),
+            Some((RequestAuth::Token(b"ab"), &b"frame"[..]))
+        );
+        assert_eq!(
+            split_request(&[0, 9]),
+            Some((RequestAuth::Certificate, &[9u8][..]))
+        );
+        for bad in [&[][..], &[2, 0], &[1, 5, 0, b'a'], &[1, 1]] {
+            assert_eq!(split_request(bad), None, "{bad:?}");
+        }
         assert!(matches!(
             request_head(Some(&"x".repeat(70_000))),
             Err(LinkError::TokenTooLong(70_000))

@@ -377,53 +377,6 @@ impl StreamConfig {
             .into_iter()
             .chain(self.patterns.iter().map(|(_, e)| e))
     }
-
-    /// The config as EventStreamConfig's API answers it: `{"streams": {key: settings}}`.
-    ///
-    /// `names` (the `streams=a|b` parameter) selects streams: an exact key, or a
-    /// concrete name matched by a `/regex/` key, which is then listed under that
-    /// name. `constraints` (`constraints=key=value|…`) keeps only streams whose
-    /// setting at the dotted key equals the value (compared as text).
-    pub fn to_api(&self, names: Option<&[&str]>, constraints: &[(&str, &str)]) -> Value {
-        let selected: Vec<(String, &Arc<StreamEntry>)> = match names {
-            None => self.entries().map(|e| (e.key.clone(), e)).collect(),
-            Some(names) => names
-                .iter()
-                .filter_map(|n| self.get(n).map(|e| ((*n).to_owned(), e)))
-                .collect(),
-        };
-        let mut streams = Map::new();
-        for (name, entry) in selected {
-            let mut settings = entry.raw.clone();
-            if let Value::Object(map) = &mut settings {
-                map.insert("stream".to_owned(), Value::String(name.clone()));
-                if !name.starts_with('/') {
-                    map.insert("topics".to_owned(), entry.topics(&name).into());
-                }
-            }
-            let keep = constraints.iter().all(|(path, want)| {
-                path.split('.')
-                    .try_fold(&settings, |v, k| v.get(k))
-                    .is_some_and(|got| matches_text(got, want))
-            });
-            if keep {
-                streams.insert(name, settings);
-            }
-        }
-        let mut out = Map::new();
-        out.insert("streams".to_owned(), Value::Object(streams));
-        Value::Object(out)
-    }
-}
-
-/// Whether a setting equals a constraint's text: strings as they are, other
-/// values as JSON, and arrays when any element does.
-fn matches_text(v: &Value, want: &str) -> bool {
-    match v {
-        Value::String(s) => s == want,
-        Value::Array(items) => items.iter().any(|i| matches_text(i, want)),
-        other => serde_json::from_str::<Value>(want).is_ok_and(|w| &w == other),
-    }
 }
 
 /// Merges `over` into `base`: objects key by key, recursively; anything else replaces.

@@ -542,11 +542,8 @@ pub fn terminate(child: &mut KillOnDrop) -> std::process::ExitStatus {
 
 /// Every record of `topic` in the embedded log under an aggregator's data folder, as JSON.
 pub fn log_events(data: &Path, topic: &str) -> Vec<serde_json::Value> {
-    let log = sluice_aggregator::EmbeddedLog::open(
-        &data.join("log"),
-        sluice_aggregator::LogOptions::default(),
-    )
-    .expect("the embedded log opens");
+    let log = sluice_log::Log::open(&data.join("log"), sluice_log::LogOptions::default())
+        .expect("the embedded log opens");
     log.read(topic, 0, usize::MAX)
         .expect("the topic reads")
         .into_iter()

@@ -2,7 +2,7 @@
 //! restarted; every batch is sent again. Every event must be in the embedded
 //! log exactly once: nothing acknowledged is lost, nothing is written twice.
 
-use sluice_aggregator::{EmbeddedLog, LogOptions};
+use sluice_log::{Log, LogOptions};
 use sluice_shared::{Batch, BatchAck, EventAck};
 use sluice_tests::{Aggregator, Scratch, numbered_event, post_batch};
 use std::collections::HashMap;
@@ -122,7 +122,7 @@ fn killed_mid_stream_then_restarted_keeps_every_event_exactly_once() {
     drop(child);
 
     // The log holds every event exactly once.
-    let log = EmbeddedLog::open(&scratch.data.join("log"), LogOptions::default()).unwrap();
+    let log = Log::open(&scratch.data.join("log"), LogOptions::default()).unwrap();
     let records = log.read("local.crash.test", 0, usize::MAX).unwrap();
     let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
     for r in &records {

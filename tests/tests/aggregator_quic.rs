@@ -1,8 +1,8 @@
 //! The real `sluice aggregator` process takes batches over QUIC from an edge
 //! holding the development certificate it generated on first start.
 
-use sluice_edge::native::link::{Identity, certs_from_pem, key_from_pem};
-use sluice_edge::native::{client_endpoint, send_batch};
+use sluice_host::quic::{client_endpoint, send_batch};
+use sluice_host::tls::{Identity, ca_from_pem};
 use sluice_shared::LinkReply as QuicReply;
 use sluice_shared::{Batch, BatchEvent, EventAck, WireLimits};
 use sluice_tests::{Aggregator, Scratch};
@@ -17,11 +17,8 @@ async fn an_edge_with_the_generated_certificate_is_served_over_quic() {
     } = scratch.aggregator("unused-here", &[]);
 
     let tls = scratch.data.join("tls");
-    let ca = certs_from_pem(&tls.join("ca.pem")).unwrap().remove(0);
-    let edge = Identity {
-        chain: certs_from_pem(&tls.join("edge.pem")).unwrap(),
-        key: key_from_pem(&tls.join("edge.key.pem")).unwrap(),
-    };
+    let ca = ca_from_pem(&tls.join("ca.pem")).unwrap();
+    let edge = Identity::from_pem_files(&tls.join("edge.pem"), &tls.join("edge.key.pem")).unwrap();
     let client = client_endpoint(ca, Some(edge)).unwrap();
     let conn = client
         .connect(quic_addr, "localhost")

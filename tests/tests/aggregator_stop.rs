@@ -2,7 +2,7 @@
 //! it exits cleanly (status 0) once the sink has answered what it took, and
 //! every batch it acknowledged is in the embedded log exactly once.
 
-use sluice_aggregator::{EmbeddedLog, LogOptions};
+use sluice_log::{Log, LogOptions};
 use sluice_shared::{Batch, EventAck};
 use sluice_tests::{Aggregator, Scratch, numbered_event, post_batch, terminate};
 use std::collections::HashMap;
@@ -65,7 +65,7 @@ fn sigterm_drains_and_loses_nothing_acknowledged() {
         .collect();
 
     // Everything acknowledged is in the log, once.
-    let log = EmbeddedLog::open(&scratch.data.join("log"), LogOptions::default()).unwrap();
+    let log = Log::open(&scratch.data.join("log"), LogOptions::default()).unwrap();
     let mut counts: HashMap<u64, usize> = HashMap::new();
     for r in log.read("local.stop.test", 0, usize::MAX).unwrap() {
         let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();

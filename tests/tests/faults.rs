@@ -437,11 +437,8 @@ fn a_full_disk_under_the_embedded_log_is_a_503_and_heals() {
     assert!(terminate(&mut aggregator.child).success());
 
     // No corruption: the log opens with nothing to cut, each answered event once.
-    let log = sluice_aggregator::EmbeddedLog::open(
-        &scratch.data.join("log"),
-        sluice_aggregator::LogOptions::default(),
-    )
-    .expect("the log opens");
+    let log = sluice_log::Log::open(&scratch.data.join("log"), sluice_log::LogOptions::default())
+        .expect("the log opens");
     assert_eq!(log.recovered_bytes(), 0, "the log had a torn tail");
     drop(log);
     exactly_once(&log_counts(&scratch, "local.fault.disk"), &answered);

@@ -81,11 +81,7 @@ pub fn event(n: u8) -> BatchEvent {
 /// A QUIC client endpoint, as an edge makes one, trusting `ca` and presenting `identity`.
 pub fn client_endpoint(
     ca: rustls::pki_types::CertificateDer<'static>,
-    identity: Option<sluice_aggregator::tls::Identity>,
+    identity: Option<sluice_host::tls::Identity>,
 ) -> quinn::Endpoint {
-    let identity = identity.map(|i| sluice_edge::native::Identity {
-        chain: i.chain,
-        key: i.key,
-    });
-    sluice_edge::native::client_endpoint(ca, identity).unwrap()
+    sluice_host::quic::client_endpoint(ca, identity).unwrap()
 }

@@ -3,10 +3,9 @@
 //! `SLUICE_EDGE_BATCH__MAX_EVENTS=200`). Every key has a default that works
 //! beside `sluice aggregator` on its defaults.
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use sluice_host::config::{LoadError, SecretError, read_secret};
 use sluice_shared::BodyLimits;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -151,32 +150,19 @@ impl Default for EdgeConfig {
 pub enum ConfigError {
     /// The file or an environment variable has a wrong key or value.
     #[error("edge configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    Invalid(#[from] LoadError),
     /// A setting that cannot work.
     #[error("edge configuration: {0}")]
     Unusable(String),
-    /// The token file cannot be read.
-    #[error("edge configuration: cannot read token_file {}: {source}", path.display())]
-    TokenFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The token file cannot be used.
+    #[error("edge configuration: token_file: {0}")]
+    TokenFile(#[from] SecretError),
 }
 
 impl EdgeConfig {
     /// Defaults, then `file` if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<EdgeConfig, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(EdgeConfig::default()));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        let config: EdgeConfig = figment
-            .merge(Env::prefixed("SLUICE_EDGE_").split("__"))
-            .extract()
-            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        let config = sluice_host::config::load(&EdgeConfig::default(), file, "SLUICE_EDGE_")?;
         config.check()?;
         Ok(config)
     }
@@ -206,18 +192,7 @@ impl EdgeConfig {
     /// The edge token, from `token_file` or `token`, if any.
     pub fn token(&self) -> Result<Option<String>, ConfigError> {
         if let Some(path) = &self.token_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
-                path: path.clone(),
-                source,
-            })?;
-            let token = text.lines().next().unwrap_or_default().trim().to_owned();
-            if token.is_empty() {
-                return Err(ConfigError::Unusable(format!(
-                    "token_file {} is empty",
-                    path.display()
-                )));
-            }
-            return Ok(Some(token));
+            return Ok(Some(read_secret(path)?));
         }
         Ok(self.token.clone().filter(|t| !t.is_empty()))
     }

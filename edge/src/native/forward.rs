@@ -1,7 +1,9 @@
-//! Batching and forwarding: accepted events wait in one of two batchers —
-//! guaranteed requests (flushed after 10 ms by default) and hasty ones (1 s)
-//! — until a batch is full by count or bytes or its oldest event is old
-//! enough; then the batch goes to an aggregator over the [`Link`].
+//! The tokio shell around the core's forwarding policy
+//! ([`sluice_shared::forward`]): accepted events wait in one of two
+//! batchers — guaranteed requests (flushed after 10 ms by default) and hasty
+//! ones (1 s) — until the core closes a batch; each batch goes to an
+//! aggregator over the [`Link`], and the core's [`Delivery`] says after each
+//! attempt whether to retry, give up, or spool.
 //!
 //! A guaranteed request waits for its events' verdicts, retrying across
 //! aggregators until its forward timeout, then gives up with 503. A hasty
@@ -16,11 +18,15 @@ use super::metrics::Metrics;
 use super::spool::Spool;
 use crate::respond::Forwarded;
 use bytes::Bytes;
+use sluice_host::metrics::Outcome;
+use sluice_shared::forward::{
+    Attempted, BatchLimits, Batcher, CompressionGate, Delivery, Next, VerdictCounts, failed_events,
+};
 use sluice_shared::{Batch, BatchError, BatchEvent, EventAck, LinkReply, WireLimits};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// When batches go, and how long requests wait.
@@ -67,33 +73,7 @@ struct Ctx {
     /// (which a spool write may hold through its fsync).
     holding: std::sync::atomic::AtomicBool,
     /// When to try compressing.
-    compression: Compression,
-}
-
-/// Frames LZ4 could not shrink by an eighth go plain (the wire encoder's rule); after such a
-/// frame the next [`Compression::REST`] frames do not try, since events that did not compress
-/// a moment ago seldom do now, and trying costs as much as compressing.
-#[derive(Default)]
-struct Compression {
-    rest: std::sync::atomic::AtomicU32,
-}
-
-impl Compression {
-    const REST: u32 = 15;
-
-    /// Whether to try compressing the next frame.
-    fn attempt(&self) -> bool {
-        self.rest
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_err()
-    }
-
-    /// Notes how an attempted frame came out.
-    fn attempted(&self, frame: &[u8]) {
-        if !sluice_shared::frame_is_compressed(frame) {
-            self.rest.store(Self::REST, Ordering::Relaxed);
-        }
-    }
+    compression: CompressionGate,
 }
 
 impl Ctx {
@@ -153,7 +133,7 @@ impl Drained {
         while let Some((frame, events)) = held.pop_front() {
             if let Err(e) = ctx.spool.append(&frame) {
                 let lost = events + held.iter().map(|(_, n)| n).sum::<usize>();
-                ctx.metrics.dropped("lost", lost);
+                ctx.metrics.dropped(Outcome::Lost, lost);
                 tracing::error!(events = lost, error = %e, "The edge stops with hasty events answered 202 that its spool cannot take; they are lost.");
                 held.clear();
             }
@@ -163,13 +143,6 @@ impl Drained {
 
 /// How long a hasty request waits for room in the batcher's queue before 503.
 pub const HASTY_QUEUE_PATIENCE: Duration = Duration::from_secs(1);
-
-/// How long a hasty batch waits on a busy aggregator before it goes to the spool.
-const BUSY_PATIENCE: Duration = Duration::from_secs(5);
-
-/// How long a hasty batch waits for a connection another batch is making before it
-/// goes to the spool (a connection to a live aggregator takes milliseconds).
-const CONNECTING_PATIENCE: Duration = Duration::from_millis(250);
 
 /// An upper bound of the spool bytes these events and reports take in a frame (uncompressed,
 /// with postcard's lengths and a record header).
@@ -219,7 +192,7 @@ impl Forwarder {
             reserved: AtomicU64::new(0),
             held: Default::default(),
             holding: Default::default(),
-            compression: Compression::default(),
+            compression: CompressionGate::default(),
         });
         let drained = Drained(
             vec![
@@ -312,42 +285,70 @@ impl Forwarder {
     }
 }
 
+/// Tells the batcher a batch it handed out is done, even if its task ends early.
+struct DoneGuard(mpsc::UnboundedSender<()>);
+
+impl Drop for DoneGuard {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// Resolves at `due`, or never.
+async fn until(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(Instant::from_std(due)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drives the core's [`Batcher`]: items in from requests, batches out to send
+/// tasks, until the queue closes and every batch is done.
 async fn batcher(mut rx: mpsc::Receiver<Item>, hasty: bool, ctx: Arc<Ctx>) {
     let o = &ctx.options;
-    let age = if hasty { o.hasty_age } else { o.guaranteed_age };
-    let permits = Arc::new(Semaphore::new(o.in_flight.max(1)));
-    while let Some(first) = rx.recv().await {
-        let deadline = Instant::now() + age;
-        let mut count = first.events.len();
-        let mut bytes: usize = first.events.iter().map(|e| e.json.len()).sum();
-        let mut items = vec![first];
-        while count < o.max_events && bytes < o.max_bytes {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => {
-                    count += item.events.len();
-                    bytes += item.events.iter().map(|e| e.json.len()).sum::<usize>();
-                    items.push(item);
+    let mut core: Batcher<Item> = Batcher::new(BatchLimits {
+        max_events: o.max_events,
+        max_bytes: o.max_bytes,
+        max_age: if hasty { o.hasty_age } else { o.guaranteed_age },
+        in_flight: o.in_flight,
+    });
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut open = true;
+    loop {
+        while let Some(items) = core.poll_batch(std::time::Instant::now()) {
+            let (ctx, done) = (ctx.clone(), DoneGuard(done_tx.clone()));
+            tokio::spawn(async move {
+                if hasty {
+                    let reserved: u64 = items.iter().map(|i| i.reserved).sum();
+                    send_hasty(&ctx, items).await;
+                    ctx.reserved.fetch_sub(reserved, Ordering::AcqRel);
+                } else {
+                    send_guaranteed(&ctx, items).await;
                 }
-                Ok(None) | Err(_) => break,
-            }
+                drop(done);
+            });
         }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if hasty {
-                let reserved: u64 = items.iter().map(|i| i.reserved).sum();
-                send_hasty(&ctx, items).await;
-                ctx.reserved.fetch_sub(reserved, Ordering::AcqRel);
-            } else {
-                send_guaranteed(&ctx, items).await;
-            }
-            drop(permit);
-        });
+        if !open && core.is_idle() {
+            return;
+        }
+        let due = core.poll_timeout();
+        tokio::select! {
+            // While a closed batch waits for room in flight, requests wait in the queue.
+            item = rx.recv(), if open && core.accepting() => match item {
+                Some(item) => {
+                    let events = item.events.len();
+                    let bytes = item.events.iter().map(|e| e.json.len()).sum();
+                    core.push(std::time::Instant::now(), item, events, bytes);
+                }
+                None => {
+                    open = false;
+                    core.flush();
+                }
+            },
+            Some(()) = done_rx.recv() => core.on_done(),
+            () = until(due) => {}
+        }
     }
-    // Everything queued is flushed: wait for the batches on their way.
-    let _ = permits.acquire_many(o.in_flight.max(1) as u32).await;
 }
 
 fn build(items: &mut [Item]) -> Batch {
@@ -363,11 +364,49 @@ fn build(items: &mut [Item]) -> Batch {
     batch
 }
 
+/// How an attempt ended, as the core's delivery policy sees it.
+fn attempted(reply: &Result<LinkReply, LinkDown>) -> Attempted {
+    match reply {
+        Ok(LinkReply::Ack(_)) => Attempted::Acknowledged,
+        Ok(LinkReply::Busy(ms)) => Attempted::Busy(Duration::from_millis(u64::from(*ms))),
+        Ok(LinkReply::Failed(_)) => Attempted::Failed,
+        Ok(LinkReply::Unauthorized) => Attempted::Unauthorized,
+        Ok(LinkReply::BadRequest(_)) => Attempted::BadRequest,
+        Err(down) => Attempted::Down {
+            retry_after: down.retry_after,
+            connecting: down.connecting,
+        },
+    }
+}
+
+/// Why a guaranteed batch is not delivered yet, for its senders' 503; logs what an operator must fix.
+fn describe(reply: &Result<LinkReply, LinkDown>) -> String {
+    match reply {
+        Ok(LinkReply::Ack(_)) => "acknowledged".to_owned(),
+        Ok(LinkReply::Busy(_)) => "the aggregators are busy".to_owned(),
+        Ok(LinkReply::Failed(m)) => format!("the aggregator failed the batch: {m}"),
+        Ok(LinkReply::Unauthorized) => {
+            tracing::error!(
+                "The aggregator refused this edge's certificate or token; check tls.cert/tls.key or token_file."
+            );
+            "the aggregator refused this edge".to_owned()
+        }
+        Ok(LinkReply::BadRequest(m)) => {
+            tracing::error!(error = %m, "The aggregator could not read a batch from this edge.");
+            format!("the aggregator could not read the batch: {m}")
+        }
+        Err(LinkDown { last, .. }) => format!("no aggregator answers: {last}"),
+    }
+}
+
 async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
     let counts: Vec<usize> = items.iter().map(|i| i.events.len()).collect();
     let batch = build(&mut items);
     let frame = ctx.encode(&batch);
-    let deadline = Instant::now() + ctx.options.forward_timeout;
+    let delivery = Delivery::guaranteed(std::time::Instant::now(), ctx.options.forward_timeout);
+    let deadline = delivery
+        .deadline()
+        .map_or_else(Instant::now, Instant::from_std);
     let (message, wait) = loop {
         let sent = tokio::time::timeout_at(deadline, ctx.link.send(&batch, &frame)).await;
         let Ok(sent) = sent else {
@@ -376,54 +415,26 @@ async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
                 Duration::from_secs(1),
             );
         };
-        let (message, wait) = match sent {
-            Ok(LinkReply::Ack(ack)) => {
-                ctx.metrics.batch("acknowledged");
-                let mut verdicts = batch.events.into_iter().zip(ack.verdicts);
-                for (item, n) in items.into_iter().zip(counts) {
-                    let mine: Vec<(BatchEvent, EventAck)> = verdicts.by_ref().take(n).collect();
-                    count_verdicts(&ctx.metrics, mine.iter().map(|(_, a)| a));
-                    if let Some(reply) = item.reply {
-                        let _ = reply.send(Forwarded::Verdicts(mine));
-                    }
+        if let Ok(LinkReply::Ack(ack)) = sent {
+            ctx.metrics.batch(Outcome::Acknowledged);
+            let mut verdicts = batch.events.into_iter().zip(ack.verdicts);
+            for (item, n) in items.into_iter().zip(counts) {
+                let mine: Vec<(BatchEvent, EventAck)> = verdicts.by_ref().take(n).collect();
+                count_verdicts(&ctx.metrics, VerdictCounts::of(mine.iter().map(|(_, a)| a)));
+                if let Some(reply) = item.reply {
+                    let _ = reply.send(Forwarded::Verdicts(mine));
                 }
-                return;
             }
-            Ok(LinkReply::Busy(ms)) => (
-                "the aggregators are busy".to_owned(),
-                Duration::from_millis(u64::from(ms)),
-            ),
-            Ok(LinkReply::Failed(m)) => (
-                format!("the aggregator failed the batch: {m}"),
-                Duration::from_millis(200),
-            ),
-            Ok(LinkReply::Unauthorized) => {
-                tracing::error!(
-                    "The aggregator refused this edge's certificate or token; check tls.cert/tls.key or token_file."
-                );
-                (
-                    "the aggregator refused this edge".to_owned(),
-                    Duration::from_secs(5),
-                )
-            }
-            Ok(LinkReply::BadRequest(m)) => {
-                tracing::error!(error = %m, "The aggregator could not read a batch from this edge.");
-                (
-                    format!("the aggregator could not read the batch: {m}"),
-                    Duration::from_secs(5),
-                )
-            }
-            Err(LinkDown {
-                last, retry_after, ..
-            }) => (format!("no aggregator answers: {last}"), retry_after),
-        };
-        if Instant::now() + wait > deadline {
-            break (message, wait);
+            return;
         }
-        tokio::time::sleep(wait).await;
+        match delivery.next(std::time::Instant::now(), attempted(&sent)) {
+            Next::Retry(wait) => tokio::time::sleep(wait).await,
+            Next::GiveUp(wait) => break (describe(&sent), wait),
+            Next::Done | Next::Spool => break (describe(&sent), Duration::from_secs(1)),
+        }
     };
-    ctx.metrics.batch("unavailable");
-    ctx.metrics.count("unavailable", batch.events.len());
+    ctx.metrics.batch(Outcome::Unavailable);
+    ctx.metrics.count(Outcome::Unavailable, batch.events.len());
     tracing::warn!(events = batch.events.len(), error = %message, "A guaranteed batch found no aggregator; its senders get 503.");
     let mut events = batch.events.into_iter();
     for (item, n) in items.into_iter().zip(counts) {
@@ -437,20 +448,11 @@ async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
     }
 }
 
-fn count_verdicts<'a>(metrics: &Metrics, acks: impl Iterator<Item = &'a EventAck>) {
-    let (mut delivered, mut duplicate, mut limited, mut failed) = (0, 0, 0, 0);
-    for a in acks {
-        match a {
-            EventAck::Accepted => delivered += 1,
-            EventAck::Duplicate => duplicate += 1,
-            EventAck::RateLimited { .. } => limited += 1,
-            EventAck::Failed { .. } => failed += 1,
-        }
-    }
-    metrics.count("delivered", delivered);
-    metrics.count("duplicate", duplicate);
-    metrics.count("rate_limited", limited);
-    metrics.count("failed", failed);
+fn count_verdicts(metrics: &Metrics, counts: VerdictCounts) {
+    metrics.count(Outcome::Delivered, counts.accepted);
+    metrics.count(Outcome::Duplicate, counts.duplicate);
+    metrics.count(Outcome::RateLimited, counts.rate_limited);
+    metrics.count(Outcome::Failed, counts.failed);
 }
 
 fn spool(ctx: &Ctx, frame: &[u8], events: usize) {
@@ -458,12 +460,12 @@ fn spool(ctx: &Ctx, frame: &[u8], events: usize) {
     // Behind batches already waiting, so that the spool keeps their order.
     let written = held.is_empty().then(|| ctx.spool.append(frame));
     match written {
-        Some(Ok(())) => ctx.metrics.count("spooled", events),
+        Some(Ok(())) => ctx.metrics.count(Outcome::Spooled, events),
         other => {
             if let Some(Err(e)) = other {
                 tracing::error!(events, error = %e, "The spool cannot take hasty events answered 202; holding them in memory and refusing hasty requests until it can.");
             }
-            ctx.metrics.count("held", events);
+            ctx.metrics.count(Outcome::Held, events);
             held.push_back((frame.to_vec(), events));
             ctx.holding.store(true, Ordering::Release);
         }
@@ -483,7 +485,7 @@ async fn unhold(ctx: std::sync::Weak<Ctx>) {
         while let Some((frame, events)) = held.front() {
             match ctx.spool.append(frame) {
                 Ok(()) => {
-                    ctx.metrics.count("spooled", *events);
+                    ctx.metrics.count(Outcome::Spooled, *events);
                     held.pop_front();
                 }
                 Err(_) => break,
@@ -504,24 +506,17 @@ async fn unhold(ctx: std::sync::Weak<Ctx>) {
 /// and counted (their senders were answered already); failed ones are
 /// returned for another try.
 fn settle_hasty(ctx: &Ctx, events: Vec<BatchEvent>, verdicts: Vec<EventAck>) -> Vec<BatchEvent> {
-    count_verdicts(&ctx.metrics, verdicts.iter());
-    let mut retry = Vec::new();
-    let mut limited = 0;
-    for (event, ack) in events.into_iter().zip(verdicts) {
-        match ack {
-            EventAck::Accepted | EventAck::Duplicate => {}
-            EventAck::RateLimited { .. } => limited += 1,
-            EventAck::Failed { .. } => retry.push(event),
-        }
-    }
-    if limited > 0 {
-        ctx.metrics.dropped("rate_limited", limited);
+    let counts = VerdictCounts::of(&verdicts);
+    count_verdicts(&ctx.metrics, counts);
+    if counts.rate_limited > 0 {
+        ctx.metrics
+            .dropped(Outcome::RateLimited, counts.rate_limited);
         tracing::warn!(
-            events = limited,
+            events = counts.rate_limited,
             "Hasty events were over their stream's rate limit and are dropped."
         );
     }
-    retry
+    failed_events(events, &verdicts)
 }
 
 /// Spools a frame off the async threads: a spool write waits for its fsync.
@@ -535,26 +530,17 @@ async fn spool_blocking(ctx: &Arc<Ctx>, frame: Bytes, events: usize) {
 async fn send_hasty(ctx: &Arc<Ctx>, mut items: Vec<Item>) {
     let batch = build(&mut items);
     let frame = ctx.encode(&batch);
-    // An aggregator that answers busy is alive: wait as it asks (holding this batch's
-    // place, so that the queue fills and senders get 503) rather than spool, for a while.
-    // A link that another batch is connecting (an edge's first moments) is worth a short
-    // wait too; a connection that takes longer is to an aggregator that is not there.
-    let busy_until = Instant::now() + BUSY_PATIENCE;
-    let connecting_until = Instant::now() + CONNECTING_PATIENCE;
+    let delivery = Delivery::hasty(std::time::Instant::now());
     let reply = loop {
-        match ctx.link.send(&batch, &frame).await {
-            Ok(LinkReply::Busy(ms)) if Instant::now() < busy_until => {
-                tokio::time::sleep(Duration::from_millis(u64::from(ms.clamp(10, 1000)))).await;
-            }
-            Err(down) if down.connecting && Instant::now() < connecting_until => {
-                tokio::time::sleep(down.retry_after).await;
-            }
-            other => break other,
+        let reply = ctx.link.send(&batch, &frame).await;
+        match delivery.next(std::time::Instant::now(), attempted(&reply)) {
+            Next::Retry(wait) => tokio::time::sleep(wait).await,
+            _ => break reply,
         }
     };
     match reply {
         Ok(LinkReply::Ack(ack)) => {
-            ctx.metrics.batch("acknowledged");
+            ctx.metrics.batch(Outcome::Acknowledged);
             let retry = settle_hasty(ctx, batch.events, ack.verdicts);
             if !retry.is_empty() {
                 let again = retry_batch(retry);
@@ -565,7 +551,7 @@ async fn send_hasty(ctx: &Arc<Ctx>, mut items: Vec<Item>) {
             if let Ok(LinkReply::Unauthorized | LinkReply::BadRequest(_)) = &other {
                 tracing::error!(reply = ?other, "The aggregator refused a hasty batch; spooling it.");
             }
-            ctx.metrics.batch("spooled");
+            ctx.metrics.batch(Outcome::Spooled);
             spool_blocking(ctx, frame, batch.events.len()).await;
         }
     }
@@ -597,9 +583,11 @@ async fn replay(ctx: Arc<Ctx>) {
             }
         };
         let mut frame = Bytes::from(record.frame.clone());
+        let delivery = Delivery::replay();
         let mut failures = 0u32;
         loop {
-            let wait = match ctx.link.send(&batch, &frame).await {
+            let reply = ctx.link.send(&batch, &frame).await;
+            let wait = match reply {
                 Ok(LinkReply::Ack(ack)) => {
                     let events = std::mem::take(&mut batch.events);
                     let retry = settle_hasty(&ctx, events, ack.verdicts);
@@ -608,7 +596,7 @@ async fn replay(ctx: Arc<Ctx>) {
                     }
                     failures += 1;
                     if failures > 5 {
-                        ctx.metrics.dropped("failed", retry.len());
+                        ctx.metrics.dropped(Outcome::Failed, retry.len());
                         tracing::error!(
                             events = retry.len(),
                             "Spooled events failed at the aggregator five times and are dropped."
@@ -619,68 +607,21 @@ async fn replay(ctx: Arc<Ctx>) {
                     frame = ctx.encode(&batch);
                     Duration::from_secs(1)
                 }
-                Ok(LinkReply::Busy(ms)) => Duration::from_millis(u64::from(ms)),
-                Ok(other) => {
-                    tracing::warn!(reply = ?other, "The aggregator did not take a spooled batch; retrying.");
-                    Duration::from_secs(1)
+                other => {
+                    if let Ok(refused) = &other
+                        && !matches!(refused, LinkReply::Busy(_))
+                    {
+                        tracing::warn!(reply = ?refused, "The aggregator did not take a spooled batch; retrying.");
+                    }
+                    match delivery.next(std::time::Instant::now(), attempted(&other)) {
+                        Next::Retry(wait) => wait,
+                        _ => Duration::from_secs(1),
+                    }
                 }
-                Err(down) => down.retry_after,
             };
             tokio::time::sleep(wait).await;
         }
         ctx.spool.consume(&record);
         ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Compression;
-    use sluice_shared::{Batch, BatchEvent};
-
-    fn batch(mut json: impl FnMut(u8) -> String) -> Batch {
-        Batch {
-            id: [1; 16],
-            events: (0..40u8)
-                .map(|i| BatchEvent {
-                    stream: "s".into(),
-                    topic: "t".into(),
-                    partition_key: None,
-                    rate_key: None,
-                    id: [i; 16],
-                    received_ms: 0,
-                    dt_ms: 0,
-                    schema_uri: "/s/1.0.0".into(),
-                    dedupe: true,
-                    json: json(i).into_bytes().into(),
-                })
-                .collect(),
-            errors: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn frames_that_do_not_compress_rest_compression_for_a_while() {
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        let incompressible = batch(|_| {
-            (0..400)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(b'a' + (x % 26) as u8)
-                })
-                .collect()
-        });
-        let compressible = batch(|i| format!(r#"{{"n":{i},"text":"{}"}}"#, "ab".repeat(200)));
-        let c = Compression::default();
-        assert!(c.attempt());
-        c.attempted(&compressible.encode(true));
-        assert!(c.attempt(), "a frame that compressed keeps compression on");
-        c.attempted(&incompressible.encode(true));
-        for _ in 0..Compression::REST {
-            assert!(!c.attempt());
-        }
-        assert!(c.attempt(), "compression is tried again after its rest");
     }
 }

@@ -15,7 +15,8 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sluice_shared::{EventIds, Intake, Live, RequestMeta, Timestamp};
+use sluice_host::metrics::Outcome;
+use sluice_shared::{EventIds, Intake, Live, RequestMeta};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,13 +173,6 @@ fn to_response(reply: &Reply) -> Response {
     r
 }
 
-fn now() -> Timestamp {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    Timestamp::from_unix_nanos(nanos)
-}
-
 impl EdgeState {
     async fn handle(
         &self,
@@ -188,7 +182,7 @@ impl EdgeState {
         body: &[u8],
     ) -> Reply {
         let s = &self.0;
-        let received = now();
+        let received = sluice_host::clock::now();
         let text = |name: &str| {
             headers
                 .get(name)
@@ -219,9 +213,9 @@ impl EdgeState {
             sampled_out,
         } = pipeline::take(&mut outcomes, received.unix_millis(), request_id.as_deref());
         let invalid = errors.len();
-        s.metrics.count("accepted", events.len());
-        s.metrics.count("sampled_out", sampled_out);
-        s.metrics.count("invalid", invalid);
+        s.metrics.count(Outcome::Accepted, events.len());
+        s.metrics.count(Outcome::SampledOut, sampled_out);
+        s.metrics.count(Outcome::Invalid, invalid);
         let forwarded = if events.is_empty() {
             if !errors.is_empty() && s.forwarder.hasty(Vec::new(), errors).await.is_err() {
                 tracing::warn!(
@@ -297,7 +291,7 @@ async fn beacon(
             }
         }
         Err(e) => {
-            state.0.metrics.count("invalid", 1);
+            state.0.metrics.count(Outcome::Invalid, 1);
             tracing::debug!(error = %e, "A beacon carried no event.");
         }
     }
@@ -312,13 +306,10 @@ async fn beacon(
 /// only `sample` and `producers` of each stream, as browsers need (EventLogging's
 /// `all_settings=false`); `?all_settings=true` gives everything; `?streams=a|b` selects.
 async fn streams(State(state): State<EdgeState>, RawQuery(query): RawQuery) -> Response {
-    let api = respond::streams(state.0.intake.get().streams(), query.as_deref());
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&api).unwrap_or_default(),
-    )
-        .into_response()
+    to_response(&respond::streams(
+        state.0.intake.get().streams(),
+        query.as_deref(),
+    ))
 }
 
 async fn metrics(State(state): State<EdgeState>) -> Response {

@@ -6,14 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use sluice_host::metrics::{LATENCY_BUCKETS, Outcome, OutcomeLabels};
 use std::sync::Arc;
-
-/// Labels of counters split by outcome.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    /// What happened.
-    pub outcome: &'static str,
-}
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,9 +46,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh set, registered under `sluice_edge_`.
+    /// A fresh set, registered under `sluice_edge_`, beside the process's own.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("sluice_edge");
+        let mut root = sluice_host::metrics::root_registry();
+        let registry = root.sub_registry_with_prefix("sluice_edge");
         let m = Metrics {
             registry: Arc::new(Registry::default()),
             requests: Family::default(),
@@ -62,9 +57,7 @@ impl Metrics {
             hasty_dropped: Family::default(),
             batches: Family::default(),
             spool_bytes: Gauge::default(),
-            request_seconds: Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
+            request_seconds: Histogram::new(LATENCY_BUCKETS),
         };
         registry.register(
             "requests",
@@ -93,13 +86,13 @@ impl Metrics {
             m.request_seconds.clone(),
         );
         Metrics {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
             ..m
         }
     }
 
     /// Counts `n` events with `outcome`.
-    pub fn count(&self, outcome: &'static str, n: usize) {
+    pub fn count(&self, outcome: Outcome, n: usize) {
         if n > 0 {
             self.events
                 .get_or_create(&OutcomeLabels { outcome })
@@ -108,12 +101,12 @@ impl Metrics {
     }
 
     /// Counts a batch sent to aggregators, with its result.
-    pub fn batch(&self, outcome: &'static str) {
+    pub fn batch(&self, outcome: Outcome) {
         self.batches.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// Counts `n` hasty events answered 202 and then dropped, by reason.
-    pub fn dropped(&self, outcome: &'static str, n: usize) {
+    pub fn dropped(&self, outcome: Outcome, n: usize) {
         self.hasty_dropped
             .get_or_create(&OutcomeLabels { outcome })
             .inc_by(n as u64);
@@ -121,10 +114,6 @@ impl Metrics {
 
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        sluice_host::metrics::encode(&self.registry)
     }
 }

@@ -15,11 +15,13 @@ pub mod spool;
 
 pub use config::{ConfigError, EdgeConfig};
 pub use forward::{ForwardOptions, Forwarder};
-pub use link::{Identity, Link, client_endpoint, send_batch, send_frame};
+pub use link::Link;
 pub use metrics::Metrics;
 pub use spool::Spool;
 
 use crate::request::TrustedProxies;
+use sluice_host::quic::{QuicError, client_endpoint};
+use sluice_host::tls::{Identity, TlsError, ca_from_pem};
 use sluice_shared::{IntakeOptions, Live, WireLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,9 +33,12 @@ pub enum EdgeError {
     /// The configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Certificates, keys or the QUIC socket.
+    /// Certificates or keys.
     #[error(transparent)]
-    Link(#[from] link::LinkSetupError),
+    Tls(#[from] TlsError),
+    /// The QUIC socket.
+    #[error(transparent)]
+    Quic(#[from] QuicError),
     /// The spool directory.
     #[error(transparent)]
     Spool(#[from] spool::SpoolError),
@@ -61,12 +66,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), EdgeError> {
     let token = config.token()?;
-    let ca = link::certs_from_pem(&config.tls.ca)?.remove(0);
+    let ca = ca_from_pem(&config.tls.ca)?;
     let identity = match (&token, &config.tls.cert, &config.tls.key) {
-        (None, Some(cert), Some(key)) => Some(Identity {
-            chain: link::certs_from_pem(cert)?,
-            key: link::key_from_pem(key)?,
-        }),
+        (None, Some(cert), Some(key)) => Some(Identity::from_pem_files(cert, key)?),
         (None, _, _) => {
             return Err(ConfigError::Unusable(
                 "set tls.cert and tls.key (a client certificate), or token_file, so that aggregators accept this edge".into(),

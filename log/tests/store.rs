@@ -1,6 +1,6 @@
-//! The embedded log through its public surface: append, sync, read, reopen, recover.
+//! The log through its writer's surface: append, sync, read, reopen, recover, rewind, retention.
 
-use sluice_aggregator::{EmbeddedLog, LogError, LogOptions, NewRecord};
+use sluice_log::{Log, LogError, LogOptions, NewRecord};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ fn record(value: &[u8]) -> NewRecord<'_> {
     }
 }
 
-fn values(log: &EmbeddedLog, topic: &str) -> Vec<String> {
+fn values(log: &Log, topic: &str) -> Vec<String> {
     log.read(topic, 0, usize::MAX)
         .unwrap()
         .into_iter()
@@ -37,7 +37,7 @@ fn segments(dir: &Path, topic: &str) -> Vec<PathBuf> {
 #[test]
 fn appends_read_back_in_order_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(
         log.append("local.a", &[record(b"0"), record(b"1")])
             .unwrap(),
@@ -48,7 +48,7 @@ fn appends_read_back_in_order_across_reopen() {
     log.sync().unwrap();
     drop(log);
 
-    let mut log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.recovered_bytes(), 0);
     assert_eq!(values(&log, "local.a"), ["0", "1", "2"]);
     assert_eq!(log.next_offset("local.a"), 3);
@@ -76,7 +76,7 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
         b"\x03",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+        let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
         log.append("t", &[record(b"kept-0"), record(b"kept-1")])
             .unwrap();
         log.sync().unwrap();
@@ -90,14 +90,14 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
             .write_all(damage)
             .unwrap();
 
-        let mut log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+        let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
         assert_eq!(log.recovered_bytes(), damage.len() as u64, "{damage:?}");
         assert_eq!(fs::metadata(&seg).unwrap().len(), good_len);
         assert_eq!(values(&log, "t"), ["kept-0", "kept-1"]);
         assert_eq!(log.append("t", &[record(b"after")]).unwrap(), 2);
         log.sync().unwrap();
         drop(log);
-        let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
         assert_eq!(values(&log, "t"), ["kept-0", "kept-1", "after"]);
     }
 }
@@ -105,7 +105,7 @@ fn a_torn_tail_is_cut_and_everything_before_it_kept() {
 #[test]
 fn a_record_that_fails_its_checksum_ends_the_log_there() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
     log.append("t", &[record(b"first"), record(b"second")])
         .unwrap();
     log.sync().unwrap();
@@ -115,7 +115,7 @@ fn a_record_that_fails_its_checksum_ends_the_log_there() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     fs::write(&seg, &bytes).unwrap();
-    let log = EmbeddedLog::open(dir.path(), LogOptions::default()).unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(values(&log, "t"), ["first"]);
     assert_eq!(log.next_offset("t"), 1);
 }
@@ -127,7 +127,7 @@ fn segments_roll_and_read_across_boundaries() {
         segment_bytes: 300,
         ..LogOptions::default()
     };
-    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let mut log = Log::open(dir.path(), options).unwrap();
     let payloads: Vec<String> = (0..40).map(|i| format!("event-{i:03}")).collect();
     for p in &payloads {
         log.append("t", &[record(p.as_bytes())]).unwrap();
@@ -137,7 +137,7 @@ fn segments_roll_and_read_across_boundaries() {
     assert!(files.len() > 5, "{files:?}");
     assert!(files.iter().all(|f| fs::metadata(f).unwrap().len() <= 300));
     drop(log);
-    let log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let log = Log::open(dir.path(), options).unwrap();
     assert_eq!(values(&log, "t"), payloads);
     let middle: Vec<u64> = log
         .read("t", 17, 5)
@@ -156,7 +156,7 @@ fn damage_before_the_last_segment_is_refused_not_guessed_at() {
         segment_bytes: 200,
         ..LogOptions::default()
     };
-    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let mut log = Log::open(dir.path(), options).unwrap();
     for i in 0..20 {
         log.append("t", &[record(format!("e{i}").as_bytes())])
             .unwrap();
@@ -171,7 +171,7 @@ fn damage_before_the_last_segment_is_refused_not_guessed_at() {
         .unwrap()
         .set_len(len - 3)
         .unwrap();
-    match EmbeddedLog::open(dir.path(), options) {
+    match Log::open(dir.path(), options) {
         Err(e @ LogError::Corrupt { .. }) => {
             assert!(e.to_string().contains("move it aside"), "{e}")
         }
@@ -182,7 +182,7 @@ fn damage_before_the_last_segment_is_refused_not_guessed_at() {
 #[test]
 fn bad_topics_and_huge_records_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = EmbeddedLog::open(
+    let mut log = Log::open(
         dir.path(),
         LogOptions {
             max_record_bytes: 64,
@@ -208,62 +208,13 @@ fn bad_topics_and_huge_records_are_refused() {
 }
 
 #[test]
-fn rebuilding_the_dedupe_window_skips_segments_written_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = LogOptions {
-        segment_bytes: 200,
-        ..LogOptions::default()
-    };
-    let ms = |t: std::time::SystemTime| {
-        i64::try_from(t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
-    };
-    let now_ms = ms(std::time::SystemTime::now());
-    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
-    for n in 0u8..6 {
-        let id = [n; 16];
-        let headers: [(&str, &[u8]); 1] = [("event_id", &id)];
-        log.append(
-            "t",
-            &[NewRecord {
-                timestamp_ms: now_ms,
-                key: None,
-                headers: &headers,
-                value: &[0; 100],
-            }],
-        )
-        .unwrap();
-    }
-    log.sync().unwrap();
-    let files = segments(dir.path(), "t");
-    assert_eq!(files.len(), 6, "one record per 200-byte segment");
-    // The first two segments were last written two hours ago; the window is the last hour.
-    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
-    for f in &files[..2] {
-        fs::File::options()
-            .write(true)
-            .open(f)
-            .unwrap()
-            .set_modified(two_hours_ago)
-            .unwrap();
-    }
-    let log = EmbeddedLog::open(dir.path(), options).unwrap();
-    let hour_ago_ms = ms(std::time::SystemTime::now() - std::time::Duration::from_secs(3600));
-    let mut ids = Vec::new();
-    log.for_each_recent_id(hour_ago_ms, |id, _| ids.push(id[0]))
-        .unwrap();
-    // Their records cannot have been received inside the window (a record is written after it
-    // is received), so they are not read, whatever their stamps say.
-    assert_eq!(ids, [2, 3, 4, 5]);
-}
-
-#[test]
 fn retention_deletes_old_closed_segments_and_the_rest_reads_on() {
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions {
         segment_bytes: 200,
         ..LogOptions::default()
     };
-    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let mut log = Log::open(dir.path(), options).unwrap();
     for n in 0..5u8 {
         log.append("t", &[record(&[b'a' + n; 120])]).unwrap();
     }
@@ -290,7 +241,7 @@ fn retention_deletes_old_closed_segments_and_the_rest_reads_on() {
         .collect();
     assert_eq!(left, [3, 4]);
     // Reopened, the log starts at its first kept offset and appends after its last.
-    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let mut log = Log::open(dir.path(), options).unwrap();
     assert_eq!(log.append("t", &[record(b"next")]).unwrap(), 5);
     assert_eq!(values(&log, "t").last().map(String::as_str), Some("next"));
 }
@@ -302,7 +253,7 @@ fn a_rewound_group_leaves_no_trace_across_topics_and_segments() {
         segment_bytes: 300,
         ..LogOptions::default()
     };
-    let mut log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let mut log = Log::open(dir.path(), options).unwrap();
     log.append("a", &[record(b"kept-0"), record(b"kept-1")])
         .unwrap();
     log.sync().unwrap();
@@ -325,7 +276,7 @@ fn a_rewound_group_leaves_no_trace_across_topics_and_segments() {
     assert_eq!(log.append("b", &[record(b"retry-b")]).unwrap(), 0);
     log.sync().unwrap();
     drop(log);
-    let log = EmbeddedLog::open(dir.path(), options).unwrap();
+    let log = Log::open(dir.path(), options).unwrap();
     assert_eq!(log.recovered_bytes(), 0);
     assert_eq!(values(&log, "a"), ["kept-0", "kept-1", "retry"]);
     assert_eq!(values(&log, "b"), ["retry-b"]);

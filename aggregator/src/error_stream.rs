@@ -9,6 +9,7 @@
 
 use crate::metrics::Metrics;
 use serde_json::{Map, Value, json};
+use sluice_host::metrics::Outcome;
 use sluice_shared::{
     Batch, BatchError, BatchEvent, EVENT_ID_NAMESPACE, Quota, RateLimiter, StreamConfig, Timestamp,
 };
@@ -80,14 +81,14 @@ impl ErrorStream {
         };
         let dropped = reports.len() - allowed;
         if dropped > 0 {
-            metrics.count_error_reports("dropped", dropped as u64);
+            metrics.count_error_reports(Outcome::Dropped, dropped as u64);
             tracing::warn!(
                 dropped,
                 stream = %self.options.stream,
                 "Error reports over the error stream's bound were dropped."
             );
         }
-        metrics.count_error_reports("admitted", allowed as u64);
+        metrics.count_error_reports(Outcome::Admitted, allowed as u64);
         let topic = streams.get(&self.options.stream).map_or_else(
             || self.options.stream.clone(),
             |entry| entry.produce_topic(&self.options.stream),

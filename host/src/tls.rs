@@ -1,6 +1,7 @@
-//! Certificates for QUIC ingest: a development CA that signs the
-//! aggregator's server certificate and edge client certificates, generated
-//! into the data folder on first start when none are configured.
+//! TLS identities for QUIC: certificates and keys read from PEM files, and a
+//! development CA that signs an aggregator's server certificate and edge
+//! client certificates, generated into a data folder on first start when
+//! none are configured.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -167,7 +168,12 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Certificates from PEM text.
+/// The crypto provider every endpoint uses.
+pub(crate) fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Certificates from a PEM file.
 pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     let bytes = read_pem(path)?;
@@ -183,7 +189,7 @@ pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsEr
     Ok(certs)
 }
 
-/// A private key from PEM text.
+/// A private key from a PEM file.
 pub fn key_from_pem(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     let bytes = read_pem(path)?;
@@ -191,6 +197,22 @@ pub fn key_from_pem(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         path: path.to_path_buf(),
         what: format!("no usable private key: {e}"),
     })
+}
+
+impl Identity {
+    /// The chain in `cert` and the key in `key`, both PEM files.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+        Ok(Identity {
+            chain: certs_from_pem(cert)?,
+            key: key_from_pem(key)?,
+        })
+    }
+}
+
+/// The first certificate of a PEM file: a CA to trust.
+pub fn ca_from_pem(path: &Path) -> Result<CertificateDer<'static>, TlsError> {
+    let mut certs = certs_from_pem(path)?;
+    Ok(certs.swap_remove(0))
 }
 
 /// Loads the development PKI from `dir`, generating it on first use.
@@ -216,13 +238,9 @@ pub fn ensure_dev_pki(dir: &Path) -> Result<DevPki, TlsError> {
         write(&ca_path, &ca.pem())?;
         tracing::warn!(dir = %dir.display(), "Generated a development CA, server and edge certificates; configure real ones outside development.");
     }
-    let ca = certs_from_pem(&ca_path)?.remove(0);
     Ok(DevPki {
-        ca,
-        server: Identity {
-            chain: certs_from_pem(&server_cert)?,
-            key: key_from_pem(&server_key)?,
-        },
+        ca: ca_from_pem(&ca_path)?,
+        server: Identity::from_pem_files(&server_cert, &server_key)?,
         edge_files: (edge_cert, edge_key),
     })
 }
