@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use sluice_host::metrics::{LATENCY_BUCKETS, Outcome, OutcomeLabels};
+use sluice_host::metrics::{LATENCY_BUCKETS, Outcome, OutcomeLabels, service_registry};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -49,57 +49,51 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh set of metrics, registered under `sluice_aggregator_`, beside the process's own.
     pub fn new() -> Self {
-        let mut root = sluice_host::metrics::root_registry();
-        let registry = root.sub_registry_with_prefix("sluice_aggregator");
-        let events = Family::<EventLabels, Counter>::default();
-        let ack_seconds = Histogram::new(LATENCY_BUCKETS);
-        let queue_depth = Gauge::default();
-        let dedupe_ids = Gauge::default();
-        let dedupe_bytes = Gauge::default();
-        registry.register("events", "Events by stream and outcome", events.clone());
-        registry.register(
-            "batch_ack_seconds",
-            "Time from a batch's arrival to its acknowledgement",
-            ack_seconds.clone(),
-        );
-        registry.register(
-            "sink_queue_depth",
-            "Batches waiting for the sink",
-            queue_depth.clone(),
-        );
-        registry.register(
-            "dedupe_ids",
-            "Event ids held in the dedupe window",
-            dedupe_ids.clone(),
-        );
-        registry.register(
-            "dedupe_bytes",
-            "Bytes held by the dedupe window",
-            dedupe_bytes.clone(),
-        );
-        let error_reports = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "error_reports",
-            "Events refused by edges and reported for the error stream, by outcome",
-            error_reports.clone(),
-        );
-        let journal_failures = Counter::default();
-        registry.register(
-            "dedupe_journal_failures",
-            "Failed writes of the dedupe journal",
-            journal_failures.clone(),
-        );
-        Metrics {
-            registry: Arc::new(root),
-            error_reports,
-            journal_failures,
-            events,
-            ack_seconds,
-            queue_depth,
-            dedupe_ids,
-            dedupe_bytes,
+        let mut m = Metrics {
+            registry: Arc::default(),
+            events: Family::default(),
+            ack_seconds: Histogram::new(LATENCY_BUCKETS),
+            queue_depth: Gauge::default(),
+            dedupe_ids: Gauge::default(),
+            dedupe_bytes: Gauge::default(),
+            error_reports: Family::default(),
+            journal_failures: Counter::default(),
             writable: Arc::new(AtomicBool::new(true)),
-        }
+        };
+        m.registry = service_registry("sluice_aggregator", |r| {
+            r.register("events", "Events by stream and outcome", m.events.clone());
+            r.register(
+                "batch_ack_seconds",
+                "Time from a batch's arrival to its acknowledgement",
+                m.ack_seconds.clone(),
+            );
+            r.register(
+                "sink_queue_depth",
+                "Batches waiting for the sink",
+                m.queue_depth.clone(),
+            );
+            r.register(
+                "dedupe_ids",
+                "Event ids held in the dedupe window",
+                m.dedupe_ids.clone(),
+            );
+            r.register(
+                "dedupe_bytes",
+                "Bytes held by the dedupe window",
+                m.dedupe_bytes.clone(),
+            );
+            r.register(
+                "error_reports",
+                "Events refused by edges and reported for the error stream, by outcome",
+                m.error_reports.clone(),
+            );
+            r.register(
+                "dedupe_journal_failures",
+                "Failed writes of the dedupe journal",
+                m.journal_failures.clone(),
+            );
+        });
+        m
     }
 
     /// Counts `n` events of `stream` with `outcome`.

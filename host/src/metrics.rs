@@ -7,6 +7,7 @@ use crate::process::ProcessCollector;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::registry::Registry;
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// What happened to an event, a batch or an error report: the value of an `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,13 +85,13 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// A root registry holding the process's own metrics under their standard
-/// names; a service registers its own under a prefix with
-/// [`Registry::sub_registry_with_prefix`].
-pub fn root_registry() -> Registry {
+/// A service's registry: the process's own metrics under their standard
+/// names, and the service's, which `register` adds, under `prefix`.
+pub fn service_registry(prefix: &str, register: impl FnOnce(&mut Registry)) -> Arc<Registry> {
     let mut root = Registry::default();
     ProcessCollector::register(&mut root);
-    root
+    register(root.sub_registry_with_prefix(prefix));
+    Arc::new(root)
 }
 
 /// The Prometheus text exposition of `registry`.

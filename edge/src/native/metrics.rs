@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use sluice_host::metrics::{LATENCY_BUCKETS, Outcome, OutcomeLabels};
+use sluice_host::metrics::{LATENCY_BUCKETS, Outcome, OutcomeLabels, service_registry};
 use std::sync::Arc;
 
 /// Labels of the request counter.
@@ -48,10 +48,8 @@ impl Default for Metrics {
 impl Metrics {
     /// A fresh set, registered under `sluice_edge_`, beside the process's own.
     pub fn new() -> Self {
-        let mut root = sluice_host::metrics::root_registry();
-        let registry = root.sub_registry_with_prefix("sluice_edge");
-        let m = Metrics {
-            registry: Arc::new(Registry::default()),
+        let mut m = Metrics {
+            registry: Arc::default(),
             requests: Family::default(),
             events: Family::default(),
             hasty_dropped: Family::default(),
@@ -59,36 +57,35 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             request_seconds: Histogram::new(LATENCY_BUCKETS),
         };
-        registry.register(
-            "requests",
-            "Intake requests by answer status",
-            m.requests.clone(),
-        );
-        registry.register("events", "Events by outcome", m.events.clone());
-        registry.register(
-            "hasty_dropped",
-            "Hasty events answered 202 and then dropped, by reason",
-            m.hasty_dropped.clone(),
-        );
-        registry.register(
-            "batches",
-            "Batches sent to aggregators, by result",
-            m.batches.clone(),
-        );
-        registry.register(
-            "spool_bytes",
-            "Bytes held in the spool",
-            m.spool_bytes.clone(),
-        );
-        registry.register(
-            "request_seconds",
-            "Time from an intake request's body being read to its answer",
-            m.request_seconds.clone(),
-        );
-        Metrics {
-            registry: Arc::new(root),
-            ..m
-        }
+        m.registry = service_registry("sluice_edge", |r| {
+            r.register(
+                "requests",
+                "Intake requests by answer status",
+                m.requests.clone(),
+            );
+            r.register("events", "Events by outcome", m.events.clone());
+            r.register(
+                "hasty_dropped",
+                "Hasty events answered 202 and then dropped, by reason",
+                m.hasty_dropped.clone(),
+            );
+            r.register(
+                "batches",
+                "Batches sent to aggregators, by result",
+                m.batches.clone(),
+            );
+            r.register(
+                "spool_bytes",
+                "Bytes held in the spool",
+                m.spool_bytes.clone(),
+            );
+            r.register(
+                "request_seconds",
+                "Time from an intake request's body being read to its answer",
+                m.request_seconds.clone(),
+            );
+        });
+        m
     }
 
     /// Counts `n` events with `outcome`.
