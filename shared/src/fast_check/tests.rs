@@ -1,4 +1,3 @@
-
 use super::compile::whole_validator;
 use super::shortcut::{run_admits, utc_date_time};
 use super::*;
