@@ -1,4 +1,3 @@
-
 use super::frame::SHARED_PAYLOAD;
 use super::*;
 use proptest::prelude::*;
