@@ -12,7 +12,7 @@ use crate::loadgen::Report;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Write};
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -140,55 +140,58 @@ fn start(
     Ok(proc)
 }
 
-/// A plain HTTP/1.1 GET; the body.
-fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP answer")?;
-    if head.contains("Transfer-Encoding: chunked") || head.contains("transfer-encoding: chunked") {
-        // Metrics come chunked; join the chunks.
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 || tail.len() < n {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = tail[n..].trim_start_matches("\r\n");
-        }
-        return Ok(out);
+/// The `/metrics` of the service at `addr`, scraped with the CLI's HTTP client.
+fn scrape(addr: SocketAddr) -> anyhow::Result<prometheus_parse::Scrape> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = runtime.block_on(async {
+        crate::client::Client::new(&format!("http://{addr}"))?
+            .request("GET", "/metrics", None, Default::default())
+            .await
+    })?;
+    if answer.status != 200 {
+        bail!("{addr}/metrics answered {}", answer.status);
     }
-    Ok(body.to_owned())
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    Ok(prometheus_parse::Scrape::parse(
+        text.lines().map(|l| Ok(l.to_owned())),
+    )?)
 }
 
-/// Sum of the Prometheus samples whose name and labels start with `prefix`.
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+/// Sum of the samples of `name` whose labels include every one of `labels`.
+fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .filter_map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
         .sum()
 }
 
-/// A histogram's cumulative buckets (`name` without `_bucket`): upper bound in µs → count.
-fn buckets(text: &str, name: &str) -> BTreeMap<u64, f64> {
-    let prefix = format!("{name}_bucket{{");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
+/// A histogram's cumulative buckets: upper bound in µs → count.
+fn buckets(scrape: &prometheus_parse::Scrape, name: &str) -> BTreeMap<u64, f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(counts) => Some(counts),
+            _ => None,
+        })
+        .flatten()
+        .map(|b| {
+            let le = if b.less_than.is_infinite() {
                 u64::MAX
             } else {
-                (le.parse::<f64>().ok()? * 1e6) as u64
+                (b.less_than * 1e6) as u64
             };
-            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+            (le, b.count)
         })
         .collect()
 }
@@ -211,26 +214,14 @@ fn p99_between(before: &BTreeMap<u64, f64>, after: &BTreeMap<u64, f64>) -> Optio
         })
 }
 
-/// (CPU seconds used, peak RSS in MB) of a process, from /proc.
+/// (CPU seconds used, peak RSS in MB) of a process.
 fn usage(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let hwm_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0);
-    (ticks / 100.0, hwm_kb / 1024.0)
+    sluice_host::process::usage(pid).map_or((0.0, 0.0), |u| {
+        (
+            u.cpu_seconds,
+            u.peak_resident_bytes as f64 / (1 << 20) as f64,
+        )
+    })
 }
 
 /// 900 characters of hexadecimal noise for event `i`: about as compressible
@@ -415,19 +406,14 @@ fn run_sink(
         let max = loadgen(edge_http, &mix_file, args, secs, mode, None)?;
         let cpu = usage(edge.pid()).0 + usage(aggregator.pid()).0 - cpu_before;
         settle(edge_http, agg_http);
-        let scrape = || {
+        let histograms = || {
+            let of = |addr, name| scrape(addr).map(|s| buckets(&s, name)).unwrap_or_default();
             (
-                buckets(
-                    &get(agg_http, "/metrics").unwrap_or_default(),
-                    "sluice_aggregator_batch_ack_seconds",
-                ),
-                buckets(
-                    &get(edge_http, "/metrics").unwrap_or_default(),
-                    "sluice_edge_request_seconds",
-                ),
+                of(agg_http, "sluice_aggregator_batch_ack_seconds"),
+                of(edge_http, "sluice_edge_request_seconds"),
             )
         };
-        let before = scrape();
+        let before = histograms();
         let half = loadgen(
             edge_http,
             &mix_file,
@@ -436,7 +422,7 @@ fn run_sink(
             mode,
             Some((max.events_per_sec / 2.0).max(1.0)),
         )?;
-        let after = scrape();
+        let after = histograms();
         settle(edge_http, agg_http);
         rows.push(Row {
             sink,
@@ -449,8 +435,14 @@ fn run_sink(
         });
     }
     let (edge_rss, agg_rss) = (usage(edge.pid()).1, usage(aggregator.pid()).1);
-    let lost = get(edge_http, "/metrics")
-        .map(|m| metric(&m, "sluice_edge_hasty_dropped_total{outcome=\"lost\""))
+    let lost = scrape(edge_http)
+        .map(|m| {
+            metric(
+                &m,
+                "sluice_edge_hasty_dropped_total",
+                &[("outcome", "lost")],
+            )
+        })
         .unwrap_or(0.0);
     if lost > 0.0 {
         println!("warning: the edge counted {lost} hasty events lost");
@@ -466,11 +458,11 @@ fn run_sink(
 fn settle(edge: SocketAddr, aggregator: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        let spool = get(edge, "/metrics")
-            .map(|m| metric(&m, "sluice_edge_spool_bytes"))
+        let spool = scrape(edge)
+            .map(|m| metric(&m, "sluice_edge_spool_bytes", &[]))
             .unwrap_or(0.0);
-        let queue = get(aggregator, "/metrics")
-            .map(|m| metric(&m, "sluice_aggregator_sink_queue_depth"))
+        let queue = scrape(aggregator)
+            .map(|m| metric(&m, "sluice_aggregator_sink_queue_depth", &[]))
             .unwrap_or(0.0);
         if spool == 0.0 && queue == 0.0 {
             return;

@@ -71,20 +71,9 @@ async fn send(sender: &mut Sender, addr: SocketAddr, path: &str, body: &Bytes) -
     }
 }
 
-/// CPU seconds (user + system) a process has used, from /proc.
+/// CPU seconds (user + system) a process has used.
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-        .sum();
-    ticks / 100.0
+    sluice_host::process::usage(pid).map_or(0.0, |u| u.cpu_seconds)
 }
 
 fn main() {
