@@ -22,14 +22,14 @@ pub fn position_in_sample(position: f64, rate: f64) -> bool {
     position < rate
 }
 
-/// Whether the unit `id` is in a sample of `rate`; `None` when the id has no 8-hex-digit head.
-pub fn in_sample(id: &str, rate: f64) -> Option<bool> {
-    unit_position(id).map(|p| position_in_sample(p, rate))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the unit `id` is in a sample of `rate`; `None` when the id has no 8-hex-digit head.
+    fn in_sample(id: &str, rate: f64) -> Option<bool> {
+        unit_position(id).map(|p| position_in_sample(p, rate))
+    }
 
     #[test]
     fn wikimedia_formula_vectors() {

@@ -18,7 +18,7 @@ mod event;
 mod spare;
 mod tally;
 
-pub use tally::{StreamTally, Tally};
+pub use tally::Tally;
 
 use crate::FastMap;
 use crate::json::{BodyError, BodyLimits};

@@ -34,7 +34,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// Deepest nesting accepted, as in serde_json.
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// One tape entry. `repr(u32)` lays every variant out as a tag word followed by
 /// aligned fields in 16 bytes, so entries move as two aligned words.
@@ -94,7 +94,7 @@ pub struct Tape<'s> {
 
 /// Where a top-level event sits in a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventSpan {
+pub(crate) struct EventSpan {
     /// Tape index of the event's value.
     pub node: u32,
     /// Byte range of its text in the body.
@@ -157,7 +157,8 @@ impl<'s> Tape<'s> {
 
     /// Parses a body: a top-level array's elements are its events (at most
     /// `max_events`), and any other value is one event.
-    pub fn parse_body(
+    #[cfg(test)]
+    pub(crate) fn parse_body(
         src: &'s str,
         max_events: usize,
     ) -> Result<(Tape<'s>, Vec<EventSpan>), TapeError> {
@@ -167,7 +168,7 @@ impl<'s> Tape<'s> {
     }
 
     /// [`Tape::parse_body`], with the spans put in `spans` (emptied first), whose room is reused.
-    pub fn parse_body_into(
+    pub(crate) fn parse_body_into(
         src: &'s str,
         max_events: usize,
         spans: &mut Vec<EventSpan>,
