@@ -60,39 +60,42 @@ impl Metrics {
             journal_failures: Counter::default(),
             writable: Arc::new(AtomicBool::new(true)),
         };
-        m.registry = service_registry("sluice_aggregator", |r| {
-            r.register("events", "Events by stream and outcome", m.events.clone());
-            r.register(
-                "batch_ack_seconds",
-                "Time from a batch's arrival to its acknowledgement",
-                m.ack_seconds.clone(),
-            );
-            r.register(
-                "sink_queue_depth",
-                "Batches waiting for the sink",
-                m.queue_depth.clone(),
-            );
-            r.register(
-                "dedupe_ids",
-                "Event ids held in the dedupe window",
-                m.dedupe_ids.clone(),
-            );
-            r.register(
-                "dedupe_bytes",
-                "Bytes held by the dedupe window",
-                m.dedupe_bytes.clone(),
-            );
-            r.register(
-                "error_reports",
-                "Events refused by edges and reported for the error stream, by outcome",
-                m.error_reports.clone(),
-            );
-            r.register(
-                "dedupe_journal_failures",
-                "Failed writes of the dedupe journal",
-                m.journal_failures.clone(),
-            );
-        });
+        m.registry = service_registry(
+            "sluice_aggregator",
+            &[
+                ("events", "Events by stream and outcome", &m.events),
+                (
+                    "batch_ack_seconds",
+                    "Time from a batch's arrival to its acknowledgement",
+                    &m.ack_seconds,
+                ),
+                (
+                    "sink_queue_depth",
+                    "Batches waiting for the sink",
+                    &m.queue_depth,
+                ),
+                (
+                    "dedupe_ids",
+                    "Event ids held in the dedupe window",
+                    &m.dedupe_ids,
+                ),
+                (
+                    "dedupe_bytes",
+                    "Bytes held by the dedupe window",
+                    &m.dedupe_bytes,
+                ),
+                (
+                    "error_reports",
+                    "Events refused by edges and reported for the error stream, by outcome",
+                    &m.error_reports,
+                ),
+                (
+                    "dedupe_journal_failures",
+                    "Failed writes of the dedupe journal",
+                    &m.journal_failures,
+                ),
+            ],
+        );
         m
     }
 

@@ -2,15 +2,13 @@
 
 mod common;
 
-use common::{TOKEN, event, get, post, serve_http};
+use common::{TOKEN, event, get, post, request_with, serve_http};
 use sluice_aggregator::{BatchService, CommitLoop, CommitOptions, Live, LogSink, Metrics};
 use sluice_host::token::Token;
 use sluice_log::{Log, LogOptions};
 use sluice_shared::{Batch, BatchAck, EventAck, StreamConfig, WireLimits};
 use std::net::SocketAddr;
 use std::path::Path;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const STREAMS: &str = r#"
 streams:
@@ -200,18 +198,8 @@ async fn the_schema_service_serves_the_bundle_and_repository_files() {
     assert!(registry.resolve("/sluice/test/event/1.0.0").is_ok());
     assert!(streams.get("sluice.test.event").is_some());
 
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "GET /v1/bundle HTTP/1.1\r\nHost: {addr}\r\nIf-None-Match: {etag}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    assert!(
-        raw.starts_with(b"HTTP/1.1 304"),
-        "{}",
-        String::from_utf8_lossy(&raw)
-    );
+    let unchanged = request_with(addr, "GET", "/v1/bundle", &[("If-None-Match", etag)], b"").await;
+    assert_eq!(unchanged.status, 304, "{}", unchanged.headers);
 
     let json = get(
         addr,

@@ -5,7 +5,7 @@
 
 use crate::process::ProcessCollector;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -85,12 +85,27 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// A metric a service keeps and registers: a handle it clones into the registry.
+pub trait Registrable {
+    /// Registers a clone of this metric in `registry` as `name`, described by `help`.
+    fn register_into(&self, registry: &mut Registry, name: &str, help: &str);
+}
+
+impl<M: Metric + Clone> Registrable for M {
+    fn register_into(&self, registry: &mut Registry, name: &str, help: &str) {
+        registry.register(name, help, self.clone());
+    }
+}
+
 /// A service's registry: the process's own metrics under their standard
-/// names, and the service's, which `register` adds, under `prefix`.
-pub fn service_registry(prefix: &str, register: impl FnOnce(&mut Registry)) -> Arc<Registry> {
+/// names, and the service's `metrics` (name, help, metric) under `prefix`.
+pub fn service_registry(prefix: &str, metrics: &[(&str, &str, &dyn Registrable)]) -> Arc<Registry> {
     let mut root = Registry::default();
     ProcessCollector::register(&mut root);
-    register(root.sub_registry_with_prefix(prefix));
+    let service = root.sub_registry_with_prefix(prefix);
+    for (name, help, metric) in metrics {
+        metric.register_into(service, name, help);
+    }
     Arc::new(root)
 }
 

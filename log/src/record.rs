@@ -79,8 +79,38 @@ struct Body {
 
 /// Appends the postcard body of `record` to `out`.
 pub(crate) fn encode_body(record: &NewRecord<'_>, out: &mut Vec<u8>) -> postcard::Result<()> {
-    *out = postcard::to_extend(record, std::mem::take(out))?;
-    Ok(())
+    postcard::serialize_with_flavor(record, AppendTo(out))
+}
+
+/// postcard output appended to a caller's `Vec`, byte strings copied whole
+/// (postcard's own `Vec` output goes through `Extend`, an iterator per piece).
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        // Lengths come as varints of a byte or a few: pushed, not handed to `memcpy`,
+        // whose call costs more than the copy: 6% of an append of 1 KB records, counted
+        // with callgrind.
+        if data.len() <= 4 {
+            data.iter().for_each(|&b| self.0.push(b));
+        } else {
+            self.0.extend_from_slice(data);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// The record a body holds, at `offset` of its topic.

@@ -103,21 +103,33 @@ impl Log {
                 self.topics.entry(topic.to_owned()).or_insert(t)
             }
         };
-        let len: u64 = records
-            .iter()
-            .map(|r| (FRAME_HEADER + body_len(r)) as u64)
-            .sum();
-        if t.size > 0 && t.size + len > options.segment_bytes {
-            t.roll()?;
-        }
         // Frames are encoded into one reused buffer and written a chunk at a time: a group
         // of many batches needs no allocation of its size (whose fresh pages the kernel would
-        // have to zero) and no second copy of its events.
+        // have to zero) and no second copy of its events. The first chunk is encoded before
+        // anything is written, so a group that fits in it (most do) is measured by encoding
+        // it, and only the records past it are counted without being encoded.
         let mut frames = std::mem::take(&mut self.buffer);
         frames.clear();
         let first = t.next_offset;
+        let segment_bytes = options.segment_bytes;
         let written = (|| {
-            for r in records {
+            let mut encoded = 0;
+            while encoded < records.len() && frames.len() < WRITE_CHUNK {
+                put_frame(&records[encoded], &mut frames, options.max_record_bytes)?;
+                encoded += 1;
+            }
+            let rest = &records[encoded..];
+            let len = frames.len() as u64
+                + rest
+                    .iter()
+                    .map(|r| (FRAME_HEADER + body_len(r)) as u64)
+                    .sum::<u64>();
+            if t.size > 0 && t.size + len > segment_bytes {
+                t.roll()?;
+            }
+            t.write(&frames)?;
+            frames.clear();
+            for r in rest {
                 put_frame(r, &mut frames, options.max_record_bytes)?;
                 if frames.len() >= WRITE_CHUNK {
                     t.write(&frames)?;

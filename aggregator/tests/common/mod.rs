@@ -1,11 +1,10 @@
-//! Helpers shared by the aggregator's integration tests: a bare HTTP/1.1
-//! client, and test events.
+//! Helpers shared by the aggregator's integration tests: an HTTP client,
+//! and test events.
 #![allow(dead_code)]
 
 use sluice_shared::BatchEvent;
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 pub const TOKEN: &str = "edge-secret-token";
 
@@ -38,29 +37,52 @@ pub async fn request(
     token: Option<&str>,
     body: &[u8],
 ) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/vnd.sluice.batch\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete response");
-    let headers = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = headers[9..12].parse().unwrap();
-    Reply {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/vnd.sluice.batch".to_owned())];
+    headers.extend(auth.map(|a| ("Authorization", a)));
+    request_with(addr, method, path, &headers, body).await
+}
+
+/// A request with these headers, sent by a blocking client off the runtime's threads.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> Reply {
+    let (method, uri) = (method.to_owned(), format!("http://{addr}{path}"));
+    let (headers, body) = (headers.to_vec(), body.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        let mut request = ureq::http::Request::builder()
+            .method(method.as_str())
+            .uri(uri);
+        for (k, v) in &headers {
+            request = request.header(*k, v);
+        }
+        let mut answer = if body.is_empty() {
+            agent.run(request.body(()).unwrap())
+        } else {
+            agent.run(request.body(body).unwrap())
+        }
+        .expect("the service answers");
+        let headers = answer
+            .headers()
+            .iter()
+            .map(|(n, v)| format!("{}: {}\n", n, String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        Reply {
+            status: answer.status().as_u16(),
+            headers,
+            body: answer.body_mut().read_to_vec().expect("the body reads"),
+        }
+    })
+    .await
+    .expect("the request task ends")
 }
 
 pub fn event(n: u8) -> BatchEvent {

@@ -40,14 +40,8 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
-impl Metrics {
     /// A fresh set, registered under `sluice_edge_`, beside the process's own.
-    pub fn new() -> Self {
+    fn default() -> Self {
         let mut m = Metrics {
             registry: Arc::default(),
             requests: Family::default(),
@@ -57,37 +51,34 @@ impl Metrics {
             spool_bytes: Gauge::default(),
             request_seconds: Histogram::new(LATENCY_BUCKETS),
         };
-        m.registry = service_registry("sluice_edge", |r| {
-            r.register(
-                "requests",
-                "Intake requests by answer status",
-                m.requests.clone(),
-            );
-            r.register("events", "Events by outcome", m.events.clone());
-            r.register(
-                "hasty_dropped",
-                "Hasty events answered 202 and then dropped, by reason",
-                m.hasty_dropped.clone(),
-            );
-            r.register(
-                "batches",
-                "Batches sent to aggregators, by result",
-                m.batches.clone(),
-            );
-            r.register(
-                "spool_bytes",
-                "Bytes held in the spool",
-                m.spool_bytes.clone(),
-            );
-            r.register(
-                "request_seconds",
-                "Time from an intake request's body being read to its answer",
-                m.request_seconds.clone(),
-            );
-        });
+        m.registry = service_registry(
+            "sluice_edge",
+            &[
+                ("requests", "Intake requests by answer status", &m.requests),
+                ("events", "Events by outcome", &m.events),
+                (
+                    "hasty_dropped",
+                    "Hasty events answered 202 and then dropped, by reason",
+                    &m.hasty_dropped,
+                ),
+                (
+                    "batches",
+                    "Batches sent to aggregators, by result",
+                    &m.batches,
+                ),
+                ("spool_bytes", "Bytes held in the spool", &m.spool_bytes),
+                (
+                    "request_seconds",
+                    "Time from an intake request's body being read to its answer",
+                    &m.request_seconds,
+                ),
+            ],
+        );
         m
     }
+}
 
+impl Metrics {
     /// Counts `n` events with `outcome`.
     pub fn count(&self, outcome: Outcome, n: usize) {
         if n > 0 {

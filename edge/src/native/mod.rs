@@ -110,7 +110,7 @@ pub async fn run(
         etag,
         cache,
     ));
-    let metrics = Metrics::new();
+    let metrics = Metrics::default();
     let b = &config.batch;
     let (forwarder, drained, replayer) = Forwarder::start(
         link,
