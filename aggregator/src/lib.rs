@@ -10,6 +10,7 @@
 
 pub mod admit;
 pub mod budget;
+pub mod buffers;
 pub mod commit;
 pub mod config;
 pub mod error_stream;

@@ -3,6 +3,7 @@
 //! authenticated by a client certificate the handshake verified against the
 //! configured CA, or by the pre-shared token in the request head.
 
+use crate::buffers::BufferPool;
 use crate::commit::{CommitLoop, SubmitError};
 use sluice_host::quic::peer_certified;
 use sluice_host::token::Token;
@@ -44,6 +45,13 @@ pub async fn serve_until(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
+    let ingest = Ingest {
+        sink,
+        token,
+        limits,
+        // Request buffers kept for the next batches: 8 of at most 2 MiB.
+        frames: Arc::new(BufferPool::new(8, 2 << 20)),
+    };
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let incoming = tokio::select! {
@@ -63,7 +71,7 @@ pub async fn serve_until(
             continue;
         }
         open.fetch_add(1, Ordering::AcqRel);
-        let (sink, token, open, stop) = (sink.clone(), token.clone(), open.clone(), stop.clone());
+        let (ingest, open, stop) = (ingest.clone(), open.clone(), stop.clone());
         connections.spawn(async move {
             let _slot = ConnectionSlot(open);
             let conn = match incoming.await {
@@ -73,7 +81,7 @@ pub async fn serve_until(
                     return;
                 }
             };
-            serve_connection(conn, sink, token, limits, stop).await;
+            serve_connection(conn, ingest, stop).await;
         });
     }
     while connections.join_next().await.is_some() {}
@@ -81,11 +89,19 @@ pub async fn serve_until(
     let _ = tokio::time::timeout(ANSWER_DELIVERY, endpoint.wait_idle()).await;
 }
 
-async fn serve_connection(
-    conn: quinn::Connection,
+/// What every batch stream needs: where batches go, who may send them, and
+/// the buffers requests are read into.
+#[derive(Clone)]
+struct Ingest {
     sink: CommitLoop,
     token: Option<Token>,
     limits: WireLimits,
+    frames: Arc<BufferPool>,
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    ingest: Ingest,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let certified = peer_certified(&conn);
@@ -94,10 +110,9 @@ async fn serve_connection(
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    let (sink, token) = (sink.clone(), token.clone());
+                    let ingest = ingest.clone();
                     streams.spawn(async move {
-                        if let Err(e) =
-                            handle_stream(send, recv, certified, token.as_ref(), &sink, &limits).await
+                        if let Err(e) = handle_stream(send, recv, certified, &ingest).await
                         {
                             tracing::debug!(error = %e, "A QUIC batch stream ended early.");
                         }
@@ -122,14 +137,18 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     certified: bool,
-    token: Option<&Token>,
-    sink: &CommitLoop,
-    limits: &WireLimits,
+    ingest: &Ingest,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let request = read_frame(&mut recv, limits.max_frame_bytes + 512).await?;
+    let Ingest {
+        sink,
+        token,
+        limits,
+        frames,
+    } = ingest;
+    let request = read_frame(&mut recv, limits.max_frame_bytes + 512, frames).await?;
     // Timed from the whole frame's arrival, as over HTTP.
     let started = std::time::Instant::now();
-    let answer = match authenticate(&request, certified, token) {
+    let answer = match authenticate(&request, certified, token.as_ref()) {
         Err(()) => {
             tracing::warn!(
                 certified,
@@ -162,7 +181,7 @@ async fn handle_stream(
             },
         },
     };
-    FRAMES.put(request);
+    frames.put(request);
     send.write_all(&answer).await?;
     send.finish()?;
     // Held until the edge has the answer: a connection closed (the aggregator stopping)
@@ -171,12 +190,13 @@ async fn handle_stream(
     Ok(())
 }
 
-/// Reads a stream's whole request, in order, into a buffer from [`FRAMES`].
+/// Reads a stream's whole request, in order, into a buffer from `frames`.
 async fn read_frame(
     recv: &mut quinn::RecvStream,
     limit: usize,
+    frames: &BufferPool,
 ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
-    let mut frame = FRAMES.take();
+    let mut frame = frames.take();
     while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
         if frame.len() + chunk.bytes.len() > limit {
             return Err(format!("a batch frame over the limit of {limit} bytes").into());
@@ -185,9 +205,6 @@ async fn read_frame(
     }
     Ok(frame)
 }
-
-/// Request buffers kept for the next batches (8, of at most 2 MiB each).
-static FRAMES: sluice_shared::BufferPool = sluice_shared::BufferPool::new(8, 2 << 20);
 
 /// How long a batch stream waits for the edge to acknowledge its answer.
 const ANSWER_DELIVERY: std::time::Duration = std::time::Duration::from_secs(5);

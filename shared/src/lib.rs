@@ -59,9 +59,7 @@ pub mod tooling;
 mod wire;
 pub use bundle::{Bundle, BundleError, BundleRepository};
 pub use link::LinkReply;
-pub use wire::{
-    Batch, BatchAck, BatchError, BatchEvent, BufferPool, EventAck, WireError, WireLimits,
-};
+pub use wire::{Batch, BatchAck, BatchError, BatchEvent, EventAck, WireError, WireLimits};
 
 // The aggregator's algorithms, and time.
 mod dedupe;

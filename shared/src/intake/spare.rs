@@ -15,6 +15,10 @@ pub(super) struct BodySpare {
     pub(super) ranges: Vec<(usize, std::ops::Range<usize>)>,
 }
 
+// Kept per thread, as the tape's vectors are. Measured with
+// `cargo bench -p sluice-shared --bench intake`, three runs alternating with the reuse turned off, 2 cores: a 1 KB event
+// alone in a body goes 9% faster (489k against 448k events/s); in bodies of 50 events
+// the difference is lost in the noise, as the lists are set up once a body.
 thread_local! {
     static BODY_SPARE: std::cell::RefCell<BodySpare> = const { std::cell::RefCell::new(BodySpare::EMPTY) };
 }

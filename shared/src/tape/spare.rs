@@ -19,6 +19,11 @@ pub(super) struct Spare {
 /// Vectors larger than this are let go, not kept: one huge body does not stay resident.
 const SPARE_BYTES: usize = 1 << 20;
 
+// Kept per thread, not handed in by the caller: intake runs on whichever thread serves
+// the request, and a parse's vectors live inside the tape it returns. Measured with
+// `cargo bench -p sluice-shared --bench intake`, three runs alternating with the reuse turned off, 2 cores: a 1 KB event
+// alone in a body goes 10% faster with them kept (446k against 406k events/s), parsing
+// alone 5% (1.07M against 1.02M).
 thread_local! {
     pub(super) static SPARE: RefCell<Spare> = RefCell::new(Spare::default());
 }

@@ -61,6 +61,9 @@ pub(super) mod shared_str {
     /// Longer strings are not kept: comparing them costs more than copying.
     const LONGEST_KEPT: usize = 256;
 
+    // Measured with `cargo bench -p sluice-shared --bench intake`, three runs alternating with the reuse turned off, 2 cores:
+    // decoding 500 events goes 6% faster with the strings kept (5.45M against 5.13M
+    // events/s), and the decoded events hold one copy of each string between them.
     thread_local! {
         static RECENT: RefCell<(Vec<Arc<str>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
     }

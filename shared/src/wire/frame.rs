@@ -3,7 +3,6 @@
 //! bytes with every size checked first, into payloads whose byte strings the
 //! decoded events share.
 
-use super::pool::{PAYLOADS, Payload};
 use super::{FLAG_LZ4, KNOWN_FLAGS, WIRE_VERSION, WireError, WireLimits};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -85,6 +84,9 @@ pub fn frame_is_compressed(frame: &[u8]) -> bool {
 }
 
 /// Scratch buffers a thread reuses for encoding (postcard bytes, LZ4 output).
+/// Measured with `cargo bench -p sluice-shared --bench intake`, three runs alternating with the reuse turned off, 2 cores:
+/// encoding 500 events of 1 KB with LZ4 goes 18% faster with them kept (1.74M
+/// against 1.47M events/s); plain frames do not use them.
 type Scratch = std::cell::Cell<[Vec<u8>; 2]>;
 
 thread_local! {
@@ -137,9 +139,7 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(
         if !share {
             return take_all(rest);
         }
-        let mut body = PAYLOADS.take();
-        body.extend_from_slice(rest);
-        return take_shared(Bytes::from_owner(Payload(body)));
+        return take_shared(Bytes::copy_from_slice(rest));
     }
     let [a, b, c, d, payload @ ..] = rest else {
         return Err(WireError::Truncated(frame.len()));
@@ -152,15 +152,14 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(
             limit: limits.max_frame_bytes,
         });
     }
-    let mut body = PAYLOADS.take();
-    // Zeroed each time, so that nothing of an earlier frame can show through.
-    body.resize(size, 0);
+    // A fresh, zeroed buffer: nothing of an earlier frame can show through.
+    let mut body = vec![0; size];
     match lz4_flex::block::decompress_into(payload, &mut body) {
         Err(e) => Err(WireError::Compression(e.to_string())),
         Ok(n) if n != size => Err(WireError::Compression(format!(
             "{n} bytes, not the {size} stated"
         ))),
-        Ok(_) => take_shared(Bytes::from_owner(Payload(body))),
+        Ok(_) => take_shared(Bytes::from(body)),
     }
 }
 
@@ -174,7 +173,9 @@ fn take_shared<T: for<'de> Deserialize<'de>>(payload: Bytes) -> Result<T, WireEr
 
 thread_local! {
     /// The payload being decoded on this thread: byte strings borrowed from it become
-    /// slices of it instead of copies.
+    /// slices of it instead of copies. Not a cache but the decoder's context, which
+    /// serde's field functions cannot be handed any other way; it is set for one
+    /// decode and put back after it.
     pub(super) static SHARED_PAYLOAD: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
 }
 

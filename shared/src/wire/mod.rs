@@ -7,12 +7,10 @@
 
 mod fields;
 mod frame;
-mod pool;
 #[cfg(test)]
 mod tests;
 
 pub use frame::frame_is_compressed;
-pub use pool::BufferPool;
 
 use bytes::Bytes;
 use fields::{serde_bytes_compat, shared_str};

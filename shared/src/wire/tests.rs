@@ -94,26 +94,6 @@ fn decoded_events_share_their_stream_topic_and_schema_strings() {
 }
 
 #[test]
-fn buffer_pools_keep_few_and_small_buffers_emptied() {
-    let pool = BufferPool::new(2, 1024);
-    for _ in 0..3 {
-        pool.put(Vec::with_capacity(100));
-    }
-    pool.put(Vec::with_capacity(4096));
-    let mut a = pool.take();
-    let b = pool.take();
-    assert!(a.is_empty() && a.capacity() >= 100 && b.capacity() >= 100);
-    assert_eq!(
-        pool.take().capacity(),
-        0,
-        "only two were kept, and not the large one"
-    );
-    a.extend_from_slice(b"left over");
-    pool.put(a);
-    assert!(pool.take().is_empty());
-}
-
-#[test]
 fn frames_hold_postcards_own_bytes() {
     let batch = Batch {
         id: [6; 16],

@@ -1,5 +1,8 @@
-//! Buffers kept for reuse across batches: decoded payloads here, request
-//! frames at the aggregator.
+//! Buffers kept for reuse: the QUIC service reads each batch request into
+//! one, and gives it back once the batch is answered. Measured with the
+//! ingest benchmark (`SLUICE_BENCH_SINKS=log`, eight alternating runs on 2
+//! cores): 452k events/s without the pool against 473k with it, a
+//! twentieth; it is owned by the service that serves the requests.
 
 /// Byte buffers kept for reuse: a frame or payload is about half a megabyte, and a
 /// fresh allocation of that size costs page faults and zeroing every time.
@@ -14,7 +17,7 @@ pub struct BufferPool {
 
 impl BufferPool {
     /// A pool keeping up to `most` buffers of at most `largest` bytes.
-    pub const fn new(most: usize, largest: usize) -> BufferPool {
+    pub fn new(most: usize, largest: usize) -> BufferPool {
         BufferPool {
             kept: std::sync::Mutex::new(Vec::new()),
             most,
@@ -45,22 +48,27 @@ impl BufferPool {
     }
 }
 
-/// Decoded payloads (a batch of 500 events of 1 KB is about half a megabyte). An
-/// aggregator under load holds a dozen or more batches at once; with eight kept, the
-/// rest were fresh allocations, and ingest was slower than copying each event.
-pub(super) static PAYLOADS: BufferPool = BufferPool::new(32, 2 << 20);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A payload buffer that goes back to [`PAYLOADS`] once the last event sharing it is dropped.
-pub(super) struct Payload(pub(super) Vec<u8>);
-
-impl AsRef<[u8]> for Payload {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for Payload {
-    fn drop(&mut self) {
-        PAYLOADS.put(std::mem::take(&mut self.0));
+    #[test]
+    fn buffer_pools_keep_few_and_small_buffers_emptied() {
+        let pool = BufferPool::new(2, 1024);
+        for _ in 0..3 {
+            pool.put(Vec::with_capacity(100));
+        }
+        pool.put(Vec::with_capacity(4096));
+        let mut a = pool.take();
+        let b = pool.take();
+        assert!(a.is_empty() && a.capacity() >= 100 && b.capacity() >= 100);
+        assert_eq!(
+            pool.take().capacity(),
+            0,
+            "only two were kept, and not the large one"
+        );
+        a.extend_from_slice(b"left over");
+        pool.put(a);
+        assert!(pool.take().is_empty());
     }
 }
