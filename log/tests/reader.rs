@@ -2,10 +2,12 @@
 //! how they pass segment ends, retention and damage, and the positions
 //! named consumers commit.
 
+mod common;
+
+use common::{backdate, segments};
 use sluice_log::{ConsumerPosition, Damage, Log, LogError, LogOptions, NewRecord, Reader, Start};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 fn at(timestamp_ms: i64, value: &[u8]) -> NewRecord<'_> {
     NewRecord {
@@ -47,16 +49,6 @@ fn names(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("v{i}")).collect()
 }
 
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir.join("t"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn a_reader_follows_appends_across_segments_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,7 +56,7 @@ fn a_reader_follows_appends_across_segments_in_order() {
     let mut reader = Reader::open(dir.path(), "t", Start::Earliest, small()).unwrap();
     assert!(values(&mut reader, 10).is_empty(), "no topic yet");
     write(&mut log, 0, 7);
-    assert!(segments(dir.path()).len() > 2);
+    assert!(segments(dir.path(), "t").len() > 2);
     assert_eq!(values(&mut reader, 3), names(0..3));
     assert_eq!(reader.position(), 3);
     assert_eq!(values(&mut reader, 100), names(3..7));
@@ -110,16 +102,8 @@ fn a_reader_behind_retention_goes_on_from_the_first_record_kept() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small()).unwrap();
     write(&mut log, 0, 10);
-    let files = segments(dir.path());
-    let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
-    for f in &files[..2] {
-        fs::File::options()
-            .write(true)
-            .open(f)
-            .unwrap()
-            .set_modified(week_ago)
-            .unwrap();
-    }
+    let files = segments(dir.path(), "t");
+    backdate(&files[..2], std::time::Duration::from_secs(8 * 24 * 3600));
     let deleted = log
         .delete_segments_before(
             "t",
@@ -148,9 +132,9 @@ fn a_frame_being_written_is_not_read_until_it_is_whole() {
         let mut log = Log::open(other.path(), LogOptions::default()).unwrap();
         log.append("t", &[at(1020, b"v2")]).unwrap();
         log.sync().unwrap();
-        whole.extend(fs::read(&segments(other.path())[0]).unwrap());
+        whole.extend(fs::read(&segments(other.path(), "t")[0]).unwrap());
     }
-    let seg = segments(dir.path()).pop().unwrap();
+    let seg = segments(dir.path(), "t").pop().unwrap();
     let mut file = OpenOptions::new().append(true).open(&seg).unwrap();
     file.write_all(&whole[..5]).unwrap();
     let mut reader = Reader::open(dir.path(), "t", Start::Earliest, LogOptions::default()).unwrap();
@@ -170,7 +154,7 @@ fn damage_in_an_older_segment_is_skipped_when_asked_and_readers_pass_it() {
     let mut log = Log::open(dir.path(), options).unwrap();
     write(&mut log, 0, 10);
     drop(log);
-    let files = segments(dir.path());
+    let files = segments(dir.path(), "t");
     let mut bytes = fs::read(&files[0]).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -236,18 +220,18 @@ fn trimming_deletes_what_is_consumed_and_offsets_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small()).unwrap();
     write(&mut log, 0, 10);
-    let before = segments(dir.path()).len();
+    let before = segments(dir.path(), "t").len();
     let total = log.topic_bytes("t");
     assert!(before > 2 && total > 0);
     // Up to offset 4: only segments wholly below it go.
     let gone = log.trim("t", 4).unwrap();
-    assert!(gone >= 1 && segments(dir.path()).len() == before - gone);
+    assert!(gone >= 1 && segments(dir.path(), "t").len() == before - gone);
     assert!(log.first_offset("t") <= 4);
     assert!(log.topic_bytes("t") < total);
     // Everything: no bytes left, and the next record still gets offset 10, across a reopen.
     log.trim("t", 10).unwrap();
     assert_eq!(log.topic_bytes("t"), 0);
-    assert_eq!(segments(dir.path()).len(), 1);
+    assert_eq!(segments(dir.path(), "t").len(), 1);
     drop(log);
     let mut log = Log::open(dir.path(), small()).unwrap();
     assert_eq!(log.next_offset("t"), 10);

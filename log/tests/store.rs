@@ -1,9 +1,11 @@
 //! The log through its writer's surface: append, sync, read, reopen, recover, rewind, retention.
 
+mod common;
+
+use common::{backdate, segments};
 use sluice_log::{Log, LogError, LogOptions, NewRecord};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 fn record(value: &[u8]) -> NewRecord<'_> {
     NewRecord {
@@ -23,15 +25,6 @@ fn values(log: &Log, topic: &str) -> Vec<String> {
         .into_iter()
         .map(|r| String::from_utf8(r.value).unwrap())
         .collect()
-}
-
-fn segments(dir: &Path, topic: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir.join(topic))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]
@@ -221,15 +214,7 @@ fn retention_deletes_old_closed_segments_and_the_rest_reads_on() {
     log.sync().unwrap();
     let files = segments(dir.path(), "t");
     assert_eq!(files.len(), 5);
-    let week_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
-    for f in &files[..3] {
-        fs::File::options()
-            .write(true)
-            .open(f)
-            .unwrap()
-            .set_modified(week_ago)
-            .unwrap();
-    }
+    backdate(&files[..3], std::time::Duration::from_secs(8 * 24 * 3600));
     let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(7 * 24 * 3600);
     assert_eq!(log.delete_all_segments_before(cutoff).unwrap(), 3);
     assert_eq!(segments(dir.path(), "t").len(), 2);
