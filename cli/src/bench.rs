@@ -473,14 +473,8 @@ fn settle(edge: SocketAddr, aggregator: SocketAddr) {
 
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let mem_gib = sluice_host::process::machine_memory_bytes()
+        .map_or(0.0, |b| b as f64 / f64::from(1u32 << 30));
     format!("{cores} cores, {mem_gib:.0} GiB")
 }
 

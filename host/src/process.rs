@@ -59,6 +59,17 @@ fn read(process: &procfs::process::Process) -> Option<Usage> {
     })
 }
 
+/// The machine's memory, in bytes; `None` where `/proc` does not have it.
+pub fn machine_memory_bytes() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use procfs::Current;
+        procfs::Meminfo::current().ok().map(|m| m.mem_total)
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
+}
+
 /// This process's usage.
 fn own_usage() -> Option<Usage> {
     #[cfg(target_os = "linux")]
@@ -163,5 +174,6 @@ mod tests {
             assert!(text.contains(name), "{name} in {text}");
         }
         assert!(usage(u32::MAX).is_none());
+        assert!(machine_memory_bytes().is_some_and(|b| b > 1 << 20));
     }
 }

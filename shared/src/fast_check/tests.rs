@@ -1,3 +1,5 @@
+//! The fast path takes apart what it claims to, and never passes what jsonschema refuses.
+
 use super::compile::whole_validator;
 use super::shortcut::{run_admits, utc_date_time};
 use super::*;

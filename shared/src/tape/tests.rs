@@ -1,3 +1,5 @@
+//! The parser against what intake needs: scans, repeats, numbers, depth, spans and splices.
+
 use super::parse::KEYS_CHECKED_AS_THEY_COME;
 use super::scan::{SPECIAL, fingerprint, key_bit, scan_plain, special16, special16_words};
 use super::*;

@@ -1,3 +1,5 @@
+//! Frames round-trip, share their payloads and strings, and refuse bad input with reasons.
+
 use super::frame::SHARED_PAYLOAD;
 use super::*;
 use proptest::prelude::*;
