@@ -30,12 +30,8 @@ pub enum Outcome {
     Failed,
     /// No aggregator answered in time.
     Unavailable,
-    /// Written to the edge's spool.
+    /// Synced to the edge's spool (a hasty event, before its 202).
     Spooled,
-    /// Answered 202 and kept in memory while the spool cannot be written.
-    Held,
-    /// Answered 202, then lost (the edge stopped while its spool could not be written).
-    Lost,
     /// Acknowledged by an aggregator (a batch).
     Acknowledged,
     /// Taken into the error stream (an error report).
@@ -58,8 +54,6 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Unavailable => "unavailable",
             Outcome::Spooled => "spooled",
-            Outcome::Held => "held",
-            Outcome::Lost => "lost",
             Outcome::Acknowledged => "acknowledged",
             Outcome::Admitted => "admitted",
             Outcome::Dropped => "dropped",

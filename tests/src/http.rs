@@ -100,9 +100,6 @@ pub fn raw_call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<HttpReply> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -111,9 +108,38 @@ pub fn raw_call(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    // A server may answer (413, say) before reading the whole body and close: keep its answer.
-    let _ = stream.write_all(body);
+    exchange(addr, head.as_bytes(), body, false)
+}
+
+/// As a client that writes its whole request before it reads (Python's
+/// urllib, OkHttp, NSURLSession): `head` (request line and headers, with
+/// their closing blank line) and `body` are written whole, and a write that
+/// fails (a server that closed on an early answer) is the error returned;
+/// then the answer is read.
+pub fn write_whole_then_read(
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> std::io::Result<HttpReply> {
+    exchange(addr, head.as_bytes(), body, true)
+}
+
+fn exchange(
+    addr: SocketAddr,
+    head: &[u8],
+    body: &[u8],
+    strict: bool,
+) -> std::io::Result<HttpReply> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(head)?;
+    // A server may answer (413, say) before reading the whole body and close.
+    let written = stream.write_all(body);
+    if strict {
+        written?;
+    }
     let mut raw = Vec::new();
     if let Err(e) = stream.read_to_end(&mut raw)
         && raw.is_empty()

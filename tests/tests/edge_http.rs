@@ -2,10 +2,14 @@
 //! forwarding over QUIC to a real `sluice aggregator`, driven over HTTP.
 //! Each status code with its body, CORS, the GET beacon, size limits,
 //! malformed JSON, unknown and disabled streams, schemas a stream does not
-//! take, deterministic sampling, and enrichment, checked in the sink.
+//! take, deterministic sampling, and enrichment, checked in the sink; and
+//! early refusals (413, 415, 431) read by clients that write their whole
+//! body before they read.
 
 use serde_json::{Value, json};
-use sluice_tests::{Edge, HttpReply, Scratch, http_call, log_events, metric, terminate};
+use sluice_tests::{
+    Edge, HttpReply, Scratch, http_call, log_events, metric, terminate, write_whole_then_read,
+};
 use std::net::SocketAddr;
 
 const TOKEN: &str = "edge-http-token";
@@ -431,6 +435,116 @@ fn sampling_enrichment_and_client_addresses() {
     assert_eq!(direct["http"]["client_ip"], "127.0.0.1");
     let proxied = events.iter().find(|e| e["element"] == "proxied").unwrap();
     assert_eq!(proxied["http"]["client_ip"], "203.0.113.5");
+}
+
+/// A 7 MB body of one long JSON string: well over the default 4 MiB limit.
+fn seven_mb() -> Vec<u8> {
+    let mut body = b"[\"".to_vec();
+    body.resize(7_000_000, b'x');
+    body.extend_from_slice(b"\"]");
+    body
+}
+
+#[test]
+fn early_refusals_reach_clients_that_write_their_whole_body_first() {
+    let scratch =
+        Scratch::with_streams(&format!("defaults:\n  topic_prefixes: [local.]\n{STREAMS}"));
+    let mut aggregator = scratch.aggregator(TOKEN, &[]);
+    let Edge {
+        child: mut edge_child,
+        http: edge,
+    } = scratch.edge(&aggregator, &[]);
+    let body = seven_mb();
+    let head = |extra: &str| {
+        format!(
+            "POST /v1/events?hasty=true HTTP/1.1\r\nHost: {edge}\r\nConnection: close\r\n{extra}\r\n"
+        )
+    };
+    let refused = |r: &std::io::Result<HttpReply>, status: u16, says: &str| {
+        let r = r.as_ref().unwrap_or_else(|e| {
+            panic!("the client wrote its whole body and expected {status}, but: {e}")
+        });
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            text.contains(says),
+            "{status} does not say {says:?}: {text}"
+        );
+    };
+
+    // Over the limit by its Content-Length: 413 before a byte is read, then the rest is read away.
+    let r = write_whole_then_read(
+        edge,
+        &head(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )),
+        &body,
+    );
+    refused(&r, 413, "4194304 bytes");
+
+    // Chunked, so over the limit only once read that far.
+    let mut chunked = Vec::new();
+    for chunk in body.chunks(1 << 20) {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let r = write_whole_then_read(
+        edge,
+        &head("Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"),
+        &chunked,
+    );
+    refused(&r, 413, "4194304 bytes");
+
+    // 415 and 431 come before the body is read, too.
+    let r = write_whole_then_read(
+        edge,
+        &head(&format!(
+            "Content-Type: text/html\r\nContent-Length: {}\r\n",
+            body.len()
+        )),
+        &body,
+    );
+    refused(&r, 415, "text/html");
+    let r = write_whole_then_read(
+        edge,
+        &head(&format!(
+            "Content-Type: application/json\r\nX-Filler: {}\r\nContent-Length: {}\r\n",
+            "f".repeat(40_000),
+            body.len()
+        )),
+        &body,
+    );
+    refused(&r, 431, "headers");
+
+    // A client that waits for 100 Continue sends no body: it gets the 413 at once.
+    let r = write_whole_then_read(
+        edge,
+        &head(&format!(
+            "Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n",
+            body.len()
+        )),
+        &[],
+    );
+    refused(&r, 413, "4194304 bytes");
+
+    // Nothing of it reached the sink, and the edge takes the next request as usual.
+    let r = post(
+        edge,
+        "",
+        &[],
+        test_event("edge.test", "after").to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        metric(edge, "sluice_edge_requests_total{status=\"413\"}"),
+        3.0
+    );
+    assert!(terminate(&mut edge_child).success());
+    assert!(terminate(&mut aggregator.child).success());
+    assert_eq!(messages(&scratch, "edge.test"), ["after"]);
 }
 
 fn uuid_like(s: &str) -> bool {

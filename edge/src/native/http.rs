@@ -15,6 +15,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
 use sluice_host::metrics::Outcome;
 use sluice_shared::{EventIds, Intake, Live, RequestMeta};
 use std::net::SocketAddr;
@@ -88,7 +89,12 @@ pub fn router(state: EdgeState, options: &HttpOptions) -> Router {
         .max_age(Duration::from_secs(86_400));
     let limit = options.max_body_bytes;
     Router::new()
-        .route("/v1/events", post(events))
+        .route(
+            "/v1/events",
+            post(move |state, peer, query, headers, body| {
+                events(state, peer, query, headers, body, limit)
+            }),
+        )
         .route("/beacon/event", get(beacon))
         .route("/v1/streams", get(streams))
         .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
@@ -96,10 +102,6 @@ pub fn router(state: EdgeState, options: &HttpOptions) -> Router {
         .with_state(state)
         .layer(axum::middleware::from_fn(refuse_large_headers))
         .layer(DefaultBodyLimit::disable())
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
-        .layer(axum::middleware::map_response(
-            move |r: Response| async move { explain_413(r, limit) },
-        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             options.timeout,
@@ -134,24 +136,84 @@ async fn refuse_large_headers(
         .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
     if let Err(e) = request::check_header_size(headers) {
         tracing::debug!(error = %e, "Refused a request with oversized headers.");
+        let (parts, body) = req.into_parts();
+        linger(&parts.headers, body);
         return to_response(&Reply::message(431, &e.to_string()));
     }
     next.run(req).await
 }
 
-/// The body limit's bare 413 becomes an EventGate-style JSON answer that names the limit.
-fn explain_413(r: Response, limit: usize) -> Response {
-    let is_json = r
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if r.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
-        return r;
+/// Bytes of a refused request's body read and thrown away at most.
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+/// How long a refused request's body is read and thrown away at most.
+const LINGER_TIME: Duration = Duration::from_secs(10);
+/// How long the client may pause while its refused body is thrown away.
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+
+/// Reads and discards what a client is still sending after its request was
+/// answered early (413, 415, 431), bounded in bytes and time, as nginx's
+/// lingering close does: a client that writes its whole body before it reads
+/// (most HTTP libraries) then reads the answer instead of a broken pipe. A
+/// client that asked for `100-continue` has sent no body and gets none read.
+fn linger(headers: &HeaderMap, body: Body) {
+    let continues = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if continues {
+        return;
     }
-    to_response(&Reply::message(
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + LINGER_TIME;
+        let mut body = body;
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            let wait = deadline.min(tokio::time::Instant::now() + LINGER_IDLE);
+            match tokio::time::timeout_at(wait, body.frame()).await {
+                Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+        tracing::debug!(
+            bytes = read,
+            "Discarded the rest of a refused request's body."
+        );
+    });
+}
+
+/// The 413 answer, naming the limit.
+fn too_large(limit: usize) -> Reply {
+    Reply::message(
         413,
         &format!("the body is over the limit of {limit} bytes: send fewer events per request"),
-    ))
+    )
+}
+
+/// The body, up to `limit` bytes; over it, 413 (from Content-Length when the
+/// client sent one, before reading anything) and the rest is lingered on.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Reply> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        linger(headers, body);
+        return Err(too_large(limit));
+    }
+    let mut body = body;
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            Reply::message(400, &format!("the request body could not be read: {e}"))
+        })?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > limit {
+                linger(headers, body);
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 fn to_response(reply: &Reply) -> Response {
@@ -252,14 +314,20 @@ async fn events(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
+    limit: usize,
 ) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     if let Err(e) = request::body_kind(content_type) {
+        linger(&headers, body);
         return state.answer(&Reply::message(415, &e.to_string()));
     }
+    let body = match read_body(&headers, body, limit).await {
+        Ok(b) => b,
+        Err(reply) => return state.answer(&reply),
+    };
     let started = std::time::Instant::now();
     let query = Query::parse(query.as_deref());
     let reply = state.handle(peer, &headers, &query, &body).await;

@@ -23,18 +23,19 @@ pub struct Metrics {
     /// Intake requests by answer status.
     pub requests: Family<StatusLabels, Counter>,
     /// Events by outcome: `accepted`, `sampled_out`, `invalid`, and after forwarding
-    /// `delivered`, `duplicate`, `rate_limited`, `failed`, `unavailable`, `spooled`, and
-    /// `held` (answered 202 but kept in memory while the spool cannot be written).
+    /// `delivered`, `duplicate`, `rate_limited`, `failed`, `unavailable`, and `spooled`
+    /// (hasty events synced to the spool, each before its request's 202).
     pub events: Family<OutcomeLabels, Counter>,
     /// Hasty events that were answered 202 but then dropped, by reason
-    /// (`rate_limited` by the aggregator, `failed` when the aggregator refused a
-    /// spooled event five times, or `lost` when the edge stopped while its spool
-    /// could not be written).
+    /// (`rate_limited` by the aggregator, or `failed` when the aggregator refused a
+    /// spooled event five times or a spooled batch could not be decoded).
     pub hasty_dropped: Family<OutcomeLabels, Counter>,
     /// Batches sent to aggregators, by result.
     pub batches: Family<OutcomeLabels, Counter>,
     /// Bytes in the spool.
     pub spool_bytes: Gauge,
+    /// Time of a spool group's append and sync, from the writer taking it to the `fsync`'s return.
+    pub spool_sync_seconds: Histogram,
     /// Time from a request's body being read to its answer, `/v1/events` only.
     pub request_seconds: Histogram,
 }
@@ -49,6 +50,7 @@ impl Default for Metrics {
             hasty_dropped: Family::default(),
             batches: Family::default(),
             spool_bytes: Gauge::default(),
+            spool_sync_seconds: Histogram::new(LATENCY_BUCKETS),
             request_seconds: Histogram::new(LATENCY_BUCKETS),
         };
         m.registry = service_registry(
@@ -67,6 +69,11 @@ impl Default for Metrics {
                     &m.batches,
                 ),
                 ("spool_bytes", "Bytes held in the spool", &m.spool_bytes),
+                (
+                    "spool_sync_seconds",
+                    "Time to append and sync a group of hasty requests to the spool",
+                    &m.spool_sync_seconds,
+                ),
                 (
                     "request_seconds",
                     "Time from an intake request's body being read to its answer",

@@ -1,9 +1,9 @@
 //! The native edge host: tokio and axum in front, a QUIC link to one or
-//! more aggregators behind, and a disk spool between them for hasty
-//! batches no aggregator takes. [`run`] starts it all from an
-//! [`EdgeConfig`] and stops it cleanly: on the shutdown signal no new
-//! requests are taken, requests in progress are answered, and every batch
-//! that was queued is sent or spooled.
+//! more aggregators behind, and a disk spool between them that every hasty
+//! request's events are synced to before its 202. [`run`] starts it all
+//! from an [`EdgeConfig`] and stops it cleanly: on the shutdown signal no
+//! new requests are taken, requests in progress are answered, and the
+//! spool is forwarded for up to 30 s (what is left waits for the next start).
 
 pub mod bundle;
 pub mod config;
@@ -56,7 +56,7 @@ pub enum EdgeError {
     },
 }
 
-/// How long stopping waits for queued batches to be sent or spooled.
+/// How long stopping waits for guaranteed batches to be answered and the spool to be forwarded.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the edge until `shutdown` resolves; `on_listening` gets the bound HTTP address.
@@ -86,10 +86,12 @@ pub async fn run(
         token,
         limits,
     ));
+    let metrics = Metrics::default();
     let spool = Arc::new(Spool::open(
         &config.data_dir.join("spool"),
         config.spool.max_bytes,
         config.spool.segment_bytes,
+        metrics.clone(),
     )?);
     let options = IntakeOptions {
         limits: config.limits,
@@ -110,9 +112,8 @@ pub async fn run(
         etag,
         cache,
     ));
-    let metrics = Metrics::default();
     let b = &config.batch;
-    let (forwarder, drained, replayer) = Forwarder::start(
+    let (forwarder, drained) = Forwarder::start(
         link,
         spool.clone(),
         ForwardOptions {
@@ -170,13 +171,9 @@ pub async fn run(
         source,
     })?;
     refresher.abort();
-    if tokio::time::timeout(DRAIN_TIMEOUT, drained.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("Stopped before every queued batch was sent or spooled.");
+    if !drained.wait(DRAIN_TIMEOUT).await {
+        tracing::warn!("Stopped before every spooled batch was sent; the spool keeps the rest.");
     }
-    replayer.abort();
     if !spool.is_empty() {
         tracing::info!(
             bytes = spool.bytes(),

@@ -1,24 +1,42 @@
-//! The disk spool: hasty batches that no aggregator took wait here, in
-//! order, until one does. It is a topic of a `sluice-log` under
-//! `data_dir/spool`: each batch frame is one record, synced before it
-//! counts; the forwarder is a named consumer whose committed position moves
-//! past a record once an aggregator has answered it, and segments it has
-//! passed are deleted. After a crash the forwarder resumes from its last
-//! commit: a batch answered but not yet committed is sent again, and the
-//! aggregator's dedupe drops what it already has. A torn tail (a crash
-//! mid-append) is cut off; a damaged older segment is passed over with an
-//! error line rather than keeping the edge from starting.
+//! The disk spool: every hasty request's events wait here, synced, before
+//! the request is answered 202, until an aggregator has taken them. It is a
+//! topic of a `sluice-log` under `data_dir/spool`: each request's events are
+//! one record (a batch frame). One writer thread owns the log and commits in
+//! groups: every request that arrived while the last `fsync` ran is appended
+//! and covered by the next one, so a 202 costs a few milliseconds however
+//! many requests share it. The forwarder reads records only up to the synced
+//! end (a record whose sync failed is cut off again and never sent), and is
+//! a named consumer whose committed position moves past a record once an
+//! aggregator has answered it; segments it has passed are deleted.
+//!
+//! After a crash the forwarder resumes from its last commit: a batch answered
+//! but not yet committed (a kill between the answer and the commit's `fsync`)
+//! is sent again, and the aggregator's dedupe answers it as a duplicate. A
+//! torn tail (a crash mid-append, before the 202) is cut off; a damaged older
+//! segment is passed over with an error line rather than keeping the edge
+//! from starting.
 
+use super::metrics::Metrics;
+use sluice_host::metrics::Outcome;
 use sluice_log::{ConsumerPosition, Damage, Log, LogError, LogOptions, NewRecord, Reader, Start};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// The spool's one topic.
 const TOPIC: &str = "spool";
-/// The consumer that replays it.
+/// The consumer that forwards it.
 const CONSUMER: &str = "forwarder";
 /// Bytes of a record's frame around a batch frame: its length, checksum and postcard's fields.
 const RECORD_OVERHEAD: u64 = 32;
+/// Largest record: a request's events as a batch frame (bodies are limited far below).
+const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
+/// Appends waiting for the writer at most; past them requests wait (then get 503).
+const QUEUE: usize = 256;
+/// Records appended in one group at most.
+const GROUP: usize = 1024;
 
 /// Why a record could not be spooled.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +47,12 @@ pub enum SpoolError {
         /// The bound.
         max_bytes: u64,
     },
+    /// Too many appends are waiting for the writer.
+    #[error("the spool's writer is behind: too many hasty requests are waiting for their sync")]
+    Busy,
+    /// The spool is closed (the edge is stopping).
+    #[error("the spool is closed: the edge is stopping")]
+    Closed,
     /// The disk refused.
     #[error("spool {}: {source}", path.display())]
     Log {
@@ -38,80 +62,138 @@ pub enum SpoolError {
         #[source]
         source: LogError,
     },
+    /// The disk refused a group's append or sync.
+    #[error("spool {}: {message}", path.display())]
+    Write {
+        /// The spool's folder.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
-struct Inner {
-    log: Log,
-    reader: Reader,
-    position: ConsumerPosition,
-    /// The record `peek` returned and `consume` has not yet taken.
-    peeked: Option<Record>,
-    /// The offset after the last record consumed.
-    committed: u64,
-}
-
-/// A record read from the spool, to be consumed once answered.
+/// A record read from the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    offset: u64,
+    /// Its offset in the spool.
+    pub offset: u64,
     /// The batch frame.
     pub frame: Vec<u8>,
 }
 
-/// An append-only, bounded, synced queue of batch frames on disk.
+/// What the writer thread is asked to do.
+enum Job {
+    Append {
+        frame: Vec<u8>,
+        events: usize,
+        reply: oneshot::Sender<Result<(), SpoolError>>,
+    },
+    /// Delete the segments holding only records below this offset.
+    Trim(u64),
+}
+
+/// What the writer publishes for readers and requests.
+struct Shared {
+    /// The offset after the last synced record: readers stop here.
+    synced: AtomicU64,
+    /// Bytes of the spool's segments.
+    bytes: AtomicU64,
+}
+
+struct Reading {
+    reader: Reader,
+    position: ConsumerPosition,
+}
+
+/// A bounded, synced queue of batch frames on disk, written in groups.
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
-    inner: Mutex<Inner>,
-    /// Wakes the replayer when a record is appended.
-    pub appended: tokio::sync::Notify,
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    reading: Mutex<Reading>,
+    /// The committed position loaded at open: where forwarding starts.
+    start: u64,
+    /// The position committed last.
+    committed: AtomicU64,
+    /// Wakes the forwarder when a group is synced.
+    pub appended: Arc<tokio::sync::Notify>,
 }
 
 impl Spool {
-    /// Opens the spool in `dir`, keeping what an earlier run left.
-    pub fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Result<Spool, SpoolError> {
+    /// Opens the spool in `dir`, keeping what an earlier run left, and starts
+    /// its writer thread (which ends when the spool is dropped).
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+        metrics: Metrics,
+    ) -> Result<Spool, SpoolError> {
         let err = |source| SpoolError::Log {
             path: dir.to_path_buf(),
             source,
         };
         let options = LogOptions {
             segment_bytes,
+            max_record_bytes: MAX_RECORD_BYTES,
             damage: Damage::Skip,
-            ..LogOptions::default()
         };
         let mut log = Log::open(dir, options).map_err(err)?;
         import_legacy(dir, &mut log).map_err(err)?;
         let position = ConsumerPosition::new(dir, TOPIC, CONSUMER).map_err(err)?;
-        let committed = position
+        let start = position
             .load()
             .map_err(err)?
             .unwrap_or(0)
             .max(log.first_offset(TOPIC));
-        let reader = Reader::open(dir, TOPIC, Start::Offset(committed), options).map_err(err)?;
-        let waiting = log.next_offset(TOPIC).saturating_sub(committed);
+        let reader = Reader::open(dir, TOPIC, Start::Offset(start), options).map_err(err)?;
+        let waiting = log.next_offset(TOPIC).saturating_sub(start);
         if waiting > 0 {
             tracing::info!(
                 batches = waiting,
                 bytes = log.topic_bytes(TOPIC),
-                "The spool holds batches from an earlier run; replaying them."
+                "The spool holds batches from an earlier run; forwarding them."
             );
         }
+        let shared = Arc::new(Shared {
+            synced: AtomicU64::new(log.next_offset(TOPIC)),
+            bytes: AtomicU64::new(log.topic_bytes(TOPIC)),
+        });
+        metrics.spool_bytes.set(log.topic_bytes(TOPIC) as i64);
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let appended = Arc::new(tokio::sync::Notify::new());
+        let writer = Writer {
+            log,
+            dir: dir.to_path_buf(),
+            max_bytes,
+            shared: shared.clone(),
+            appended: appended.clone(),
+            metrics,
+        };
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| {
+                err(LogError::Io {
+                    action: "starting the writer thread of",
+                    path: dir.to_path_buf(),
+                    source: e,
+                })
+            })?;
         Ok(Spool {
             dir: dir.to_path_buf(),
             max_bytes,
-            inner: Mutex::new(Inner {
-                log,
-                reader,
-                position,
-                peeked: None,
-                committed,
-            }),
-            appended: tokio::sync::Notify::new(),
+            jobs,
+            shared,
+            reading: Mutex::new(Reading { reader, position }),
+            start,
+            committed: AtomicU64::new(start),
+            appended,
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
+    fn reading(&self) -> std::sync::MutexGuard<'_, Reading> {
+        self.reading
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -125,79 +207,227 @@ impl Spool {
 
     /// Bytes on disk.
     pub fn bytes(&self) -> u64 {
-        self.lock().log.topic_bytes(TOPIC)
+        self.shared.bytes.load(Ordering::Acquire)
     }
 
-    /// Whether every record has been consumed.
+    /// The offset after the last synced record.
+    pub fn synced(&self) -> u64 {
+        self.shared.synced.load(Ordering::Acquire)
+    }
+
+    /// The position committed when the spool was opened: where forwarding starts.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The position committed last: every record below it was answered.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Whether every synced record has been answered.
     pub fn is_empty(&self) -> bool {
-        let inner = self.lock();
-        inner.committed >= inner.log.next_offset(TOPIC)
+        self.committed() >= self.synced()
     }
 
-    /// Whether a frame of `extra` more bytes would fit.
+    /// Whether a frame of `extra` more bytes would fit now.
     pub fn has_room(&self, extra: u64) -> bool {
         self.bytes() + RECORD_OVERHEAD + extra <= self.max_bytes
     }
 
-    /// Appends a frame and syncs it to disk.
-    pub fn append(&self, frame: &[u8]) -> Result<(), SpoolError> {
-        let mut inner = self.lock();
-        if inner.log.topic_bytes(TOPIC) + RECORD_OVERHEAD + frame.len() as u64 > self.max_bytes {
+    /// Appends a frame of `events` events and returns once it is synced to
+    /// disk, sharing the sync with every append that came meanwhile. Waits
+    /// up to `patience` for a place in the writer's queue.
+    pub async fn append(
+        &self,
+        frame: Vec<u8>,
+        events: usize,
+        patience: Duration,
+    ) -> Result<(), SpoolError> {
+        if !self.has_room(frame.len() as u64) {
             return Err(SpoolError::Full {
                 max_bytes: self.max_bytes,
             });
         }
-        let record = NewRecord {
-            timestamp_ms: sluice_host::clock::unix_millis(),
-            key: None,
-            headers: &[],
-            value: frame,
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Append {
+            frame,
+            events,
+            reply,
         };
-        let mark = inner.log.mark();
-        let written = inner
-            .log
-            .append(TOPIC, &[record])
-            .and_then(|_| inner.log.sync());
-        if let Err(e) = written {
-            // What was not synced must not be replayed as if it had been taken.
-            inner.log.rewind(&mark);
-            return Err(self.err()(e));
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => self
+                .jobs
+                .send_timeout(job, patience)
+                .await
+                .map_err(|e| match e {
+                    mpsc::error::SendTimeoutError::Timeout(_) => SpoolError::Busy,
+                    mpsc::error::SendTimeoutError::Closed(_) => SpoolError::Closed,
+                })?,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SpoolError::Closed),
         }
-        drop(inner);
-        self.appended.notify_one();
-        Ok(())
+        answer.await.unwrap_or(Err(SpoolError::Closed))
     }
 
-    /// The oldest record not yet consumed.
-    pub fn peek(&self) -> Result<Option<Record>, SpoolError> {
-        let mut inner = self.lock();
-        if inner.peeked.is_none() {
-            let next = inner.reader.poll(1).map_err(self.err())?.pop();
-            inner.peeked = next.map(|r| Record {
+    /// Up to `max` synced records from `from` on, in order: blocking reads, for a
+    /// blocking thread. Fewer when the reader reaches the synced end; records
+    /// skipped over (damage) are simply not returned.
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Record>, SpoolError> {
+        let synced = self.synced();
+        let mut reading = self.reading();
+        if reading.reader.position() != from {
+            reading
+                .reader
+                .seek(Start::Offset(from))
+                .map_err(self.err())?;
+        }
+        let room = usize::try_from(synced.saturating_sub(from)).unwrap_or(usize::MAX);
+        let records = reading.reader.poll(max.min(room)).map_err(self.err())?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.offset < synced)
+            .map(|r| Record {
                 offset: r.offset,
                 frame: r.value,
-            });
-        }
-        Ok(inner.peeked.clone())
+            })
+            .collect())
     }
 
-    /// Marks `record` consumed: its batch was answered. The spool's files
-    /// holding only consumed records are deleted.
-    pub fn consume(&self, record: &Record) {
-        let mut inner = self.lock();
-        if inner.peeked.as_ref().map(|p| p.offset) != Some(record.offset) {
+    /// Commits `offset`, durably: every record below it was answered. The
+    /// spool's files holding only such records are deleted by the writer.
+    pub fn commit(&self, offset: u64) {
+        self.committed.fetch_max(offset, Ordering::AcqRel);
+        if let Err(e) = self.reading().position.commit(offset, true) {
+            tracing::warn!(error = %e, "Could not record the spool's forwarding position; a restart will send more again.");
+        }
+        // A full queue only delays the trim: the next commit asks again.
+        let _ = self.jobs.try_send(Job::Trim(offset));
+    }
+}
+
+/// The writer thread's state: it alone appends to and trims the log.
+struct Writer {
+    log: Log,
+    dir: PathBuf,
+    max_bytes: u64,
+    shared: Arc<Shared>,
+    appended: Arc<tokio::sync::Notify>,
+    metrics: Metrics,
+}
+
+/// An append taken into a group.
+struct Taken {
+    frame: Vec<u8>,
+    events: usize,
+    reply: oneshot::Sender<Result<(), SpoolError>>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        let mut group = Vec::with_capacity(GROUP);
+        while let Some(job) = rx.blocking_recv() {
+            let mut trim = None;
+            let mut job = Some(job);
+            while let Some(j) = job.take() {
+                match j {
+                    Job::Trim(offset) => trim = trim.max(Some(offset)),
+                    Job::Append {
+                        frame,
+                        events,
+                        reply,
+                    } => group.push(Taken {
+                        frame,
+                        events,
+                        reply,
+                    }),
+                }
+                if group.len() < GROUP {
+                    job = rx.try_recv().ok();
+                }
+            }
+            // Trims first, so that what is deleted does not depend on how jobs were grouped.
+            if let Some(offset) = trim {
+                if let Err(e) = self.log.trim(TOPIC, offset) {
+                    tracing::warn!(error = %e, "Cannot delete forwarded spool files.");
+                }
+                self.publish_bytes();
+            }
+            if !group.is_empty() {
+                self.commit_group(&mut group);
+            }
+        }
+    }
+
+    fn publish_bytes(&self) {
+        let bytes = self.log.topic_bytes(TOPIC);
+        self.shared.bytes.store(bytes, Ordering::Release);
+        self.metrics.spool_bytes.set(bytes as i64);
+    }
+
+    /// Appends the group's frames that fit, syncs once, and answers each.
+    fn commit_group(&mut self, group: &mut Vec<Taken>) {
+        let started = std::time::Instant::now();
+        let mut bytes = self.log.topic_bytes(TOPIC);
+        let mut taken = Vec::with_capacity(group.len());
+        for t in group.drain(..) {
+            let size = RECORD_OVERHEAD + t.frame.len() as u64;
+            if bytes + size > self.max_bytes {
+                let _ = t.reply.send(Err(SpoolError::Full {
+                    max_bytes: self.max_bytes,
+                }));
+            } else {
+                bytes += size;
+                taken.push(t);
+            }
+        }
+        if taken.is_empty() {
             return;
         }
-        inner.peeked = None;
-        inner.committed = record.offset + 1;
-        let committed = inner.committed;
-        // Not synced: after a crash the batches since the last synced commit go again,
-        // and the aggregator's dedupe answers them as duplicates.
-        if let Err(e) = inner.position.commit(committed, false) {
-            tracing::warn!(error = %e, "Could not record the spool's replay position; a restart will replay more.");
-        }
-        if let Err(e) = inner.log.trim(TOPIC, committed) {
-            tracing::warn!(error = %e, "Cannot delete replayed spool files.");
+        let now = sluice_host::clock::unix_millis();
+        let records: Vec<NewRecord<'_>> = taken
+            .iter()
+            .map(|t| NewRecord {
+                timestamp_ms: now,
+                key: None,
+                headers: &[],
+                value: &t.frame,
+            })
+            .collect();
+        let mark = self.log.mark();
+        let written = self
+            .log
+            .append(TOPIC, &records)
+            .and_then(|_| self.log.sync());
+        drop(records);
+        match written {
+            Ok(()) => {
+                self.shared
+                    .synced
+                    .store(self.log.next_offset(TOPIC), Ordering::Release);
+                self.publish_bytes();
+                self.metrics
+                    .spool_sync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let events: usize = taken.iter().map(|t| t.events).sum();
+                self.metrics.count(Outcome::Spooled, events);
+                self.appended.notify_one();
+                for t in taken {
+                    let _ = t.reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // What was not synced must not be forwarded as if it had been taken.
+                self.log.rewind(&mark);
+                let message = e.to_string();
+                tracing::error!(error = %message, requests = taken.len(), "The spool cannot be written; hasty requests get 503 until it can.");
+                for t in taken {
+                    let _ = t.reply.send(Err(SpoolError::Write {
+                        path: self.dir.clone(),
+                        message: message.clone(),
+                    }));
+                }
+            }
         }
     }
 }
@@ -262,13 +492,25 @@ fn import_legacy(dir: &Path, log: &mut Log) -> Result<(), LogError> {
 mod tests {
     use super::*;
 
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Spool {
+        Spool::open(dir, max_bytes, segment_bytes, Metrics::default()).unwrap()
+    }
+
+    /// Reads and commits every synced record; their first bytes, in order.
     fn drain(spool: &Spool) -> Vec<u8> {
         let mut seen = Vec::new();
-        while let Some(r) = spool.peek().unwrap() {
-            seen.push(r.frame[0]);
-            spool.consume(&r);
+        let mut from = spool.committed();
+        loop {
+            let records = spool.read(from, 3).unwrap();
+            let Some(last) = records.last() else {
+                return seen;
+            };
+            from = last.offset + 1;
+            seen.extend(records.iter().map(|r| r.frame[0]));
+            spool.commit(from);
         }
-        seen
     }
 
     fn segments(dir: &Path) -> usize {
@@ -283,34 +525,86 @@ mod tests {
             .unwrap_or(0)
     }
 
-    #[test]
-    fn records_come_back_in_order_across_files_and_restarts() {
+    /// Waits for the writer to have handled every job sent before (a trim, say).
+    async fn settle(spool: &Spool) {
+        let before = spool.synced();
+        spool.append(vec![255], 0, PATIENCE).await.unwrap();
+        assert_eq!(spool.synced(), before + 1);
+    }
+
+    #[tokio::test]
+    async fn records_come_back_in_order_across_files_and_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 10_000, 120).unwrap();
+        let spool = open(dir.path(), 10_000, 120);
         assert!(spool.is_empty());
         for i in 0..10u8 {
-            spool.append(&[i; 40]).unwrap();
+            spool.append(vec![i; 40], 1, PATIENCE).await.unwrap();
         }
+        assert_eq!(spool.synced(), 10);
         assert!(!spool.is_empty());
         // 57-byte records, two per 120-byte file.
         assert_eq!(segments(dir.path()), 5);
-        let first = spool.peek().unwrap().unwrap();
-        assert_eq!(first.frame, vec![0; 40]);
-        spool.consume(&first);
+        let first = spool.read(0, 1).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].frame, vec![0; 40]);
+        spool.commit(1);
         drop(spool);
 
-        // A restart replays from the first record not consumed.
-        let spool = Spool::open(dir.path(), 10_000, 120).unwrap();
+        // A restart forwards from the first record not committed.
+        let spool = open(dir.path(), 10_000, 120);
+        assert_eq!(spool.start(), 1);
         assert_eq!(drain(&spool), (1..10).collect::<Vec<u8>>());
         assert!(spool.is_empty());
-        assert_eq!(spool.bytes(), 0);
-        assert_eq!(segments(dir.path()), 1, "an empty file keeps the offsets");
-        spool.append(b"again").unwrap();
-        assert_eq!(spool.peek().unwrap().unwrap().frame, b"again");
+        // Everything forwarded: the files go, and an empty one starts at the next offset.
+        settle(&spool).await;
+        assert_eq!(segments(dir.path()), 1);
+        let again = spool.read(spool.committed(), 10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].frame, vec![255]);
+        spool.commit(11);
+        settle(&spool).await;
+        assert_eq!(segments(dir.path()), 1, "forwarded files are deleted");
+        assert_eq!(
+            spool.bytes(),
+            18,
+            "only the last record (10-byte body) is left"
+        );
     }
 
-    #[test]
-    fn batches_spooled_by_earlier_versions_are_taken_over() {
+    #[tokio::test]
+    async fn appends_arriving_together_share_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::default();
+        let spool = Arc::new(Spool::open(dir.path(), 1 << 30, 1 << 20, metrics.clone()).unwrap());
+        let tasks: Vec<_> = (0..200u8)
+            .map(|i| {
+                let spool = spool.clone();
+                tokio::spawn(async move { spool.append(vec![i; 100], 2, PATIENCE).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(spool.synced(), 200);
+        let text = metrics.encode();
+        let syncs: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_edge_spool_sync_seconds_count "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1.0..200.0).contains(&syncs),
+            "200 appends at once take fewer than 200 syncs: {syncs}"
+        );
+        assert!(text.contains("sluice_edge_events_total{outcome=\"spooled\"} 400"));
+        let mut seen = drain(&spool);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..200).collect::<Vec<u8>>());
+    }
+
+    #[tokio::test]
+    async fn batches_spooled_by_earlier_versions_are_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let mut old = Vec::new();
         for frame in [&b"first"[..], b"second"] {
@@ -321,12 +615,13 @@ mod tests {
         std::fs::write(dir.path().join("00000000000000000003.spool"), &old).unwrap();
         old.truncate(old.len() - 2);
         std::fs::write(dir.path().join("00000000000000000002.spool"), &old).unwrap();
-        let spool = Spool::open(dir.path(), 10_000, 1000).unwrap();
-        let mut frames = Vec::new();
-        while let Some(r) = spool.peek().unwrap() {
-            frames.push(String::from_utf8(r.frame.clone()).unwrap());
-            spool.consume(&r);
-        }
+        let spool = open(dir.path(), 10_000, 1000);
+        let frames: Vec<String> = spool
+            .read(0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.frame).unwrap())
+            .collect();
         // The older file first, its torn last record left out.
         assert_eq!(frames, ["first", "first", "second"]);
         assert!(
@@ -338,15 +633,15 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_bound_holds_and_torn_tails_are_cut() {
+    #[tokio::test]
+    async fn the_bound_holds_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 150, 1000).unwrap();
-        spool.append(&[1; 40]).unwrap();
-        spool.append(&[2; 40]).unwrap();
+        let spool = open(dir.path(), 150, 1000);
+        spool.append(vec![1; 40], 1, PATIENCE).await.unwrap();
+        spool.append(vec![2; 40], 1, PATIENCE).await.unwrap();
         assert!(!spool.has_room(40));
         assert!(matches!(
-            spool.append(&[3; 40]),
+            spool.append(vec![3; 40], 1, PATIENCE).await,
             Err(SpoolError::Full { .. })
         ));
         drop(spool);
@@ -362,7 +657,8 @@ mod tests {
             .unwrap();
         std::io::Write::write_all(&mut f, &[9, 0, 0, 0, 1, 2]).unwrap();
         drop(f);
-        let spool = Spool::open(dir.path(), 1000, 1000).unwrap();
+        let spool = open(dir.path(), 1000, 1000);
+        assert_eq!(spool.synced(), 2);
         assert_eq!(drain(&spool), vec![1, 2]);
     }
 }

@@ -1,18 +1,9 @@
 //! What to do after each attempt to deliver a batch, by the kind of batch:
 //! a guaranteed request's batch is retried until its deadline, then given
-//! up (its senders get 503); a hasty batch waits a while for a busy or
-//! still-connecting aggregator and otherwise goes to the spool; a spooled
-//! batch is retried until an aggregator answers it.
+//! up (its senders get 503); a hasty batch, read from the spool where its
+//! events are already durable, is retried until an aggregator answers it.
 
 use std::time::{Duration, Instant};
-
-/// How long a hasty batch waits on a busy aggregator before it goes to the spool.
-pub const BUSY_PATIENCE: Duration = Duration::from_secs(5);
-
-/// How long a hasty batch waits for a connection another batch is making
-/// before it goes to the spool (a connection to a live aggregator takes
-/// milliseconds).
-pub const CONNECTING_PATIENCE: Duration = Duration::from_millis(250);
 
 /// How an attempt to deliver a batch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +36,12 @@ pub enum Next {
     Retry(Duration),
     /// Stop: answer its senders that no aggregator took it, and to retry after this long.
     GiveUp(Duration),
-    /// Stop trying now and write it to the spool.
-    Spool,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Guaranteed {
-        deadline: Instant,
-    },
-    Hasty {
-        busy_until: Instant,
-        connecting_until: Instant,
-    },
-    Replay,
+    Guaranteed { deadline: Instant },
+    Spooled,
 }
 
 /// The delivery of one batch, driven with time passed in.
@@ -73,17 +56,9 @@ impl Delivery {
         })
     }
 
-    /// A hasty batch first tried at `now`.
-    pub fn hasty(now: Instant) -> Self {
-        Delivery(Kind::Hasty {
-            busy_until: now + BUSY_PATIENCE,
-            connecting_until: now + CONNECTING_PATIENCE,
-        })
-    }
-
     /// A batch from the spool: tried until an aggregator answers it.
-    pub fn replay() -> Self {
-        Delivery(Kind::Replay)
+    pub fn spooled() -> Self {
+        Delivery(Kind::Spooled)
     }
 
     /// When an attempt under way should be abandoned, if ever.
@@ -117,22 +92,7 @@ impl Delivery {
                     Next::Retry(wait)
                 }
             }
-            Kind::Hasty {
-                busy_until,
-                connecting_until,
-            } => match attempt {
-                // A busy aggregator is alive: wait as it asks (holding this batch's place,
-                // so that the queue fills and senders get 503) rather than spool, for a while.
-                Attempted::Busy(wait) if now < busy_until => {
-                    Next::Retry(wait.clamp(Duration::from_millis(10), Duration::from_secs(1)))
-                }
-                Attempted::Down {
-                    retry_after,
-                    connecting: true,
-                } if now < connecting_until => Next::Retry(retry_after),
-                _ => Next::Spool,
-            },
-            Kind::Replay => Next::Retry(match attempt {
+            Kind::Spooled => Next::Retry(match attempt {
                 Attempted::Busy(wait)
                 | Attempted::Down {
                     retry_after: wait, ..
@@ -202,41 +162,9 @@ mod tests {
     }
 
     #[test]
-    fn a_hasty_batch_waits_a_while_for_a_live_aggregator_then_spools() {
-        let t0 = Instant::now();
-        let d = Delivery::hasty(t0);
-        assert_eq!(d.deadline(), None);
-        // Busy answers are waited on, clamped to 10 ms .. 1 s, for 5 s.
-        assert_eq!(d.next(t0, Attempted::Busy(MS)), Next::Retry(MS * 10));
-        assert_eq!(
-            d.next(t0, Attempted::Busy(MS * 3000)),
-            Next::Retry(MS * 1000)
-        );
-        assert_eq!(
-            d.next(t0 + BUSY_PATIENCE, Attempted::Busy(MS * 100)),
-            Next::Spool
-        );
-        // A connection under way is waited on for 250 ms; a dead link is not.
-        assert_eq!(d.next(t0, down(50, true)), Next::Retry(MS * 50));
-        assert_eq!(
-            d.next(t0 + CONNECTING_PATIENCE, down(50, true)),
-            Next::Spool
-        );
-        assert_eq!(d.next(t0, down(50, false)), Next::Spool);
-        for refused in [
-            Attempted::Failed,
-            Attempted::Unauthorized,
-            Attempted::BadRequest,
-        ] {
-            assert_eq!(d.next(t0, refused), Next::Spool);
-        }
-        assert_eq!(d.next(t0, Attempted::Acknowledged), Next::Done);
-    }
-
-    #[test]
     fn a_spooled_batch_is_retried_until_answered() {
         let t0 = Instant::now();
-        let d = Delivery::replay();
+        let d = Delivery::spooled();
         assert_eq!(d.next(t0, down(700, false)), Next::Retry(MS * 700));
         assert_eq!(d.next(t0, Attempted::Busy(MS * 20)), Next::Retry(MS * 20));
         assert_eq!(

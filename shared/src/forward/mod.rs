@@ -3,18 +3,21 @@
 //! limit on batches in flight ([`Batcher`]), the choice of aggregator with
 //! failover and backoff with jitter ([`Failover`]), what to do after each
 //! attempt to deliver a batch ([`Delivery`]), when compressing is worth it
-//! ([`CompressionGate`]), and what an acknowledgement's verdicts come to.
+//! ([`CompressionGate`]), which spooled records are done and may be trimmed
+//! ([`DoneWindow`]), and what an acknowledgement's verdicts come to.
 //! The native edge's tokio shell drives them; tests drive them step by step.
 
 mod batcher;
 mod compression;
 mod delivery;
 mod failover;
+mod window;
 
 pub use batcher::{BatchLimits, Batcher};
 pub use compression::CompressionGate;
-pub use delivery::{Attempted, BUSY_PATIENCE, CONNECTING_PATIENCE, Delivery, Next};
+pub use delivery::{Attempted, Delivery, Next};
 pub use failover::{Attempt, Failover};
+pub use window::DoneWindow;
 
 use crate::wire::{BatchEvent, EventAck};
 

@@ -1,32 +1,30 @@
 //! The tokio shell around the core's forwarding policy
-//! ([`sluice_shared::forward`]): accepted events wait in one of two
-//! batchers — guaranteed requests (flushed after 10 ms by default) and hasty
-//! ones (1 s) — until the core closes a batch; each batch goes to an
-//! aggregator over the [`Link`], and the core's [`Delivery`] says after each
-//! attempt whether to retry, give up, or spool.
+//! ([`sluice_shared::forward`]). A guaranteed request's events wait in a
+//! batcher (flushed after 10 ms by default) until the core closes a batch;
+//! the batch goes to an aggregator over the [`Link`], retried across
+//! aggregators until the request's forward timeout, then given up with 503.
 //!
-//! A guaranteed request waits for its events' verdicts, retrying across
-//! aggregators until its forward timeout, then gives up with 503. A hasty
-//! batch that no aggregator takes (or that one keeps answering busy) goes
-//! to the [`Spool`], whose replayer delivers its batches in order once an
-//! aggregator answers. New hasty batches do not wait behind the spool: an
-//! edge that queued every batch behind a backlog would be writing all its
-//! traffic to disk just when it most needs to catch up.
+//! A hasty request's events are appended to the [`Spool`] and synced before
+//! the request is answered 202. The spool's forwarder reads them back in
+//! order, batches records (up to the same limits, after at most the hasty
+//! age), sends each batch until an aggregator answers it, and commits the
+//! spool's position past every record answered, so that a restart resumes
+//! where it stopped and nothing answered 202 is lost.
 //!
 //! This file holds the handle requests use; [`batcher`] drives the core's
-//! batching, [`send`] a batch's delivery, and [`spooling`] the spool's writes
-//! and replay.
+//! batching of guaranteed requests, [`send`] a guaranteed batch's delivery,
+//! and [`spooling`] the spool's forwarder.
 
 mod batcher;
 mod send;
 mod spooling;
 
 use batcher::batcher;
-use spooling::{replay, unhold};
+use spooling::forward_spool;
 
 use super::link::{Link, LinkDown};
 use super::metrics::Metrics;
-use super::spool::Spool;
+use super::spool::{Record, Spool, SpoolError};
 use crate::respond::Forwarded;
 use bytes::Bytes;
 use sluice_host::metrics::Outcome;
@@ -35,7 +33,6 @@ use sluice_shared::forward::{
 };
 use sluice_shared::{Batch, BatchError, BatchEvent, EventAck, LinkReply, WireLimits};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -62,9 +59,7 @@ pub struct ForwardOptions {
 struct Item {
     events: Vec<BatchEvent>,
     errors: Vec<BatchError>,
-    reply: Option<oneshot::Sender<Forwarded>>,
-    /// Spool bytes set aside for this hasty item (0 for guaranteed ones).
-    reserved: u64,
+    reply: oneshot::Sender<Forwarded>,
 }
 
 struct Ctx {
@@ -73,16 +68,6 @@ struct Ctx {
     metrics: Metrics,
     options: ForwardOptions,
     limits: WireLimits,
-    /// Spool bytes set aside for hasty events answered 202 and not yet acknowledged or
-    /// spooled: a 202 is given only when its events are sure to fit in the spool.
-    reserved: AtomicU64,
-    /// Hasty batches (frame, events) answered 202 that the spool could not take (a full
-    /// disk, say): kept in memory and written to the spool once it takes writes again.
-    /// While any wait here, hasty requests are refused with 503.
-    held: std::sync::Mutex<std::collections::VecDeque<(Vec<u8>, usize)>>,
-    /// Whether `held` has any: read by every hasty request without taking the lock
-    /// (which a spool write may hold through its fsync).
-    holding: std::sync::atomic::AtomicBool,
     /// When to try compressing.
     compression: CompressionGate,
 }
@@ -97,12 +82,6 @@ impl Ctx {
         self.compression.attempted(&frame);
         frame.into()
     }
-
-    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(Vec<u8>, usize)>> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 /// A hasty request that cannot be taken now.
@@ -111,10 +90,10 @@ pub enum HastyRefused {
     /// The spool is at its bound.
     #[error("the edge's spool is full: no aggregator has taken its batches for a while")]
     SpoolFull,
-    /// The hasty batcher's queue is full.
-    #[error("the edge is overloaded: too many hasty events are waiting to be batched")]
+    /// The spool's writer is behind.
+    #[error("the edge is overloaded: too many hasty requests are waiting for the spool's sync")]
     Busy,
-    /// The spool's last write failed (its disk is full or failing).
+    /// The spool's write failed (its disk is full or failing), or the edge is stopping.
     #[error(
         "the edge's spool cannot be written (its disk is full or failing); hasty events are refused until it can"
     )]
@@ -125,43 +104,38 @@ pub enum HastyRefused {
 #[derive(Clone)]
 pub struct Forwarder {
     guaranteed: mpsc::Sender<Item>,
-    hasty: mpsc::Sender<Item>,
     ctx: Arc<Ctx>,
 }
 
-/// Resolves once both batchers have flushed everything given to them (after every [`Forwarder`] is dropped).
-pub struct Drained(Vec<tokio::task::JoinHandle<()>>, Arc<Ctx>);
+/// The forwarding tasks, for a clean stop.
+pub struct Drained {
+    batcher: tokio::task::JoinHandle<()>,
+    spool: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    ctx: Arc<Ctx>,
+}
 
 impl Drained {
-    /// Waits for the batchers, then spools what the spool could not take before;
-    /// whatever it still cannot take is counted lost and logged, never dropped unsaid.
-    pub async fn wait(self) {
-        for h in self.0 {
-            let _ = h.await;
+    /// Waits (after every [`Forwarder`] is dropped) for the guaranteed batcher to
+    /// answer what it was given, and for the spool's forwarder to send what the
+    /// spool holds, up to `timeout`; what is not sent by then stays in the spool
+    /// for the next start. Returns whether everything was sent.
+    pub async fn wait(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let _ = tokio::time::timeout_at(deadline, self.batcher).await;
+        let _ = self.stop.send(true);
+        let mut spool = self.spool;
+        let done = tokio::time::timeout_at(deadline, &mut spool).await.is_ok();
+        if !done {
+            spool.abort();
+            let _ = spool.await;
         }
-        let ctx = self.1;
-        let mut held = ctx.held();
-        while let Some((frame, events)) = held.pop_front() {
-            if let Err(e) = ctx.spool.append(&frame) {
-                let lost = events + held.iter().map(|(_, n)| n).sum::<usize>();
-                ctx.metrics.dropped(Outcome::Lost, lost);
-                tracing::error!(events = lost, error = %e, "The edge stops with hasty events answered 202 that its spool cannot take; they are lost.");
-                held.clear();
-            }
-        }
+        done && self.ctx.spool.synced() <= self.ctx.spool.committed()
     }
 }
 
-/// How long a hasty request waits for room in the batcher's queue before 503.
+/// How long a hasty request waits for room in the spool writer's queue before 503.
 pub const HASTY_QUEUE_PATIENCE: Duration = Duration::from_secs(1);
-
-/// An upper bound of the spool bytes these events and reports take in a frame (uncompressed,
-/// with postcard's lengths and a record header).
-fn frame_bound(events: &[BatchEvent], errors: &[BatchError]) -> u64 {
-    let events: usize = events.iter().map(BatchEvent::size_bound).sum();
-    let errors: usize = errors.iter().map(BatchError::size_bound).sum();
-    (events + errors + 64) as u64
-}
 
 /// A new batch of events that failed at the aggregator, to be tried again.
 fn retry_batch(events: Vec<BatchEvent>) -> Batch {
@@ -183,45 +157,37 @@ fn retry_secs(d: Duration) -> u32 {
 }
 
 impl Forwarder {
-    /// Starts the batchers and the spool's replayer.
+    /// Starts the guaranteed batcher and the spool's forwarder.
     pub fn start(
         link: Arc<Link>,
         spool: Arc<Spool>,
         options: ForwardOptions,
         limits: WireLimits,
         metrics: Metrics,
-    ) -> (Forwarder, Drained, tokio::task::JoinHandle<()>) {
+    ) -> (Forwarder, Drained) {
         let queue = options.in_flight.max(1) * 16;
         let (g_tx, g_rx) = mpsc::channel(queue);
-        let (h_tx, h_rx) = mpsc::channel(queue);
         let ctx = Arc::new(Ctx {
             link,
             spool,
             metrics,
             options,
             limits,
-            reserved: AtomicU64::new(0),
-            held: Default::default(),
-            holding: Default::default(),
             compression: CompressionGate::default(),
         });
-        let drained = Drained(
-            vec![
-                tokio::spawn(batcher(g_rx, false, ctx.clone())),
-                tokio::spawn(batcher(h_rx, true, ctx.clone())),
-            ],
-            ctx.clone(),
-        );
-        tokio::spawn(unhold(Arc::downgrade(&ctx)));
-        let replayer = tokio::spawn(replay(ctx.clone()));
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let drained = Drained {
+            batcher: tokio::spawn(batcher(g_rx, ctx.clone())),
+            spool: tokio::spawn(forward_spool(ctx.clone(), stopping)),
+            stop,
+            ctx: ctx.clone(),
+        };
         (
             Forwarder {
                 guaranteed: g_tx,
-                hasty: h_tx,
                 ctx,
             },
             drained,
-            replayer,
         )
     }
 
@@ -231,8 +197,7 @@ impl Forwarder {
         let item = Item {
             events,
             errors,
-            reply: Some(tx),
-            reserved: 0,
+            reply: tx,
         };
         if let Err(mpsc::error::SendError(item)) = self.guaranteed.send(item).await {
             return Forwarded::Unavailable {
@@ -248,46 +213,36 @@ impl Forwarder {
         })
     }
 
-    /// Queues a hasty request's events (and error reports); they go to an aggregator or the
-    /// spool. Refused unless the spool could take them, counting everything already queued.
-    ///
-    /// When the batcher's queue is full the request waits for room (up to
-    /// [`HASTY_QUEUE_PATIENCE`]) rather than being refused at once: under
-    /// overload that turns into backpressure on the senders instead of a
-    /// stream of 503s whose bodies were parsed and validated for nothing.
+    /// Appends a hasty request's events (and error reports) to the spool and
+    /// returns once they are synced: then, and only then, may it be answered 202.
+    /// Refused when the spool is full or cannot be written, or when its writer's
+    /// queue stays full for [`HASTY_QUEUE_PATIENCE`] (backpressure on the senders
+    /// rather than a growing queue).
     pub async fn hasty(
         &self,
         events: Vec<BatchEvent>,
         errors: Vec<BatchError>,
     ) -> Result<(), HastyRefused> {
-        if self.ctx.holding.load(Ordering::Acquire) {
-            return Err(HastyRefused::SpoolUnwritable);
-        }
-        let need = frame_bound(&events, &errors);
-        let before = self.ctx.reserved.fetch_add(need, Ordering::AcqRel);
-        if !self.ctx.spool.has_room(before + need) {
-            self.ctx.reserved.fetch_sub(need, Ordering::AcqRel);
-            return Err(HastyRefused::SpoolFull);
-        }
-        let item = Item {
+        let count = events.len();
+        let batch = Batch {
+            id: random_id(),
             events,
             errors,
-            reply: None,
-            reserved: need,
         };
-        let queued = match self.hasty.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(item)) => self
-                .hasty
-                .send_timeout(item, HASTY_QUEUE_PATIENCE)
-                .await
-                .map_err(|_| ()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-        };
-        queued.map_err(|()| {
-            self.ctx.reserved.fetch_sub(need, Ordering::AcqRel);
-            HastyRefused::Busy
-        })
+        let spool = &self.ctx.spool;
+        if !spool.has_room(batch_bound(&batch)) {
+            return Err(HastyRefused::SpoolFull);
+        }
+        spool
+            .append(batch.encode(false), count, HASTY_QUEUE_PATIENCE)
+            .await
+            .map_err(|e| match e {
+                SpoolError::Full { .. } => HastyRefused::SpoolFull,
+                SpoolError::Busy => HastyRefused::Busy,
+                SpoolError::Closed | SpoolError::Log { .. } | SpoolError::Write { .. } => {
+                    HastyRefused::SpoolUnwritable
+                }
+            })
     }
 
     /// Bytes held in the spool.
@@ -296,6 +251,14 @@ impl Forwarder {
     }
 }
 
+/// An upper bound of a batch's frame, uncompressed.
+fn batch_bound(batch: &Batch) -> u64 {
+    let events: usize = batch.events.iter().map(BatchEvent::size_bound).sum();
+    let errors: usize = batch.errors.iter().map(BatchError::size_bound).sum();
+    (events + errors + 64) as u64
+}
+
+/// One batch of the guaranteed requests' items.
 fn build(items: &mut [Item]) -> Batch {
     let mut batch = Batch {
         id: random_id(),

@@ -1,8 +1,7 @@
 //! Sending a batch to an aggregator until the core's [`Delivery`] says it is
-//! delivered, given up (guaranteed: its senders get 503) or for the spool
-//! (hasty), and settling its verdicts.
+//! delivered or given up (guaranteed: its senders get 503), and settling
+//! its verdicts.
 
-use super::spooling::spool_blocking;
 use super::*;
 
 /// How an attempt ended, as the core's delivery policy sees it.
@@ -62,16 +61,14 @@ pub(super) async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
             for (item, n) in items.into_iter().zip(counts) {
                 let mine: Vec<(BatchEvent, EventAck)> = verdicts.by_ref().take(n).collect();
                 count_verdicts(&ctx.metrics, VerdictCounts::of(mine.iter().map(|(_, a)| a)));
-                if let Some(reply) = item.reply {
-                    let _ = reply.send(Forwarded::Verdicts(mine));
-                }
+                let _ = item.reply.send(Forwarded::Verdicts(mine));
             }
             return;
         }
         match delivery.next(std::time::Instant::now(), attempted(&sent)) {
             Next::Retry(wait) => tokio::time::sleep(wait).await,
             Next::GiveUp(wait) => break (describe(&sent), wait),
-            Next::Done | Next::Spool => break (describe(&sent), Duration::from_secs(1)),
+            Next::Done => break (describe(&sent), Duration::from_secs(1)),
         }
     };
     ctx.metrics.batch(Outcome::Unavailable);
@@ -79,13 +76,11 @@ pub(super) async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
     tracing::warn!(events = batch.events.len(), error = %message, "A guaranteed batch found no aggregator; its senders get 503.");
     let mut events = batch.events.into_iter();
     for (item, n) in items.into_iter().zip(counts) {
-        if let Some(reply) = item.reply {
-            let _ = reply.send(Forwarded::Unavailable {
-                message: message.clone(),
-                retry_after_secs: retry_secs(wait),
-                events: events.by_ref().take(n).collect(),
-            });
-        }
+        let _ = item.reply.send(Forwarded::Unavailable {
+            message: message.clone(),
+            retry_after_secs: retry_secs(wait),
+            events: events.by_ref().take(n).collect(),
+        });
     }
 }
 
@@ -115,34 +110,4 @@ pub(super) fn settle_hasty(
         );
     }
     failed_events(events, &verdicts)
-}
-
-pub(super) async fn send_hasty(ctx: &Arc<Ctx>, mut items: Vec<Item>) {
-    let batch = build(&mut items);
-    let frame = ctx.encode(&batch);
-    let delivery = Delivery::hasty(std::time::Instant::now());
-    let reply = loop {
-        let reply = ctx.link.send(&batch, &frame).await;
-        match delivery.next(std::time::Instant::now(), attempted(&reply)) {
-            Next::Retry(wait) => tokio::time::sleep(wait).await,
-            _ => break reply,
-        }
-    };
-    match reply {
-        Ok(LinkReply::Ack(ack)) => {
-            ctx.metrics.batch(Outcome::Acknowledged);
-            let retry = settle_hasty(ctx, batch.events, ack.verdicts);
-            if !retry.is_empty() {
-                let again = retry_batch(retry);
-                spool_blocking(ctx, ctx.encode(&again), again.events.len()).await;
-            }
-        }
-        other => {
-            if let Ok(LinkReply::Unauthorized | LinkReply::BadRequest(_)) = &other {
-                tracing::error!(reply = ?other, "The aggregator refused a hasty batch; spooling it.");
-            }
-            ctx.metrics.batch(Outcome::Spooled);
-            spool_blocking(ctx, frame, batch.events.len()).await;
-        }
-    }
 }

@@ -1,130 +1,224 @@
-//! The spool's side of forwarding: hasty batches no aggregator took are
-//! written to it (held in memory, in order, while it cannot be written), and
-//! its replayer sends them, oldest first, until an aggregator answers each.
+//! The spool's forwarder: it reads synced records in order, batches them
+//! with the core's [`Batcher`], sends each batch until an aggregator answers
+//! it, and commits the spool's position over every record answered (the
+//! core's [`DoneWindow`]: batches finish in any order, the position moves
+//! only over records all done).
+//!
+//! A record that carries error reports starts a batch of its own and lends
+//! it its id: the aggregator names error events after their batch's id and
+//! place, so a batch sent again after a restart names them the same, and
+//! dedupe keeps one copy.
 
+use super::batcher::{DoneGuard, until};
 use super::send::{attempted, settle_hasty};
 use super::*;
+use sluice_shared::forward::{BatchLimits, Batcher, DoneWindow};
 
-fn spool(ctx: &Ctx, frame: &[u8], events: usize) {
-    let mut held = ctx.held();
-    // Behind batches already waiting, so that the spool keeps their order.
-    let written = held.is_empty().then(|| ctx.spool.append(frame));
-    match written {
-        Some(Ok(())) => ctx.metrics.count(Outcome::Spooled, events),
-        other => {
-            if let Some(Err(e)) = other {
-                tracing::error!(events, error = %e, "The spool cannot take hasty events answered 202; holding them in memory and refusing hasty requests until it can.");
-            }
-            ctx.metrics.count(Outcome::Held, events);
-            held.push_back((frame.to_vec(), events));
-            ctx.holding.store(true, Ordering::Release);
-        }
-    }
-    ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+/// Records read from the spool at a time.
+const READ_AHEAD: usize = 256;
+
+/// A spooled record, decoded.
+struct Spooled {
+    offset: u64,
+    batch: Batch,
 }
 
-/// Writes held batches to the spool, oldest first, once it takes writes again.
-pub(super) async fn unhold(ctx: std::sync::Weak<Ctx>) {
+/// Offsets `start..end` of a finished batch.
+#[derive(Default)]
+struct Finished(u64, u64);
+
+/// Forwards the spool until `stopping` turns true and everything synced is
+/// sent (the caller bounds that wait), committing as it goes.
+pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let o = &ctx.options;
+    let mut core: Batcher<Spooled> = Batcher::new(BatchLimits {
+        max_events: o.max_events,
+        max_bytes: o.max_bytes,
+        max_age: o.hasty_age,
+        in_flight: o.in_flight,
+    });
+    let mut window = DoneWindow::new(ctx.spool.start());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+    let (commit_tx, commit_rx) = tokio::sync::watch::channel(window.committed());
+    let committer = tokio::spawn(commit(ctx.clone(), commit_rx));
+    let mut stop = false;
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let Some(ctx) = ctx.upgrade() else {
+        while let Some(records) = core.poll_batch(std::time::Instant::now()) {
+            let (Some(first), Some(last)) = (records.first(), records.last()) else {
+                core.on_done();
+                continue;
+            };
+            let done = DoneGuard(done_tx.clone(), Finished(first.offset, last.offset + 1));
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                send_spooled(&ctx, records).await;
+                drop(done);
+            });
+        }
+        let behind = ctx.spool.synced() > window.handed();
+        if stop && !behind && window.is_idle() && core.is_idle() {
+            break;
+        }
+        // Behind the synced end, yet the read found nothing (a segment being replaced): look again soon.
+        let mut stalled = false;
+        if behind && core.accepting() {
+            match read(&ctx, window.handed()).await {
+                Ok(records) if !records.is_empty() => {
+                    for r in records {
+                        window.hand_out(r.offset, r.offset + 1);
+                        take(&ctx, &mut core, &mut window, r);
+                    }
+                    if stop {
+                        core.flush();
+                    }
+                    continue;
+                }
+                Ok(_) => stalled = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "Cannot read the spool; trying again in a second.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        let due = core.poll_timeout();
+        tokio::select! {
+            Some(Finished(start, end)) = done_rx.recv() => {
+                core.on_done();
+                if let Some(committed) = window.finish(start, end) {
+                    let _ = commit_tx.send(committed);
+                }
+            }
+            () = ctx.spool.appended.notified(), if !behind => {}
+            () = until(due) => {}
+            () = tokio::time::sleep(Duration::from_millis(50)), if stalled => {}
+            changed = stopping.changed(), if !stop => {
+                // A dropped sender means stop too.
+                stop = changed.is_err() || *stopping.borrow();
+                if stop {
+                    core.flush();
+                }
+            }
+        }
+    }
+    drop(commit_tx);
+    let _ = committer.await;
+}
+
+/// Reads synced records from `from` on, off the async threads.
+async fn read(ctx: &Arc<Ctx>, from: u64) -> Result<Vec<Record>, String> {
+    let c = ctx.clone();
+    tokio::task::spawn_blocking(move || c.spool.read(from, READ_AHEAD))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Decodes a record into the batcher; a record that does not decode is
+/// counted, logged and passed over.
+fn take(ctx: &Ctx, core: &mut Batcher<Spooled>, window: &mut DoneWindow, r: Record) {
+    let batch = match Batch::decode(&r.frame, &ctx.limits) {
+        Ok(b) => b,
+        Err(e) => {
+            ctx.metrics.dropped(Outcome::Failed, 1);
+            tracing::error!(offset = r.offset, error = %e, "A spooled batch does not decode and is passed over.");
+            window.finish(r.offset, r.offset + 1);
             return;
-        };
-        let mut held = ctx.held();
-        let before = held.len();
-        while let Some((frame, events)) = held.front() {
-            match ctx.spool.append(frame) {
-                Ok(()) => {
-                    ctx.metrics.count(Outcome::Spooled, *events);
-                    held.pop_front();
-                }
-                Err(_) => break,
-            }
         }
-        ctx.holding.store(!held.is_empty(), Ordering::Release);
-        if before > 0 && held.is_empty() {
-            tracing::info!(
-                batches = before,
-                "The spool takes writes again; held hasty batches are spooled."
-            );
-        }
-        ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+    };
+    if !batch.errors.is_empty() {
+        core.flush();
     }
+    let events = batch.events.len() + batch.errors.len();
+    let bytes = batch.events.iter().map(|e| e.json.len()).sum();
+    core.push(
+        std::time::Instant::now(),
+        Spooled {
+            offset: r.offset,
+            batch,
+        },
+        events,
+        bytes,
+    );
 }
 
-/// Spools a frame off the async threads: a spool write waits for its fsync.
-pub(super) async fn spool_blocking(ctx: &Arc<Ctx>, frame: Bytes, events: usize) {
-    let ctx = ctx.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || spool(&ctx, &frame, events)).await {
-        tracing::error!(error = %e, events, "A spool write did not finish.");
-    }
-}
-
-/// Sends the spool's batches, oldest first, each until an aggregator answers it.
-pub(super) async fn replay(ctx: Arc<Ctx>) {
+/// Commits the latest position the forwarder reached, one durable write at a
+/// time (commits that come meanwhile are folded into the next).
+async fn commit(ctx: Arc<Ctx>, mut rx: tokio::sync::watch::Receiver<u64>) {
+    let mut last = *rx.borrow_and_update();
     loop {
-        let record = match ctx.spool.peek() {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
-                let _ = tokio::time::timeout(Duration::from_secs(1), ctx.spool.appended.notified())
-                    .await;
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot read the spool; trying again in a second.");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut batch = match Batch::decode(&record.frame, &ctx.limits) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "A spooled batch does not decode and is dropped.");
-                ctx.spool.consume(&record);
-                continue;
-            }
-        };
-        let mut frame = Bytes::from(record.frame.clone());
-        let delivery = Delivery::replay();
-        let mut failures = 0u32;
-        loop {
-            let reply = ctx.link.send(&batch, &frame).await;
-            let wait = match reply {
-                Ok(LinkReply::Ack(ack)) => {
-                    let events = std::mem::take(&mut batch.events);
-                    let retry = settle_hasty(&ctx, events, ack.verdicts);
-                    if retry.is_empty() {
-                        break;
-                    }
-                    failures += 1;
-                    if failures > 5 {
-                        ctx.metrics.dropped(Outcome::Failed, retry.len());
-                        tracing::error!(
-                            events = retry.len(),
-                            "Spooled events failed at the aggregator five times and are dropped."
-                        );
-                        break;
-                    }
-                    batch = retry_batch(retry);
-                    frame = ctx.encode(&batch);
-                    Duration::from_secs(1)
+        let ended = rx.changed().await.is_err();
+        let offset = *rx.borrow_and_update();
+        if offset > last {
+            let c = ctx.clone();
+            let _ = tokio::task::spawn_blocking(move || c.spool.commit(offset)).await;
+            last = offset;
+        }
+        if ended {
+            return;
+        }
+    }
+}
+
+/// One batch of spooled records: the first record's id, their events in
+/// order, and the first record's error reports (only the first has any).
+fn build_spooled(records: Vec<Spooled>) -> Batch {
+    let mut records = records.into_iter();
+    let Some(first) = records.next() else {
+        return retry_batch(Vec::new());
+    };
+    let mut batch = first.batch;
+    for r in records {
+        let mut b = r.batch;
+        batch.events.append(&mut b.events);
+        batch.errors.append(&mut b.errors);
+    }
+    batch
+}
+
+/// Sends a batch of spooled records until an aggregator answers it; events
+/// the aggregator failed are sent again (five times, then counted and dropped).
+async fn send_spooled(ctx: &Ctx, records: Vec<Spooled>) {
+    let mut batch = build_spooled(records);
+    let mut frame = ctx.encode(&batch);
+    let delivery = Delivery::spooled();
+    let mut failures = 0u32;
+    loop {
+        let reply = ctx.link.send(&batch, &frame).await;
+        let wait = match reply {
+            Ok(LinkReply::Ack(ack)) => {
+                ctx.metrics.batch(Outcome::Acknowledged);
+                let events = std::mem::take(&mut batch.events);
+                let retry = settle_hasty(ctx, events, ack.verdicts);
+                if retry.is_empty() {
+                    return;
                 }
-                other => {
-                    if let Ok(refused) = &other
-                        && !matches!(refused, LinkReply::Busy(_))
-                    {
+                failures += 1;
+                if failures > 5 {
+                    ctx.metrics.dropped(Outcome::Failed, retry.len());
+                    tracing::error!(
+                        events = retry.len(),
+                        "Spooled events failed at the aggregator five times and are dropped."
+                    );
+                    return;
+                }
+                batch = retry_batch(retry);
+                frame = ctx.encode(&batch);
+                Duration::from_secs(1)
+            }
+            other => {
+                match &other {
+                    Ok(LinkReply::Busy(_)) | Err(_) => {}
+                    Ok(refused) => {
                         tracing::warn!(reply = ?refused, "The aggregator did not take a spooled batch; retrying.");
                     }
-                    match delivery.next(std::time::Instant::now(), attempted(&other)) {
-                        Next::Retry(wait) => wait,
-                        _ => Duration::from_secs(1),
-                    }
                 }
-            };
-            tokio::time::sleep(wait).await;
-        }
-        ctx.spool.consume(&record);
-        ctx.metrics.spool_bytes.set(ctx.spool.bytes() as i64);
+                match delivery.next(std::time::Instant::now(), attempted(&other)) {
+                    Next::Retry(wait) => wait,
+                    _ => Duration::from_secs(1),
+                }
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
