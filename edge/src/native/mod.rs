@@ -3,7 +3,7 @@
 //! request's events are synced to before its 202. [`run`] starts it all
 //! from an [`EdgeConfig`] and stops it cleanly: on the shutdown signal no
 //! new requests are taken, requests in progress are answered, and the
-//! spool is forwarded for up to 30 s (what is left waits for the next start).
+//! spool is forwarded for up to 5 s (what is left waits for the next start).
 
 pub mod bundle;
 pub mod config;

@@ -348,6 +348,12 @@ impl Writer {
             }
             // Trims first, so that what is deleted does not depend on how jobs were grouped.
             if let Some(offset) = trim {
+                // Under load only closed files go: emptying the open one after every commit
+                // would cost a sync and two folder syncs here, between groups of requests
+                // waiting for theirs. Once idle, a consumed spool takes no space.
+                let idle = group.is_empty() && rx.is_empty();
+                let last = self.log.next_offset(TOPIC).saturating_sub(1);
+                let offset = if idle { offset } else { offset.min(last) };
                 if let Err(e) = self.log.trim(TOPIC, offset) {
                     tracing::warn!(error = %e, "Cannot delete forwarded spool files.");
                 }
@@ -525,11 +531,17 @@ mod tests {
             .unwrap_or(0)
     }
 
-    /// Waits for the writer to have handled every job sent before (a trim, say).
-    async fn settle(spool: &Spool) {
-        let before = spool.synced();
-        spool.append(vec![255], 0, PATIENCE).await.unwrap();
-        assert_eq!(spool.synced(), before + 1);
+    /// Waits (5 s at most) for the writer to have trimmed a consumed spool to nothing.
+    async fn emptied(spool: &Spool) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while spool.bytes() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the spool keeps {} bytes",
+                spool.bytes()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]
@@ -556,19 +568,15 @@ mod tests {
         assert_eq!(drain(&spool), (1..10).collect::<Vec<u8>>());
         assert!(spool.is_empty());
         // Everything forwarded: the files go, and an empty one starts at the next offset.
-        settle(&spool).await;
+        emptied(&spool).await;
         assert_eq!(segments(dir.path()), 1);
+        spool.append(vec![10], 1, PATIENCE).await.unwrap();
         let again = spool.read(spool.committed(), 10).unwrap();
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].frame, vec![255]);
+        assert_eq!((again[0].offset, &again[0].frame[..]), (10, &[10][..]));
         spool.commit(11);
-        settle(&spool).await;
+        emptied(&spool).await;
         assert_eq!(segments(dir.path()), 1, "forwarded files are deleted");
-        assert_eq!(
-            spool.bytes(),
-            18,
-            "only the last record (10-byte body) is left"
-        );
     }
 
     #[tokio::test]

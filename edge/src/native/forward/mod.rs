@@ -117,15 +117,15 @@ pub struct Drained {
 
 impl Drained {
     /// Waits (after every [`Forwarder`] is dropped) for the guaranteed batcher to
-    /// answer what it was given, and for the spool's forwarder to send what the
-    /// spool holds, up to `timeout`; what is not sent by then stays in the spool
-    /// for the next start. Returns whether everything was sent.
+    /// answer what it was given, up to `timeout`, then for the spool's forwarder
+    /// to send what the spool holds, up to [`SPOOL_DRAIN`]: what is not sent by
+    /// then is safe in the spool for the next start. Returns whether everything
+    /// was sent.
     pub async fn wait(self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let _ = tokio::time::timeout_at(deadline, self.batcher).await;
+        let _ = tokio::time::timeout(timeout, self.batcher).await;
         let _ = self.stop.send(true);
         let mut spool = self.spool;
-        let done = tokio::time::timeout_at(deadline, &mut spool).await.is_ok();
+        let done = tokio::time::timeout(SPOOL_DRAIN, &mut spool).await.is_ok();
         if !done {
             spool.abort();
             let _ = spool.await;
@@ -133,6 +133,11 @@ impl Drained {
         done && self.ctx.spool.synced() <= self.ctx.spool.committed()
     }
 }
+
+/// How long stopping waits for the spool's forwarder to send what is left:
+/// events in the spool are durable, so an edge whose aggregators are away
+/// stops without waiting long for them.
+pub const SPOOL_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long a hasty request waits for room in the spool writer's queue before 503.
 pub const HASTY_QUEUE_PATIENCE: Duration = Duration::from_secs(1);
