@@ -30,7 +30,7 @@ pub enum Sink {
 /// Request kind.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// `?hasty=true`: 202 once validated and queued.
+    /// `?hasty=true`: 202 once validated and synced to the edge's spool.
     Hasty,
     /// 201 once the aggregator has made the events durable.
     Guaranteed,
@@ -435,17 +435,11 @@ fn run_sink(
         });
     }
     let (edge_rss, agg_rss) = (usage(edge.pid()).1, usage(aggregator.pid()).1);
-    let lost = scrape(edge_http)
-        .map(|m| {
-            metric(
-                &m,
-                "sluice_edge_hasty_dropped_total",
-                &[("outcome", "lost")],
-            )
-        })
+    let dropped = scrape(edge_http)
+        .map(|m| metric(&m, "sluice_edge_hasty_dropped_total", &[]))
         .unwrap_or(0.0);
-    if lost > 0.0 {
-        println!("warning: the edge counted {lost} hasty events lost");
+    if dropped > 0.0 {
+        println!("warning: the edge dropped {dropped} hasty events after answering 202");
     }
     drop(edge);
     drop(aggregator);

@@ -33,7 +33,7 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<ExitCode> {
             },
             async {
                 sluice_host::signals::stop().await;
-                tracing::info!("Stopping: no new requests; queued batches are sent or spooled.");
+                tracing::info!("Stopping: no new requests; guaranteed batches are answered and the spool is forwarded.");
             },
         )
         .await

@@ -123,7 +123,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 let _ = writeln!(
                     out,
                     "Sluice is up.\n\
-                     \n  send events to   http://{edge_at}/v1/events   (EventGate-compatible; ?hasty=true answers at once)\
+                     \n  send events to   http://{edge_at}/v1/events   (EventGate-compatible; ?hasty=true answers once synced at the edge)\
                      \n  stream config    http://{edge_at}/v1/streams and http://{http}/v1/streams\
                      \n  schemas          http://{http}/repositories/<repo>/jsonschema/<title>/<version>.yaml\
                      \n  metrics          http://{edge_at}/metrics and http://{http}/metrics\
