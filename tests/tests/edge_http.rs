@@ -8,7 +8,8 @@
 
 use serde_json::{Value, json};
 use sluice_tests::{
-    Edge, HttpReply, Scratch, http_call, log_events, metric, terminate, write_whole_then_read,
+    Aggregator, Edge, HttpReply, Scratch, http_call, log_events, metric, terminate,
+    write_whole_then_read,
 };
 use std::net::SocketAddr;
 
@@ -34,6 +35,16 @@ streams:
     schema_title: sluice/test/event
     enabled: false
 ";
+
+/// An aggregator on a scratch folder with [`STREAMS`], and an edge in front of
+/// it with `extra` settings.
+fn platform(extra: &[(&str, &std::ffi::OsStr)]) -> (Scratch, Aggregator, Edge) {
+    let scratch =
+        Scratch::with_streams(&format!("defaults:\n  topic_prefixes: [local.]\n{STREAMS}"));
+    let aggregator = scratch.aggregator(TOKEN, &[]);
+    let edge = scratch.edge(&aggregator, extra);
+    (scratch, aggregator, edge)
+}
 
 fn test_event(stream: &str, message: &str) -> Value {
     json!({
@@ -75,23 +86,21 @@ fn messages(scratch: &Scratch, stream: &str) -> Vec<String> {
 
 #[test]
 fn statuses_bodies_limits_and_cors() {
-    let scratch =
-        Scratch::with_streams(&format!("defaults:\n  topic_prefixes: [local.]\n{STREAMS}"));
-    let mut aggregator = scratch.aggregator(TOKEN, &[]);
-    let Edge {
-        child: mut edge_child,
-        http: edge,
-    } = scratch.edge(
-        &aggregator,
-        &[
-            ("SLUICE_EDGE_LIMITS__MAX_BODY_BYTES", "65536".as_ref()),
-            ("SLUICE_EDGE_LIMITS__MAX_EVENT_BYTES", "16384".as_ref()),
-            (
-                "SLUICE_EDGE_CORS_ORIGINS",
-                "[\"https://allowed.example\"]".as_ref(),
-            ),
-        ],
-    );
+    let (
+        scratch,
+        mut aggregator,
+        Edge {
+            child: mut edge_child,
+            http: edge,
+        },
+    ) = platform(&[
+        ("SLUICE_EDGE_LIMITS__MAX_BODY_BYTES", "65536".as_ref()),
+        ("SLUICE_EDGE_LIMITS__MAX_EVENT_BYTES", "16384".as_ref()),
+        (
+            "SLUICE_EDGE_CORS_ORIGINS",
+            "[\"https://allowed.example\"]".as_ref(),
+        ),
+    ]);
 
     // 201: all in, no body; the request id is echoed.
     let r = post(
@@ -360,13 +369,14 @@ fn statuses_bodies_limits_and_cors() {
 
 #[test]
 fn sampling_enrichment_and_client_addresses() {
-    let scratch =
-        Scratch::with_streams(&format!("defaults:\n  topic_prefixes: [local.]\n{STREAMS}"));
-    let mut aggregator = scratch.aggregator(TOKEN, &[]);
-    let Edge {
-        child: mut direct,
-        http: edge,
-    } = scratch.edge(&aggregator, &[]);
+    let (
+        scratch,
+        mut aggregator,
+        Edge {
+            child: mut direct,
+            http: edge,
+        },
+    ) = platform(&[]);
 
     // Sampling by session, rate 0.5: 0x00000000 is in, 0xffffffff is out (both answered 201).
     let headers = [
@@ -447,21 +457,23 @@ fn seven_mb() -> Vec<u8> {
 
 #[test]
 fn early_refusals_reach_clients_that_write_their_whole_body_first() {
-    let scratch =
-        Scratch::with_streams(&format!("defaults:\n  topic_prefixes: [local.]\n{STREAMS}"));
-    let mut aggregator = scratch.aggregator(TOKEN, &[]);
-    let Edge {
-        child: mut edge_child,
-        http: edge,
-    } = scratch.edge(&aggregator, &[]);
+    let (
+        scratch,
+        mut aggregator,
+        Edge {
+            child: mut edge_child,
+            http: edge,
+        },
+    ) = platform(&[]);
     let body = seven_mb();
-    let head = |extra: &str| {
-        format!(
+    let length = format!("Content-Length: {}\r\n", body.len());
+    // Writes the request whole (headers `extra`, then `body`), then reads: the answer
+    // must be `status` and say `says`.
+    let refused = |extra: &str, body: &[u8], status: u16, says: &str| {
+        let head = format!(
             "POST /v1/events?hasty=true HTTP/1.1\r\nHost: {edge}\r\nConnection: close\r\n{extra}\r\n"
-        )
-    };
-    let refused = |r: &std::io::Result<HttpReply>, status: u16, says: &str| {
-        let r = r.as_ref().unwrap_or_else(|e| {
+        );
+        let r = write_whole_then_read(edge, &head, body).unwrap_or_else(|e| {
             panic!("the client wrote its whole body and expected {status}, but: {e}")
         });
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
@@ -471,17 +483,10 @@ fn early_refusals_reach_clients_that_write_their_whole_body_first() {
             "{status} does not say {says:?}: {text}"
         );
     };
+    let json = "Content-Type: application/json\r\n";
 
     // Over the limit by its Content-Length: 413 before a byte is read, then the rest is read away.
-    let r = write_whole_then_read(
-        edge,
-        &head(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        )),
-        &body,
-    );
-    refused(&r, 413, "4194304 bytes");
+    refused(&format!("{json}{length}"), &body, 413, "4194304 bytes");
 
     // Chunked, so over the limit only once read that far.
     let mut chunked = Vec::new();
@@ -491,44 +496,18 @@ fn early_refusals_reach_clients_that_write_their_whole_body_first() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
-    let r = write_whole_then_read(
-        edge,
-        &head("Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"),
-        &chunked,
-    );
-    refused(&r, 413, "4194304 bytes");
+    let chunking = format!("{json}Transfer-Encoding: chunked\r\n");
+    refused(&chunking, &chunked, 413, "4194304 bytes");
 
     // 415 and 431 come before the body is read, too.
-    let r = write_whole_then_read(
-        edge,
-        &head(&format!(
-            "Content-Type: text/html\r\nContent-Length: {}\r\n",
-            body.len()
-        )),
-        &body,
-    );
-    refused(&r, 415, "text/html");
-    let r = write_whole_then_read(
-        edge,
-        &head(&format!(
-            "Content-Type: application/json\r\nX-Filler: {}\r\nContent-Length: {}\r\n",
-            "f".repeat(40_000),
-            body.len()
-        )),
-        &body,
-    );
-    refused(&r, 431, "headers");
+    let html = format!("Content-Type: text/html\r\n{length}");
+    refused(&html, &body, 415, "text/html");
+    let filler = format!("{json}X-Filler: {}\r\n{length}", "f".repeat(40_000));
+    refused(&filler, &body, 431, "headers");
 
     // A client that waits for 100 Continue sends no body: it gets the 413 at once.
-    let r = write_whole_then_read(
-        edge,
-        &head(&format!(
-            "Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n",
-            body.len()
-        )),
-        &[],
-    );
-    refused(&r, 413, "4194304 bytes");
+    let waits = format!("{json}Expect: 100-continue\r\n{length}");
+    refused(&waits, &[], 413, "4194304 bytes");
 
     // Nothing of it reached the sink, and the edge takes the next request as usual.
     let r = post(

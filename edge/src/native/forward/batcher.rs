@@ -3,7 +3,7 @@
 
 use super::send::send_guaranteed;
 use super::{Ctx, Item};
-use sluice_shared::forward::{BatchLimits, Batcher};
+use sluice_shared::forward::Batcher;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -28,13 +28,8 @@ pub(super) async fn until(due: Option<std::time::Instant>) {
 /// Drives the core's [`Batcher`]: items in from requests, batches out to send
 /// tasks, until the queue closes and every batch is done.
 pub(super) async fn batcher(mut rx: mpsc::Receiver<Item>, ctx: Arc<Ctx>) {
-    let o = &ctx.options;
-    let mut core: Batcher<Item> = Batcher::new(BatchLimits {
-        max_events: o.max_events,
-        max_bytes: o.max_bytes,
-        max_age: o.guaranteed_age,
-        in_flight: o.in_flight,
-    });
+    let mut core: Batcher<Item> =
+        Batcher::new(ctx.options.batch_limits(ctx.options.guaranteed_age));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut open = true;
     loop {

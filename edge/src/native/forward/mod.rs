@@ -29,7 +29,7 @@ use crate::respond::Forwarded;
 use bytes::Bytes;
 use sluice_host::metrics::Outcome;
 use sluice_shared::forward::{
-    Attempted, CompressionGate, Delivery, Next, VerdictCounts, failed_events,
+    Attempted, BatchLimits, CompressionGate, Delivery, Next, VerdictCounts, failed_events,
 };
 use sluice_shared::{Batch, BatchError, BatchEvent, EventAck, LinkReply, WireLimits};
 use std::sync::Arc;
@@ -54,6 +54,18 @@ pub struct ForwardOptions {
     pub forward_timeout: Duration,
     /// LZ4-compress batch frames.
     pub compress: bool,
+}
+
+impl ForwardOptions {
+    /// The core batcher's limits, with `max_age` for the kind of request.
+    fn batch_limits(&self, max_age: Duration) -> BatchLimits {
+        BatchLimits {
+            max_events: self.max_events,
+            max_bytes: self.max_bytes,
+            max_age,
+            in_flight: self.in_flight,
+        }
+    }
 }
 
 struct Item {

@@ -12,7 +12,7 @@
 use super::batcher::{DoneGuard, until};
 use super::send::{attempted, settle_hasty};
 use super::*;
-use sluice_shared::forward::{BatchLimits, Batcher, DoneWindow};
+use sluice_shared::forward::{Batcher, DoneWindow};
 
 /// Records read from the spool at a time.
 const READ_AHEAD: usize = 256;
@@ -30,13 +30,7 @@ struct Finished(u64, u64);
 /// Forwards the spool until `stopping` turns true and everything synced is
 /// sent (the caller bounds that wait), committing as it goes.
 pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watch::Receiver<bool>) {
-    let o = &ctx.options;
-    let mut core: Batcher<Spooled> = Batcher::new(BatchLimits {
-        max_events: o.max_events,
-        max_bytes: o.max_bytes,
-        max_age: o.hasty_age,
-        in_flight: o.in_flight,
-    });
+    let mut core: Batcher<Spooled> = Batcher::new(ctx.options.batch_limits(ctx.options.hasty_age));
     let mut window = DoneWindow::new(ctx.spool.start());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let (commit_tx, commit_rx) = tokio::sync::watch::channel(window.committed());
