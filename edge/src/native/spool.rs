@@ -100,18 +100,15 @@ struct Shared {
     bytes: AtomicU64,
 }
 
-struct Reading {
-    reader: Reader,
-    position: ConsumerPosition,
-}
-
 /// A bounded, synced queue of batch frames on disk, written in groups.
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     jobs: mpsc::Sender<Job>,
     shared: Arc<Shared>,
-    reading: Mutex<Reading>,
+    reader: Mutex<Reader>,
+    /// The forwarder's committed position (its own file: committing does not wait on reads).
+    position: ConsumerPosition,
     /// The committed position loaded at open: where forwarding starts.
     start: u64,
     /// The position committed last.
@@ -185,15 +182,16 @@ impl Spool {
             max_bytes,
             jobs,
             shared,
-            reading: Mutex::new(Reading { reader, position }),
+            reader: Mutex::new(reader),
+            position,
             start,
             committed: AtomicU64::new(start),
             appended,
         })
     }
 
-    fn reading(&self) -> std::sync::MutexGuard<'_, Reading> {
-        self.reading
+    fn reader(&self) -> std::sync::MutexGuard<'_, Reader> {
+        self.reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -275,15 +273,12 @@ impl Spool {
     /// skipped over (damage) are simply not returned.
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<Record>, SpoolError> {
         let synced = self.synced();
-        let mut reading = self.reading();
-        if reading.reader.position() != from {
-            reading
-                .reader
-                .seek(Start::Offset(from))
-                .map_err(self.err())?;
+        let mut reader = self.reader();
+        if reader.position() != from {
+            reader.seek(Start::Offset(from)).map_err(self.err())?;
         }
         let room = usize::try_from(synced.saturating_sub(from)).unwrap_or(usize::MAX);
-        let records = reading.reader.poll(max.min(room)).map_err(self.err())?;
+        let records = reader.poll(max.min(room)).map_err(self.err())?;
         Ok(records
             .into_iter()
             .filter(|r| r.offset < synced)
@@ -298,7 +293,7 @@ impl Spool {
     /// spool's files holding only such records are deleted by the writer.
     pub fn commit(&self, offset: u64) {
         self.committed.fetch_max(offset, Ordering::AcqRel);
-        if let Err(e) = self.reading().position.commit(offset, true) {
+        if let Err(e) = self.position.commit(offset, true) {
             tracing::warn!(error = %e, "Could not record the spool's forwarding position; a restart will send more again.");
         }
         // A full queue only delays the trim: the next commit asks again.
