@@ -8,12 +8,28 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Tells a batcher a batch it handed out is done, even if its task ends early.
-pub(super) struct DoneGuard<T: Default = ()>(pub(super) mpsc::UnboundedSender<T>, pub(super) T);
+/// Tells a batcher a batch it handed out is done, even if its task ends
+/// early: then with `T::default()`, otherwise with what [`DoneGuard::finish`] gives.
+pub(super) struct DoneGuard<T: Default = ()>(Option<mpsc::UnboundedSender<T>>);
+
+impl<T: Default> DoneGuard<T> {
+    pub(super) fn new(tx: mpsc::UnboundedSender<T>) -> Self {
+        DoneGuard(Some(tx))
+    }
+
+    /// The task finished: tells the batcher so, with `value`.
+    pub(super) fn finish(mut self, value: T) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(value);
+        }
+    }
+}
 
 impl<T: Default> Drop for DoneGuard<T> {
     fn drop(&mut self) {
-        let _ = self.0.send(std::mem::take(&mut self.1));
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(T::default());
+        }
     }
 }
 
@@ -34,7 +50,7 @@ pub(super) async fn batcher(mut rx: mpsc::Receiver<Item>, ctx: Arc<Ctx>) {
     let mut open = true;
     loop {
         while let Some(items) = core.poll_batch(std::time::Instant::now()) {
-            let (ctx, done) = (ctx.clone(), DoneGuard(done_tx.clone(), ()));
+            let (ctx, done) = (ctx.clone(), DoneGuard::new(done_tx.clone()));
             tokio::spawn(async move {
                 send_guaranteed(&ctx, items).await;
                 drop(done);

@@ -23,9 +23,14 @@ struct Spooled {
     batch: Batch,
 }
 
-/// Offsets `start..end` of a finished batch.
+/// Offsets `start..end` of a batch whose send task ended: delivered, or
+/// (the default, left by a task that ended without finishing) not.
 #[derive(Default)]
-struct Finished(u64, u64);
+struct Finished {
+    start: u64,
+    end: u64,
+    delivered: bool,
+}
 
 /// Forwards the spool until `stopping` turns true and everything synced is
 /// sent (the caller bounds that wait), committing as it goes.
@@ -42,11 +47,16 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
                 core.on_done();
                 continue;
             };
-            let done = DoneGuard(done_tx.clone(), Finished(first.offset, last.offset + 1));
+            let (start, end) = (first.offset, last.offset + 1);
+            let done = DoneGuard::new(done_tx.clone());
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 send_spooled(&ctx, records).await;
-                drop(done);
+                done.finish(Finished {
+                    start,
+                    end,
+                    delivered: true,
+                });
             });
         }
         let behind = ctx.spool.synced() > window.handed();
@@ -60,7 +70,9 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
                 Ok(records) if !records.is_empty() => {
                     for r in records {
                         window.hand_out(r.offset, r.offset + 1);
-                        take(&ctx, &mut core, &mut window, r);
+                        if let Some(committed) = take(&ctx, &mut core, &mut window, r) {
+                            let _ = commit_tx.send(committed);
+                        }
                     }
                     if stop {
                         core.flush();
@@ -77,9 +89,12 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
         }
         let due = core.poll_timeout();
         tokio::select! {
-            Some(Finished(start, end)) = done_rx.recv() => {
+            Some(finished) = done_rx.recv() => {
                 core.on_done();
-                if let Some(committed) = window.finish(start, end) {
+                if !finished.delivered {
+                    // Never counted done: the position stays before it, and a restart sends it again.
+                    tracing::error!("A spooled batch's send ended without an answer; the spool keeps it until the edge restarts.");
+                } else if let Some(committed) = window.finish(finished.start, finished.end) {
                     let _ = commit_tx.send(committed);
                 }
             }
@@ -109,15 +124,14 @@ async fn read(ctx: &Arc<Ctx>, from: u64) -> Result<Vec<Record>, String> {
 }
 
 /// Decodes a record into the batcher; a record that does not decode is
-/// counted, logged and passed over.
-fn take(ctx: &Ctx, core: &mut Batcher<Spooled>, window: &mut DoneWindow, r: Record) {
+/// counted, logged and passed over (the position to commit, when that moves it).
+fn take(ctx: &Ctx, core: &mut Batcher<Spooled>, window: &mut DoneWindow, r: Record) -> Option<u64> {
     let batch = match Batch::decode(&r.frame, &ctx.limits) {
         Ok(b) => b,
         Err(e) => {
             ctx.metrics.dropped(Outcome::Failed, 1);
             tracing::error!(offset = r.offset, error = %e, "A spooled batch does not decode and is passed over.");
-            window.finish(r.offset, r.offset + 1);
-            return;
+            return window.finish(r.offset, r.offset + 1);
         }
     };
     if !batch.errors.is_empty() {
@@ -134,6 +148,7 @@ fn take(ctx: &Ctx, core: &mut Batcher<Spooled>, window: &mut DoneWindow, r: Reco
         events,
         bytes,
     );
+    None
 }
 
 /// Commits the latest position the forwarder reached, one durable write at a
