@@ -19,6 +19,7 @@
 use super::metrics::Metrics;
 use sluice_host::metrics::Outcome;
 use sluice_log::{ConsumerPosition, Damage, Log, LogError, LogOptions, NewRecord, Reader, Start};
+use sluice_shared::Batch;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,9 @@ const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 const QUEUE: usize = 256;
 /// Records appended in one group at most.
 const GROUP: usize = 1024;
+/// Bytes of synced records (as their frames count) handed to the forwarder in
+/// memory and not yet taken, at most; past them it reads them from the log.
+const FRESH_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Why a record could not be spooled.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +85,37 @@ pub struct Record {
     pub frame: Vec<u8>,
 }
 
+/// A synced record handed to the forwarder as it was appended, decoded: the
+/// forwarder takes it from memory instead of reading the log back, while it
+/// keeps up.
+pub struct Fresh {
+    /// Its offset in the spool.
+    pub offset: u64,
+    /// What it holds.
+    pub batch: Batch,
+    bytes: u64,
+}
+
+/// The forwarder's end of the in-memory hand-over.
+pub struct FreshFeed {
+    rx: mpsc::Receiver<Fresh>,
+    held: Arc<AtomicU64>,
+}
+
+impl FreshFeed {
+    /// The next record handed over, if one waits.
+    pub fn take(&mut self) -> Option<Fresh> {
+        let fresh = self.rx.try_recv().ok()?;
+        self.held.fetch_sub(fresh.bytes, Ordering::AcqRel);
+        Some(fresh)
+    }
+}
+
 /// What the writer thread is asked to do.
 enum Job {
     Append {
         frame: Vec<u8>,
-        events: usize,
+        batch: Batch,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
     /// Delete the segments holding only records below this offset.
@@ -115,6 +145,8 @@ pub struct Spool {
     committed: AtomicU64,
     /// Wakes the forwarder when a group is synced.
     pub appended: Arc<tokio::sync::Notify>,
+    /// The in-memory hand-over, until the forwarder takes it.
+    fresh: Mutex<Option<FreshFeed>>,
 }
 
 impl Spool {
@@ -159,7 +191,11 @@ impl Spool {
         metrics.spool_bytes.set(log.topic_bytes(TOPIC) as i64);
         let (jobs, rx) = mpsc::channel(QUEUE);
         let appended = Arc::new(tokio::sync::Notify::new());
+        let (fresh_tx, fresh_rx) = mpsc::channel(4 * GROUP);
+        let held = Arc::new(AtomicU64::new(0));
         let writer = Writer {
+            fresh: fresh_tx,
+            held: held.clone(),
             log,
             dir: dir.to_path_buf(),
             max_bytes,
@@ -187,6 +223,7 @@ impl Spool {
             start,
             committed: AtomicU64::new(start),
             appended,
+            fresh: Mutex::new(Some(FreshFeed { rx: fresh_rx, held })),
         })
     }
 
@@ -233,13 +270,21 @@ impl Spool {
         self.bytes() + RECORD_OVERHEAD + extra <= self.max_bytes
     }
 
-    /// Appends a frame of `events` events and returns once it is synced to
-    /// disk, sharing the sync with every append that came meanwhile. Waits
+    /// The in-memory hand-over of synced records, for the one forwarder.
+    pub fn take_fresh(&self) -> Option<FreshFeed> {
+        self.fresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Appends `frame` (the encoding of `batch`) and returns once it is synced
+    /// to disk, sharing the sync with every append that came meanwhile. Waits
     /// up to `patience` for a place in the writer's queue.
     pub async fn append(
         &self,
         frame: Vec<u8>,
-        events: usize,
+        batch: Batch,
         patience: Duration,
     ) -> Result<(), SpoolError> {
         if !self.has_room(frame.len() as u64) {
@@ -250,7 +295,7 @@ impl Spool {
         let (reply, answer) = oneshot::channel();
         let job = Job::Append {
             frame,
-            events,
+            batch,
             reply,
         };
         match self.jobs.try_send(job) {
@@ -309,12 +354,16 @@ struct Writer {
     shared: Arc<Shared>,
     appended: Arc<tokio::sync::Notify>,
     metrics: Metrics,
+    /// Synced records for the forwarder, in order, while it keeps up.
+    fresh: mpsc::Sender<Fresh>,
+    /// Bytes handed over and not yet taken.
+    held: Arc<AtomicU64>,
 }
 
 /// An append taken into a group.
 struct Taken {
     frame: Vec<u8>,
-    events: usize,
+    batch: Batch,
     reply: oneshot::Sender<Result<(), SpoolError>>,
 }
 
@@ -329,11 +378,11 @@ impl Writer {
                     Job::Trim(offset) => trim = trim.max(Some(offset)),
                     Job::Append {
                         frame,
-                        events,
+                        batch,
                         reply,
                     } => group.push(Taken {
                         frame,
-                        events,
+                        batch,
                         reply,
                     }),
                 }
@@ -364,6 +413,23 @@ impl Writer {
         let bytes = self.log.topic_bytes(TOPIC);
         self.shared.bytes.store(bytes, Ordering::Release);
         self.metrics.spool_bytes.set(bytes as i64);
+    }
+
+    /// Hands a synced record to the forwarder in memory, when it keeps up (else
+    /// it reads the record from the log).
+    fn hand_over(&self, offset: u64, bytes: u64, batch: Batch) {
+        if self.held.load(Ordering::Acquire) + bytes > FRESH_BYTES {
+            return;
+        }
+        self.held.fetch_add(bytes, Ordering::AcqRel);
+        let fresh = Fresh {
+            offset,
+            batch,
+            bytes,
+        };
+        if self.fresh.try_send(fresh).is_err() {
+            self.held.fetch_sub(bytes, Ordering::AcqRel);
+        }
     }
 
     /// Appends the group's frames that fit, syncs once, and answers each.
@@ -399,10 +465,17 @@ impl Writer {
         let written = self
             .log
             .append(TOPIC, &records)
-            .and_then(|_| self.log.sync());
+            .and_then(|first| self.log.sync().map(|()| first));
         drop(records);
         match written {
-            Ok(()) => {
+            Ok(first) => {
+                let events: usize = taken.iter().map(|t| t.batch.events.len()).sum();
+                let mut replies = Vec::with_capacity(taken.len());
+                // Handed over before they count as synced, so the forwarder finds them in memory.
+                for (offset, t) in (first..).zip(taken) {
+                    self.hand_over(offset, t.frame.len() as u64, t.batch);
+                    replies.push(t.reply);
+                }
                 self.shared
                     .synced
                     .store(self.log.next_offset(TOPIC), Ordering::Release);
@@ -410,11 +483,10 @@ impl Writer {
                 self.metrics
                     .spool_sync_seconds
                     .observe(started.elapsed().as_secs_f64());
-                let events: usize = taken.iter().map(|t| t.events).sum();
                 self.metrics.count(Outcome::Spooled, events);
                 self.appended.notify_one();
-                for t in taken {
-                    let _ = t.reply.send(Ok(()));
+                for reply in replies {
+                    let _ = reply.send(Ok(()));
                 }
             }
             Err(e) => {
@@ -495,6 +567,27 @@ mod tests {
 
     const PATIENCE: Duration = Duration::from_secs(5);
 
+    /// A batch of `n` events (the spool counts them; the frames beside them are made up).
+    fn events(n: u8) -> Batch {
+        let event = |i: u8| sluice_shared::BatchEvent {
+            stream: "s".into(),
+            topic: "t".into(),
+            partition_key: None,
+            rate_key: None,
+            id: [i; 16],
+            received_ms: 0,
+            dt_ms: 0,
+            schema_uri: "/s/1.0.0".into(),
+            dedupe: true,
+            json: bytes::Bytes::from_static(b"{}"),
+        };
+        Batch {
+            id: [n; 16],
+            events: (0..n).map(event).collect(),
+            errors: Vec::new(),
+        }
+    }
+
     fn open(dir: &Path, max_bytes: u64, segment_bytes: u64) -> Spool {
         Spool::open(dir, max_bytes, segment_bytes, Metrics::default()).unwrap()
     }
@@ -545,7 +638,10 @@ mod tests {
         let spool = open(dir.path(), 10_000, 120);
         assert!(spool.is_empty());
         for i in 0..10u8 {
-            spool.append(vec![i; 40], 1, PATIENCE).await.unwrap();
+            spool
+                .append(vec![i; 40], events(1), PATIENCE)
+                .await
+                .unwrap();
         }
         assert_eq!(spool.synced(), 10);
         assert!(!spool.is_empty());
@@ -565,7 +661,7 @@ mod tests {
         // Everything forwarded: the files go, and an empty one starts at the next offset.
         emptied(&spool).await;
         assert_eq!(segments(dir.path()), 1);
-        spool.append(vec![10], 1, PATIENCE).await.unwrap();
+        spool.append(vec![10], events(1), PATIENCE).await.unwrap();
         let again = spool.read(spool.committed(), 10).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].offset, &again[0].frame[..]), (10, &[10][..]));
@@ -582,7 +678,7 @@ mod tests {
         let tasks: Vec<_> = (0..200u8)
             .map(|i| {
                 let spool = spool.clone();
-                tokio::spawn(async move { spool.append(vec![i; 100], 2, PATIENCE).await })
+                tokio::spawn(async move { spool.append(vec![i; 100], events(2), PATIENCE).await })
             })
             .collect();
         for t in tasks {
@@ -604,6 +700,25 @@ mod tests {
         let mut seen = drain(&spool);
         seen.sort_unstable();
         assert_eq!(seen, (0..200).collect::<Vec<u8>>());
+    }
+
+    #[tokio::test]
+    async fn synced_records_are_handed_over_in_memory_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path(), 1 << 20, 1 << 20);
+        let mut feed = spool.take_fresh().unwrap();
+        assert!(spool.take_fresh().is_none(), "there is one forwarder");
+        for n in 1..=3 {
+            spool
+                .append(vec![n; 10], events(n), PATIENCE)
+                .await
+                .unwrap();
+        }
+        let handed: Vec<(u64, usize)> = std::iter::from_fn(|| feed.take())
+            .map(|f| (f.offset, f.batch.events.len()))
+            .collect();
+        assert_eq!(handed, [(0, 1), (1, 2), (2, 3)]);
+        assert!(feed.take().is_none());
     }
 
     #[tokio::test]
@@ -640,11 +755,17 @@ mod tests {
     async fn the_bound_holds_and_torn_tails_are_cut() {
         let dir = tempfile::tempdir().unwrap();
         let spool = open(dir.path(), 150, 1000);
-        spool.append(vec![1; 40], 1, PATIENCE).await.unwrap();
-        spool.append(vec![2; 40], 1, PATIENCE).await.unwrap();
+        spool
+            .append(vec![1; 40], events(1), PATIENCE)
+            .await
+            .unwrap();
+        spool
+            .append(vec![2; 40], events(1), PATIENCE)
+            .await
+            .unwrap();
         assert!(!spool.has_room(40));
         assert!(matches!(
-            spool.append(vec![3; 40], 1, PATIENCE).await,
+            spool.append(vec![3; 40], events(1), PATIENCE).await,
             Err(SpoolError::Full { .. })
         ));
         drop(spool);

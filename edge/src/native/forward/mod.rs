@@ -24,7 +24,7 @@ use spooling::forward_spool;
 
 use super::link::{Link, LinkDown};
 use super::metrics::Metrics;
-use super::spool::{Record, Spool, SpoolError};
+use super::spool::{Fresh, FreshFeed, Record, Spool, SpoolError};
 use crate::respond::Forwarded;
 use bytes::Bytes;
 use sluice_host::metrics::Outcome;
@@ -240,7 +240,6 @@ impl Forwarder {
         events: Vec<BatchEvent>,
         errors: Vec<BatchError>,
     ) -> Result<(), HastyRefused> {
-        let count = events.len();
         let batch = Batch {
             id: random_id(),
             events,
@@ -250,8 +249,9 @@ impl Forwarder {
         if !spool.has_room(batch_bound(&batch)) {
             return Err(HastyRefused::SpoolFull);
         }
+        let frame = batch.encode(false);
         spool
-            .append(batch.encode(false), count, HASTY_QUEUE_PATIENCE)
+            .append(frame, batch, HASTY_QUEUE_PATIENCE)
             .await
             .map_err(|e| match e {
                 SpoolError::Full { .. } => HastyRefused::SpoolFull,

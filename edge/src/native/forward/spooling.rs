@@ -4,6 +4,11 @@
 //! core's [`DoneWindow`]: batches finish in any order, the position moves
 //! only over records all done).
 //!
+//! Records come from memory, handed over by the spool's writer as they are
+//! synced, while the forwarder keeps up; it reads from the log only what
+//! that hand-over left out (after a restart, or when the forwarder fell
+//! behind), so under load nothing is read back or decoded again.
+//!
 //! A record that carries error reports starts a batch of its own and lends
 //! it its id: the aggregator names error events after their batch's id and
 //! place, so a batch sent again after a restart names them the same, and
@@ -40,6 +45,9 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
     let (commit_tx, commit_rx) = tokio::sync::watch::channel(window.committed());
     let committer = tokio::spawn(commit(ctx.clone(), commit_rx));
+    let mut feed = ctx.spool.take_fresh();
+    // A record handed over past a gap the log must fill first.
+    let mut pending: Option<Fresh> = None;
     let mut stop = false;
     loop {
         while let Some(records) = core.poll_batch(std::time::Instant::now()) {
@@ -66,26 +74,61 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
         // Behind the synced end, yet the read found nothing (a segment being replaced): look again soon.
         let mut stalled = false;
         if behind && core.accepting() {
-            match read(&ctx, window.handed()).await {
-                Ok(records) if !records.is_empty() => {
-                    for r in records {
-                        window.hand_out(r.offset, r.offset + 1);
-                        if let Some(committed) = take(&ctx, &mut core, &mut window, r) {
-                            let _ = commit_tx.send(committed);
+            let mut took = 0;
+            // From memory while the hand-over keeps up; from the log what it left out.
+            while core.accepting() && took < READ_AHEAD {
+                let Some(fresh) = pending
+                    .take()
+                    .or_else(|| feed.as_mut().and_then(FreshFeed::take))
+                else {
+                    break;
+                };
+                if fresh.offset < window.handed() {
+                    continue;
+                }
+                if fresh.offset > window.handed() {
+                    pending = Some(fresh);
+                    break;
+                }
+                window.hand_out(fresh.offset, fresh.offset + 1);
+                take(&mut core, fresh.offset, fresh.batch);
+                took += 1;
+            }
+            if took == 0 {
+                let gap = pending
+                    .as_ref()
+                    .map_or(READ_AHEAD as u64, |p| p.offset - window.handed());
+                match read(&ctx, window.handed(), gap.min(READ_AHEAD as u64) as usize).await {
+                    Ok(records) => {
+                        took = records.len();
+                        for r in records {
+                            window.hand_out(r.offset, r.offset + 1);
+                            match Batch::decode(&r.frame, &ctx.limits) {
+                                Ok(batch) => take(&mut core, r.offset, batch),
+                                Err(e) => {
+                                    ctx.metrics.dropped(Outcome::Failed, 1);
+                                    tracing::error!(offset = r.offset, error = %e, "A spooled batch does not decode and is passed over.");
+                                    if let Some(committed) = window.finish(r.offset, r.offset + 1) {
+                                        let _ = commit_tx.send(committed);
+                                    }
+                                }
+                            }
                         }
                     }
-                    if stop {
-                        core.flush();
+                    Err(e) => {
+                        tracing::error!(error = %e, "Cannot read the spool; trying again in a second.");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
                     }
-                    continue;
-                }
-                Ok(_) => stalled = true,
-                Err(e) => {
-                    tracing::error!(error = %e, "Cannot read the spool; trying again in a second.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
                 }
             }
+            if took > 0 {
+                if stop {
+                    core.flush();
+                }
+                continue;
+            }
+            stalled = true;
         }
         let due = core.poll_timeout();
         tokio::select! {
@@ -114,26 +157,17 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
     let _ = committer.await;
 }
 
-/// Reads synced records from `from` on, off the async threads.
-async fn read(ctx: &Arc<Ctx>, from: u64) -> Result<Vec<Record>, String> {
+/// Reads up to `max` synced records from `from` on, off the async threads.
+async fn read(ctx: &Arc<Ctx>, from: u64, max: usize) -> Result<Vec<Record>, String> {
     let c = ctx.clone();
-    tokio::task::spawn_blocking(move || c.spool.read(from, READ_AHEAD))
+    tokio::task::spawn_blocking(move || c.spool.read(from, max))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
 }
 
-/// Decodes a record into the batcher; a record that does not decode is
-/// counted, logged and passed over (the position to commit, when that moves it).
-fn take(ctx: &Ctx, core: &mut Batcher<Spooled>, window: &mut DoneWindow, r: Record) -> Option<u64> {
-    let batch = match Batch::decode(&r.frame, &ctx.limits) {
-        Ok(b) => b,
-        Err(e) => {
-            ctx.metrics.dropped(Outcome::Failed, 1);
-            tracing::error!(offset = r.offset, error = %e, "A spooled batch does not decode and is passed over.");
-            return window.finish(r.offset, r.offset + 1);
-        }
-    };
+/// Puts a spooled record into the batcher; one with error reports starts a batch.
+fn take(core: &mut Batcher<Spooled>, offset: u64, batch: Batch) {
     if !batch.errors.is_empty() {
         core.flush();
     }
@@ -141,14 +175,10 @@ fn take(ctx: &Ctx, core: &mut Batcher<Spooled>, window: &mut DoneWindow, r: Reco
     let bytes = batch.events.iter().map(|e| e.json.len()).sum();
     core.push(
         std::time::Instant::now(),
-        Spooled {
-            offset: r.offset,
-            batch,
-        },
+        Spooled { offset, batch },
         events,
         bytes,
     );
-    None
 }
 
 /// Commits the latest position the forwarder reached, one durable write at a
