@@ -118,8 +118,9 @@ enum Job {
         batch: Batch,
         reply: oneshot::Sender<Result<(), SpoolError>>,
     },
-    /// Delete the segments holding only records below this offset.
-    Trim(u64),
+    /// Delete the closed segments holding only records below `offset`; with
+    /// `all`, also the open one when every record is below it.
+    Trim { offset: u64, all: bool },
 }
 
 /// What the writer publishes for readers and requests.
@@ -335,14 +336,16 @@ impl Spool {
     }
 
     /// Commits `offset`, durably: every record below it was answered. The
-    /// spool's files holding only such records are deleted by the writer.
-    pub fn commit(&self, offset: u64) {
+    /// spool's closed files holding only such records are deleted by the
+    /// writer; with `all` (the forwarder is quiet), the open one too when
+    /// everything is answered.
+    pub fn commit(&self, offset: u64, all: bool) {
         self.committed.fetch_max(offset, Ordering::AcqRel);
         if let Err(e) = self.position.commit(offset, true) {
             tracing::warn!(error = %e, "Could not record the spool's forwarding position; a restart will send more again.");
         }
         // A full queue only delays the trim: the next commit asks again.
-        let _ = self.jobs.try_send(Job::Trim(offset));
+        let _ = self.jobs.try_send(Job::Trim { offset, all });
     }
 }
 
@@ -375,7 +378,10 @@ impl Writer {
             let mut job = Some(job);
             while let Some(j) = job.take() {
                 match j {
-                    Job::Trim(offset) => trim = trim.max(Some(offset)),
+                    Job::Trim { offset, all } => {
+                        let (o, a) = trim.unwrap_or((0, false));
+                        trim = Some((o.max(offset), a || all));
+                    }
                     Job::Append {
                         frame,
                         batch,
@@ -391,13 +397,12 @@ impl Writer {
                 }
             }
             // Trims first, so that what is deleted does not depend on how jobs were grouped.
-            if let Some(offset) = trim {
+            if let Some((offset, all)) = trim {
                 // Under load only closed files go: emptying the open one after every commit
                 // would cost a sync and two folder syncs here, between groups of requests
-                // waiting for theirs. Once idle, a consumed spool takes no space.
-                let idle = group.is_empty() && rx.is_empty();
+                // waiting for theirs. Once the forwarder is quiet, a consumed spool takes no space.
                 let last = self.log.next_offset(TOPIC).saturating_sub(1);
-                let offset = if idle { offset } else { offset.min(last) };
+                let offset = if all { offset } else { offset.min(last) };
                 if let Err(e) = self.log.trim(TOPIC, offset) {
                     tracing::warn!(error = %e, "Cannot delete forwarded spool files.");
                 }
@@ -603,7 +608,7 @@ mod tests {
             };
             from = last.offset + 1;
             seen.extend(records.iter().map(|r| r.frame[0]));
-            spool.commit(from);
+            spool.commit(from, true);
         }
     }
 
@@ -650,7 +655,7 @@ mod tests {
         let first = spool.read(0, 1).unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].frame, vec![0; 40]);
-        spool.commit(1);
+        spool.commit(1, true);
         drop(spool);
 
         // A restart forwards from the first record not committed.
@@ -665,7 +670,7 @@ mod tests {
         let again = spool.read(spool.committed(), 10).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].offset, &again[0].frame[..]), (10, &[10][..]));
-        spool.commit(11);
+        spool.commit(11, true);
         emptied(&spool).await;
         assert_eq!(segments(dir.path()), 1, "forwarded files are deleted");
     }

@@ -58,7 +58,14 @@ impl postcard::ser_flavors::Flavor for VecOut {
 
     #[inline]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        // Varints (lengths, times) come a few bytes at a time: pushed, not handed to
+        // `memcpy`, whose call costs more than the copy (9% of a hasty edge's CPU,
+        // sampled with perf, went to such calls).
+        if data.len() <= 10 {
+            data.iter().for_each(|&b| self.0.push(b));
+        } else {
+            self.0.extend_from_slice(data);
+        }
         Ok(())
     }
 

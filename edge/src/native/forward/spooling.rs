@@ -181,21 +181,45 @@ fn take(core: &mut Batcher<Spooled>, offset: u64, batch: Batch) {
     );
 }
 
+/// Durable commits of the spool's position at most this often: a crash sends
+/// again what was answered since the last one, and the aggregator's dedupe
+/// answers it as a duplicate.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+/// After this long without a new position, the spool is told to empty its
+/// open file too when everything in it is answered.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// Commits the latest position the forwarder reached, one durable write at a
-/// time (commits that come meanwhile are folded into the next).
+/// time and at most every [`COMMIT_EVERY`] (positions that come meanwhile are
+/// folded into the next); once quiet for [`QUIET`], commits once more so that
+/// a spool whose records are all answered takes no space.
 async fn commit(ctx: Arc<Ctx>, mut rx: tokio::sync::watch::Receiver<u64>) {
     let mut last = *rx.borrow_and_update();
+    let mut trimmed_all = true;
     loop {
-        let ended = rx.changed().await.is_err();
-        let offset = *rx.borrow_and_update();
-        if offset > last {
+        let ended = match tokio::time::timeout(QUIET, rx.changed()).await {
+            Ok(changed) => changed.is_err(),
+            Err(_) => {
+                if !trimmed_all {
+                    let c = ctx.clone();
+                    let _ = tokio::task::spawn_blocking(move || c.spool.commit(last, true)).await;
+                    trimmed_all = true;
+                }
+                continue;
+            }
+        };
+        let offset = (*rx.borrow_and_update()).max(last);
+        if offset > last || (ended && !trimmed_all) {
             let c = ctx.clone();
-            let _ = tokio::task::spawn_blocking(move || c.spool.commit(offset)).await;
+            let _ = tokio::task::spawn_blocking(move || c.spool.commit(offset, ended)).await;
             last = offset;
+            trimmed_all = ended;
         }
         if ended {
             return;
         }
+        tokio::time::sleep(COMMIT_EVERY).await;
     }
 }
 
