@@ -40,7 +40,7 @@ const QUEUE: usize = 256;
 const GROUP: usize = 1024;
 /// Bytes of synced records (as their frames count) handed to the forwarder in
 /// memory and not yet taken, at most; past them it reads them from the log.
-const FRESH_BYTES: u64 = 64 * 1024 * 1024;
+const FRESH_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Why a record could not be spooled.
 #[derive(Debug, thiserror::Error)]
