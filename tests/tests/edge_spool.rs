@@ -3,7 +3,8 @@
 //! are answered 202 and spooled; the edge is killed and restarted with its
 //! spool; the aggregator comes back; exactly those 20,000 events land in the
 //! sink, once each. The edge also fails over past an aggregator that does
-//! not answer.
+//! not answer, and an edge stopped (SIGTERM) while no aggregator answers
+//! stops cleanly and forwards its spool at the next start.
 
 use serde_json::json;
 use sluice_tests::{
@@ -175,4 +176,53 @@ fn a_full_spool_refuses_hasty_requests_and_loses_nothing_it_answered() {
         log_events(&scratch.data, "local.spool.test").len(),
         answered.len() * 20
     );
+}
+
+#[test]
+fn an_edge_stopped_while_no_aggregator_answers_keeps_its_spool_for_the_next_start() {
+    let scratch = Scratch::new("spool.test");
+    let ports = FixedPorts::new();
+    let fixed = ports.env();
+    let mut aggregator = scratch.aggregator(TOKEN, &fixed);
+    let Edge {
+        child: mut edge_child,
+        http: edge,
+    } = scratch.edge(&aggregator, &[]);
+    assert!(terminate(&mut aggregator.child).success());
+    let messages: Vec<String> = (0..500).map(|i| format!("kept-{i}")).collect();
+    for chunk in messages.chunks(PER_REQUEST) {
+        let r = http_call(
+            edge,
+            "POST",
+            "/v1/events?hasty=true",
+            &[("Content-Type", "application/json")],
+            &sluice_tests::test_events_body("spool.test", chunk),
+        )
+        .unwrap();
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // SIGTERM with nothing to forward to: the edge stops cleanly, its spool on disk.
+    let stopping = std::time::Instant::now();
+    assert!(terminate(&mut edge_child).success());
+    eprintln!("the edge stopped in {:?}", stopping.elapsed());
+
+    let mut aggregator = scratch.aggregator(TOKEN, &fixed);
+    let Edge {
+        child: mut edge_child,
+        http: edge,
+    } = scratch.edge(&aggregator, &[]);
+    wait_until("the kept spool is forwarded", || {
+        metric(edge, "sluice_edge_events_total{outcome=\"delivered\"}") == 500.0
+            && metric(edge, "sluice_edge_spool_bytes") == 0.0
+    });
+    assert!(terminate(&mut edge_child).success());
+    assert!(terminate(&mut aggregator.child).success());
+    let mut landed: Vec<String> = log_events(&scratch.data, "local.spool.test")
+        .iter()
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect();
+    landed.sort();
+    let mut expected = messages;
+    expected.sort();
+    assert_eq!(landed, expected);
 }
