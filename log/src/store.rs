@@ -229,6 +229,22 @@ impl Log {
     /// segment goes too and an empty one starts at the next offset, so that
     /// a consumed topic takes no space. Returns how many segments went.
     pub fn trim(&mut self, topic: &str, offset: u64) -> Result<usize, LogError> {
+        self.trim_segments(topic, offset, true)
+    }
+
+    /// [`Log::trim`] without the open segment: only closed segments holding
+    /// only records below `offset` go. For a writer trimming under load, to
+    /// which emptying the open segment would cost a sync and folder syncs.
+    pub fn trim_closed(&mut self, topic: &str, offset: u64) -> Result<usize, LogError> {
+        self.trim_segments(topic, offset, false)
+    }
+
+    fn trim_segments(
+        &mut self,
+        topic: &str,
+        offset: u64,
+        open_too: bool,
+    ) -> Result<usize, LogError> {
         let Some(t) = self.topics.get_mut(topic) else {
             return Ok(0);
         };
@@ -240,7 +256,7 @@ impl Log {
             t.delete_oldest()?;
             deleted += 1;
         }
-        if offset >= t.next_offset && t.size > 0 {
+        if open_too && offset >= t.next_offset && t.size > 0 {
             // Everything is consumed: start afresh at the next offset and drop the old segment.
             t.sync()?;
             t.roll()?;

@@ -228,6 +228,12 @@ fn trimming_deletes_what_is_consumed_and_offsets_go_on() {
     assert!(gone >= 1 && segments(dir.path(), "t").len() == before - gone);
     assert!(log.first_offset("t") <= 4);
     assert!(log.topic_bytes("t") < total);
+    // Closed segments only: the open one stays even when every record in it is consumed.
+    let open = segments(dir.path(), "t").last().cloned();
+    log.trim_closed("t", 10).unwrap();
+    assert_eq!(segments(dir.path(), "t").len(), 1);
+    assert_eq!(segments(dir.path(), "t").last().cloned(), open);
+    assert!(log.topic_bytes("t") > 0);
     // Everything: no bytes left, and the next record still gets offset 10, across a reopen.
     log.trim("t", 10).unwrap();
     assert_eq!(log.topic_bytes("t"), 0);

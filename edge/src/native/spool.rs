@@ -401,9 +401,12 @@ impl Writer {
                 // Under load only closed files go: emptying the open one after every commit
                 // would cost a sync and two folder syncs here, between groups of requests
                 // waiting for theirs. Once the forwarder is quiet, a consumed spool takes no space.
-                let last = self.log.next_offset(TOPIC).saturating_sub(1);
-                let offset = if all { offset } else { offset.min(last) };
-                if let Err(e) = self.log.trim(TOPIC, offset) {
+                let trimmed = if all {
+                    self.log.trim(TOPIC, offset)
+                } else {
+                    self.log.trim_closed(TOPIC, offset)
+                };
+                if let Err(e) = trimmed {
                     tracing::warn!(error = %e, "Cannot delete forwarded spool files.");
                 }
                 self.publish_bytes();
