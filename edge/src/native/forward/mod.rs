@@ -245,12 +245,9 @@ impl Forwarder {
             events,
             errors,
         };
-        let spool = &self.ctx.spool;
-        if !spool.has_room(batch_bound(&batch)) {
-            return Err(HastyRefused::SpoolFull);
-        }
         let frame = batch.encode(false);
-        spool
+        self.ctx
+            .spool
             .append(frame, batch, HASTY_QUEUE_PATIENCE)
             .await
             .map_err(|e| match e {
@@ -266,13 +263,6 @@ impl Forwarder {
     pub fn spooled_bytes(&self) -> u64 {
         self.ctx.spool.bytes()
     }
-}
-
-/// An upper bound of a batch's frame, uncompressed.
-fn batch_bound(batch: &Batch) -> u64 {
-    let events: usize = batch.events.iter().map(BatchEvent::size_bound).sum();
-    let errors: usize = batch.errors.iter().map(BatchError::size_bound).sum();
-    (events + errors + 64) as u64
 }
 
 /// One batch of the guaranteed requests' items.
