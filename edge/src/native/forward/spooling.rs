@@ -71,29 +71,10 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
         if stop && !behind && window.is_idle() && core.is_idle() {
             break;
         }
-        // Behind the synced end, yet the read found nothing (a segment being replaced): look again soon.
+        // Behind the synced end, yet nothing came (a segment being replaced): look again soon.
         let mut stalled = false;
         if behind && core.accepting() {
-            let mut took = 0;
-            // From memory while the hand-over keeps up; from the log what it left out.
-            while core.accepting() && took < READ_AHEAD {
-                let Some(fresh) = pending
-                    .take()
-                    .or_else(|| feed.as_mut().and_then(FreshFeed::take))
-                else {
-                    break;
-                };
-                if fresh.offset < window.handed() {
-                    continue;
-                }
-                if fresh.offset > window.handed() {
-                    pending = Some(fresh);
-                    break;
-                }
-                window.hand_out(fresh.offset, fresh.offset + 1);
-                take(&mut core, fresh.offset, fresh.batch);
-                took += 1;
-            }
+            let mut took = take_fresh(&mut core, &mut window, &mut feed, &mut pending);
             if took == 0 {
                 let gap = pending
                     .as_ref()
@@ -101,18 +82,8 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
                 match read(&ctx, window.handed(), gap.min(READ_AHEAD as u64) as usize).await {
                     Ok(records) => {
                         took = records.len();
-                        for r in records {
-                            window.hand_out(r.offset, r.offset + 1);
-                            match Batch::decode(&r.frame, &ctx.limits) {
-                                Ok(batch) => take(&mut core, r.offset, batch),
-                                Err(e) => {
-                                    ctx.metrics.dropped(Outcome::Failed, 1);
-                                    tracing::error!(offset = r.offset, error = %e, "A spooled batch does not decode and is passed over.");
-                                    if let Some(committed) = window.finish(r.offset, r.offset + 1) {
-                                        let _ = commit_tx.send(committed);
-                                    }
-                                }
-                            }
+                        if let Some(committed) = take_read(&ctx, &mut core, &mut window, records) {
+                            let _ = commit_tx.send(committed);
                         }
                     }
                     Err(e) => {
@@ -155,6 +126,61 @@ pub(super) async fn forward_spool(ctx: Arc<Ctx>, mut stopping: tokio::sync::watc
     }
     drop(commit_tx);
     let _ = committer.await;
+}
+
+/// Takes records handed over in memory, in order from where reading stands,
+/// while the batcher accepts; a record past a gap waits in `pending` for the
+/// log to fill the gap. Returns how many were taken.
+fn take_fresh(
+    core: &mut Batcher<Spooled>,
+    window: &mut DoneWindow,
+    feed: &mut Option<FreshFeed>,
+    pending: &mut Option<Fresh>,
+) -> usize {
+    let mut took = 0;
+    while core.accepting() && took < READ_AHEAD {
+        let Some(fresh) = pending
+            .take()
+            .or_else(|| feed.as_mut().and_then(FreshFeed::take))
+        else {
+            break;
+        };
+        if fresh.offset < window.handed() {
+            // Read from the log already.
+            continue;
+        }
+        if fresh.offset > window.handed() {
+            *pending = Some(fresh);
+            break;
+        }
+        window.hand_out(fresh.offset, fresh.offset + 1);
+        take(core, fresh.offset, fresh.batch);
+        took += 1;
+    }
+    took
+}
+
+/// Takes records read back from the log; one that does not decode is counted,
+/// logged and passed over. Returns the position to commit, when that moved it.
+fn take_read(
+    ctx: &Ctx,
+    core: &mut Batcher<Spooled>,
+    window: &mut DoneWindow,
+    records: Vec<Record>,
+) -> Option<u64> {
+    let mut committed = None;
+    for r in records {
+        window.hand_out(r.offset, r.offset + 1);
+        match Batch::decode(&r.frame, &ctx.limits) {
+            Ok(batch) => take(core, r.offset, batch),
+            Err(e) => {
+                ctx.metrics.dropped(Outcome::Failed, 1);
+                tracing::error!(offset = r.offset, error = %e, "A spooled batch does not decode and is passed over.");
+                committed = window.finish(r.offset, r.offset + 1).or(committed);
+            }
+        }
+    }
+    committed
 }
 
 /// Reads up to `max` synced records from `from` on, off the async threads.
