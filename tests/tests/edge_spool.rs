@@ -8,7 +8,8 @@
 
 use serde_json::json;
 use sluice_tests::{
-    Edge, FixedPorts, Scratch, free_port, http_call, log_events, metric, terminate, wait_until,
+    Edge, FixedPorts, Scratch, free_port, http_call, log_events, metric, send_retrying, terminate,
+    wait_until,
 };
 use std::collections::HashMap;
 
@@ -191,15 +192,7 @@ fn an_edge_stopped_while_no_aggregator_answers_keeps_its_spool_for_the_next_star
     assert!(terminate(&mut aggregator.child).success());
     let messages: Vec<String> = (0..500).map(|i| format!("kept-{i}")).collect();
     for chunk in messages.chunks(PER_REQUEST) {
-        let r = http_call(
-            edge,
-            "POST",
-            "/v1/events?hasty=true",
-            &[("Content-Type", "application/json")],
-            &sluice_tests::test_events_body("spool.test", chunk),
-        )
-        .unwrap();
-        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(send_retrying(edge, "spool.test", chunk, true).status, 202);
     }
     // SIGTERM with nothing to forward to: the edge stops cleanly, its spool on disk.
     let stopping = std::time::Instant::now();
