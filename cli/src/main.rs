@@ -3,6 +3,7 @@
 mod aggregator;
 mod bench;
 mod client;
+mod connect;
 mod edge;
 mod loadgen;
 mod schema;
@@ -40,6 +41,8 @@ enum Command {
     Up(up::UpArgs),
     /// Send events to an edge as an offline app flushes its queue, retrying what can be retried.
     Send(send::SendArgs),
+    /// Write streams into PostgreSQL, MariaDB or Redis, exactly once.
+    Connect(connect::ConnectArgs),
     /// Print a stream's events from the embedded log (or Kafka).
     Tail(tail::TailArgs),
     /// Print the effective stream config.
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Command::Edge(args) => edge::run(args),
         Command::Up(args) => up::run(args),
         Command::Send(args) => send::run(args),
+        Command::Connect(args) => connect::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Streams(args) => streams::streams(args),
         Command::Canary(args) => streams::canary(args),

@@ -34,6 +34,9 @@ pub struct UpArgs {
     /// Where the aggregator takes batches over QUIC (UDP).
     #[arg(long, default_value = "127.0.0.1:8422")]
     quic_addr: SocketAddr,
+    /// Also run the sinks of this connect config (see `connect.example.toml`), reading the embedded log.
+    #[arg(long)]
+    connect: Option<PathBuf>,
 }
 
 /// The token Workers present to this aggregator: kept in the data folder, made on first start.
@@ -70,6 +73,18 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     edge.tls.key = Some(tls.join("edge.key.pem"));
     edge.token = None;
     edge.token_file = None;
+    let connect = match &args.connect {
+        Some(file) => {
+            let mut c = sluice_connect::ConnectConfig::load(Some(file))?;
+            c.source.log_dir = aggregator.data_dir.join("log");
+            c.source.brokers.clear();
+            c.streams = args.streams.clone();
+            c.repositories = args.repos.clone();
+            Some(c)
+        }
+        None => None,
+    };
+    let sinks_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -108,6 +123,21 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 };
             }
         };
+        let connectors = match &connect {
+            Some(c) => {
+                let metrics = sluice_connect::ConnectMetrics::default();
+                let mut stop = stop_rx.clone();
+                let served = sluice_connect::serve_metrics(c.metrics_listen, &metrics, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+                .with_context(|| format!("cannot serve the connectors' metrics on {}", c.metrics_listen))?;
+                let started = sluice_connect::start(c, &metrics, sinks_stop.clone())?;
+                println!("connectors: {} sink(s), metrics on http://{served}/metrics", c.sinks.len());
+                Some(started)
+            }
+            None => None,
+        };
         edge.aggregators = vec![at.quic.to_string()];
         edge.bundle.url = format!("http://{}/v1/bundle", at.http);
         let edge_stop = {
@@ -140,6 +170,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .await;
         let _ = edge_done_tx.send(true);
         let aggregator_result = aggregator_task.await;
+        // The sinks last: they write what the aggregator wrote before it stopped, then stop.
+        sinks_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(c) = connectors {
+            let _ = tokio::task::spawn_blocking(move || c.join()).await;
+        }
         signal.abort();
         edge_result.context("the edge failed")?;
         match aggregator_result {

@@ -161,25 +161,44 @@ impl Reader {
     /// the reader is at the end of what is written.
     pub fn poll(&mut self, max: usize) -> Result<Vec<LogRecord>, LogError> {
         let mut out = Vec::new();
+        self.advance(&mut Some(&mut out), max)?;
+        Ok(out)
+    }
+
+    /// Moves past every whole record written so far without decoding them, and
+    /// returns the offset after the last: the topic's end, for lag. It reads
+    /// only what was written since the previous call.
+    pub fn skip_to_end(&mut self) -> Result<u64, LogError> {
+        self.advance(&mut None, usize::MAX)?;
+        Ok(self.next)
+    }
+
+    /// Reads on: records into `out`, or (with `None`) skims over them, up to `max`.
+    fn advance(
+        &mut self,
+        out: &mut Option<&mut Vec<LogRecord>>,
+        max: usize,
+    ) -> Result<(), LogError> {
+        let mut taken = 0;
         // A segment whose end was seen after a newer one appeared is complete.
         let mut final_pass = false;
-        while out.len() < max {
+        while taken < max {
             if self.cursor.is_none() && !self.open_cursor()? {
-                return Ok(out);
+                return Ok(());
             }
-            let ended = self.read_cursor(&mut out, max)?;
+            let ended = self.read_cursor(out, &mut taken, max)?;
             let Ended::End(damage) = ended else {
-                return Ok(out);
+                return Ok(());
             };
             let Some(cursor) = &self.cursor else {
-                return Ok(out);
+                return Ok(());
             };
             let following = list_segments(&self.dir)?
                 .into_iter()
                 .find(|s| s.base > cursor.segment.base);
             let Some(following) = following else {
                 // The writer's open segment: wait here for more.
-                return Ok(out);
+                return Ok(());
             };
             if !final_pass {
                 // The writer finished this segment before it started the next: read what
@@ -197,7 +216,7 @@ impl Reader {
             self.cursor = None;
             final_pass = false;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Opens the segment that holds `next` (or the first after it, when
@@ -228,12 +247,40 @@ impl Reader {
         Ok(true)
     }
 
-    /// Reads the open segment's frames into `out`, skipping those before `next`.
-    fn read_cursor(&mut self, out: &mut Vec<LogRecord>, max: usize) -> Result<Ended, LogError> {
+    /// Reads the open segment's frames into `out` (or skims them, with `None`),
+    /// skipping those before `next`, counting what it takes in `taken`.
+    fn read_cursor(
+        &mut self,
+        out: &mut Option<&mut Vec<LogRecord>>,
+        taken: &mut usize,
+        max: usize,
+    ) -> Result<Ended, LogError> {
         let Some(c) = &mut self.cursor else {
             return Ok(Ended::End(None));
         };
-        while out.len() < max {
+        while *taken < max {
+            let Some(out) = out.as_deref_mut() else {
+                // Skimming: only the header and the timestamp are read.
+                match skim_frame(&mut c.reader, self.max_record_bytes, c.pos) {
+                    Ok(Some((_, len))) => {
+                        c.pos += len;
+                        if c.offset >= self.next {
+                            self.next = c.offset + 1;
+                            *taken += 1;
+                        }
+                        c.offset += 1;
+                        continue;
+                    }
+                    Ok(None) => return Ok(Ended::End(None)),
+                    Err(FrameError::Torn(why)) => {
+                        c.reader
+                            .seek(SeekFrom::Start(c.pos))
+                            .map_err(io_err("reading", &c.segment.path))?;
+                        return Ok(Ended::End(Some(why)));
+                    }
+                    Err(FrameError::Io(e)) => return Err(io_err("reading", &c.segment.path)(e)),
+                }
+            };
             let frame = match read_frame(&mut c.reader, self.max_record_bytes, c.pos) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(Ended::End(None)),
@@ -254,6 +301,7 @@ impl Reader {
                     why: format!("a record passed its checksum but does not decode: {e}"),
                 })?;
                 out.push(record);
+                *taken += 1;
                 self.next = c.offset + 1;
             }
             c.offset += 1;

@@ -1,0 +1,463 @@
+//! One sink at work: read a batch from the source, lay every event out for
+//! its stream's table (making or widening the table first when its schema
+//! version is new), and write rows, dead letters and positions in one
+//! transaction; after a lost connection or a lost race, start again from
+//! the positions the store holds.
+
+use crate::columns::{Column, layout};
+use crate::config::{SinkConfig, SinkKind};
+use crate::metrics::{ConnectMetrics, SinkStream};
+use crate::row::cells;
+use crate::schemas::Schemas;
+use crate::source::{Assignment, Source, SourceRecord, Tp};
+use crate::store::{Batch, DeadLetter, Move, PrepareError, Row, Store, StoreError, TableRows};
+use crate::template::Template;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(2);
+/// Longest pause between attempts while the store is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A stream a sink writes.
+pub struct Plan {
+    /// The stream's name.
+    pub stream: String,
+    /// Its schema title.
+    pub title: String,
+    /// Its topics.
+    pub topics: Vec<Arc<str>>,
+}
+
+/// A stream's table as the sink knows it.
+struct Table {
+    name: String,
+    columns: Vec<Column>,
+    /// Schema URIs whose columns the table has.
+    versions: HashSet<String>,
+    stopped: Option<String>,
+}
+
+/// One sink's loop.
+pub struct Runner {
+    config: SinkConfig,
+    store: Arc<Mutex<Box<dyn Store>>>,
+    source: Box<dyn Source>,
+    schemas: Schemas,
+    metrics: ConnectMetrics,
+    /// Stream by topic.
+    streams: HashMap<Arc<str>, String>,
+    tables: BTreeMap<String, Table>,
+    key: Option<Template>,
+    /// Where each partition stands in the store, as far as this process knows.
+    next: Assignment,
+    /// Timestamp of the newest record written, by partition.
+    newest: HashMap<Tp, i64>,
+}
+
+/// Locks the shared store (a panic elsewhere poisons nothing this loop relies on).
+fn lock(store: &Mutex<Box<dyn Store>>) -> std::sync::MutexGuard<'_, Box<dyn Store>> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Runner {
+    /// A runner for `config` over `plans`, already connected to its source.
+    pub fn new(
+        config: SinkConfig,
+        plans: &[Plan],
+        store: Arc<Mutex<Box<dyn Store>>>,
+        source: Box<dyn Source>,
+        schemas: Schemas,
+        metrics: ConnectMetrics,
+    ) -> Result<Runner, String> {
+        let key = match config.kind {
+            SinkKind::Redis => Some(Template::parse(&config.key)?),
+            _ => None,
+        };
+        let mut runner = Runner {
+            streams: plans
+                .iter()
+                .flat_map(|p| p.topics.iter().map(|t| (t.clone(), p.stream.clone())))
+                .collect(),
+            tables: BTreeMap::new(),
+            config,
+            store,
+            source,
+            schemas,
+            metrics,
+            key,
+            next: Assignment::new(),
+            newest: HashMap::new(),
+        };
+        for p in plans {
+            let table = Table {
+                name: runner.config.table_of(&p.stream),
+                columns: Vec::new(),
+                versions: HashSet::new(),
+                stopped: None,
+            };
+            runner.tables.insert(p.stream.clone(), table);
+            runner.labels(&p.stream);
+            match runner.schemas.latest(&p.title) {
+                Some((uri, doc)) => runner
+                    .prepare(&p.stream, &uri, &doc)
+                    .map_err(|e| format!("stream {}: {e}", p.stream))?,
+                None => tracing::warn!(stream = %p.stream, title = %p.title, "The stream's schema title is in no repository; its table is made from the first event's schema."),
+            }
+        }
+        Ok(runner)
+    }
+
+    fn labels(&self, stream: &str) -> SinkStream {
+        let l = SinkStream {
+            sink: self.config.name.clone(),
+            stream: stream.to_owned(),
+        };
+        // Present from the start, so a scrape shows every stream the sink takes.
+        let _ = self.metrics.rows.get_or_create(&l);
+        let _ = self.metrics.dead_letters.get_or_create(&l);
+        l
+    }
+
+    /// Makes the stream's table fit schema `uri`; a change it cannot take stops the stream.
+    fn prepare(&mut self, stream: &str, uri: &str, doc: &serde_json::Value) -> Result<(), StoreError> {
+        let Some(table) = self.tables.get_mut(stream) else {
+            return Ok(());
+        };
+        if table.versions.contains(uri) || table.stopped.is_some() {
+            return Ok(());
+        }
+        let wanted = match layout(doc) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stop(stream, format!("schema {uri}: {e}"));
+                return Ok(());
+            }
+        };
+        let name = table.name.clone();
+        let r = lock(&self.store).prepare(&name, &wanted, uri);
+        match r {
+            Ok(()) => {
+                let Some(table) = self.tables.get_mut(stream) else {
+                    return Ok(());
+                };
+                for c in wanted {
+                    if !table.columns.iter().any(|k| k.name == c.name) {
+                        table.columns.push(c);
+                    }
+                }
+                table.versions.insert(uri.to_owned());
+                Ok(())
+            }
+            Err(PrepareError::TypeChange(e)) => {
+                self.stop(stream, format!("table `{name}`: {e}"));
+                Ok(())
+            }
+            Err(PrepareError::Store(e)) => Err(e),
+        }
+    }
+
+    fn stop(&mut self, stream: &str, why: String) {
+        tracing::error!(sink = %self.config.name, %stream, %why, "A stream is stopped: its table cannot take its schema. Other streams keep flowing.");
+        let l = self.labels(stream);
+        self.metrics.stopped.get_or_create(&l).set(1);
+        if let Some(t) = self.tables.get_mut(stream) {
+            t.stopped = Some(why);
+        }
+        let topics: Vec<Arc<str>> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| *s == stream)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in topics {
+            self.source.pause(&t);
+        }
+    }
+
+    /// Runs until `stop` is set; writes what it read before it returns.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<(), String> {
+        let flush = Duration::from_millis(self.config.flush_interval_ms);
+        let mut pending: Vec<SourceRecord> = Vec::new();
+        let mut first_at: Option<Instant> = None;
+        let mut lag_at = Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        while !stop.load(Ordering::Relaxed) {
+            let wait = match first_at {
+                Some(t) => flush.saturating_sub(t.elapsed()),
+                None => flush.min(Duration::from_millis(500)),
+            };
+            let room = self.config.batch_size - pending.len();
+            let got = match self.source.poll(room, wait) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(sink = %self.config.name, error = %e, "Reading the source failed; trying again.");
+                    pause(stop, backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            if let Some(a) = self.source.take_assignment() {
+                // Every partition now starts where the store says: what was read before is read again.
+                pending.clear();
+                first_at = None;
+                self.next = a;
+            }
+            for r in got {
+                let tp = (r.topic.clone(), r.partition);
+                match self.next.get(&tp) {
+                    Some(Some(n)) if r.offset < *n => continue,
+                    Some(_) => {}
+                    None => continue,
+                }
+                pending.push(r);
+            }
+            if !pending.is_empty() && first_at.is_none() {
+                first_at = Some(Instant::now());
+            }
+            let due = first_at.is_some_and(|t| t.elapsed() >= flush)
+                || pending.len() >= self.config.batch_size;
+            if due {
+                match self.flush(&pending) {
+                    Ok(()) => backoff = Duration::from_millis(200),
+                    Err(e) => {
+                        self.recover(e, stop, &mut backoff);
+                    }
+                }
+                pending.clear();
+                first_at = None;
+            }
+            if lag_at.elapsed() >= LAG_EVERY {
+                self.measure_lag();
+                lag_at = Instant::now();
+            }
+        }
+        if !pending.is_empty()
+            && let Err(e) = self.flush(&pending)
+        {
+            tracing::warn!(sink = %self.config.name, error = %e, "The last batch was not written; the next start reads it again.");
+        }
+        Ok(())
+    }
+
+    /// After a failed write: wait (when the store is away), then start again from its positions.
+    fn recover(&mut self, e: StoreError, stop: &AtomicBool, backoff: &mut Duration) {
+        match &e {
+            StoreError::Fenced(why) => {
+                tracing::warn!(sink = %self.config.name, %why, "Another process wrote a partition first; starting again from the store's positions.");
+            }
+            StoreError::Lost(why) => {
+                tracing::error!(sink = %self.config.name, %why, "Writing to the store failed; reconnecting and starting again from its positions.");
+                pause(stop, *backoff);
+                *backoff = (*backoff * 2).min(MAX_BACKOFF);
+                // Tables may have to be made again (a server restored from an older state).
+                for t in self.tables.values_mut() {
+                    t.versions.clear();
+                }
+            }
+        }
+        while !stop.load(Ordering::Relaxed) {
+            match self.source.rewind() {
+                Ok(a) => {
+                    self.next = a;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(sink = %self.config.name, error = %e, "Cannot read the store's positions; trying again.");
+                    pause(stop, *backoff);
+                    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Lays `records` out and writes them in one transaction.
+    fn flush(&mut self, records: &[SourceRecord]) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        let mut by_stream: BTreeMap<String, TableRows> = BTreeMap::new();
+        let mut moves: BTreeMap<Tp, Move> = BTreeMap::new();
+        for r in records {
+            let tp = (r.topic.clone(), r.partition);
+            let Some(stream) = self.streams.get(&r.topic).cloned() else {
+                continue;
+            };
+            if self.tables.get(&stream).is_none_or(|t| t.stopped.is_some()) {
+                continue;
+            }
+            let event_text = String::from_utf8_lossy(&r.value).into_owned();
+            let dead = |reason: String| DeadLetter {
+                stream: stream.clone(),
+                at: (tp.clone(), r.offset),
+                reason,
+                event: event_text.clone(),
+            };
+            match self.lay_out(&stream, r) {
+                Ok(Laid::Row { cells, key }) => {
+                    let t = self.tables.get(&stream);
+                    let entry = by_stream.entry(stream.clone()).or_insert_with(|| TableRows {
+                        stream: stream.clone(),
+                        table: t.map(|t| t.name.clone()).unwrap_or_default(),
+                        columns: Vec::new(),
+                        rows: Vec::new(),
+                    });
+                    entry.rows.push(Row {
+                        cells,
+                        at: (tp.clone(), r.offset),
+                        key,
+                        event: event_text.clone(),
+                    });
+                }
+                Ok(Laid::Stopped) => continue,
+                Err(Refuse::Dead(reason)) => batch.dead.push(dead(reason)),
+                Err(Refuse::Store(e)) => return Err(e),
+            }
+            let from = self.next.get(&tp).copied().flatten();
+            moves
+                .entry(tp.clone())
+                .and_modify(|m| m.to = m.to.max(r.offset + 1))
+                .or_insert(Move {
+                    tp: tp.clone(),
+                    from,
+                    to: r.offset + 1,
+                });
+        }
+        // Rows were laid out against the columns known when each was read; pad to the table's whole width.
+        for (stream, mut t) in by_stream {
+            let Some(table) = self.tables.get(&stream) else {
+                continue;
+            };
+            if table.stopped.is_some() {
+                continue;
+            }
+            t.columns = table.columns.clone();
+            for row in &mut t.rows {
+                row.cells.resize(t.columns.len(), crate::row::Cell::Null);
+            }
+            batch.tables.push(t);
+        }
+        // Records of a stream stopped during this batch leave its partitions where they were.
+        batch.moves = moves
+            .into_values()
+            .filter(|m| {
+                self.streams
+                    .get(&m.tp.0)
+                    .and_then(|s| self.tables.get(s))
+                    .is_some_and(|t| t.stopped.is_none())
+            })
+            .collect();
+        if batch.moves.is_empty() {
+            return Ok(());
+        }
+        let written = lock(&self.store).write(&batch)?;
+        for m in &batch.moves {
+            self.next.insert(m.tp.clone(), Some(m.to));
+        }
+        for r in records {
+            self.newest.insert((r.topic.clone(), r.partition), r.timestamp_ms);
+        }
+        let done: Vec<(Tp, i64)> = batch.moves.iter().map(|m| (m.tp.clone(), m.to)).collect();
+        self.source.written(&done);
+        for (stream, n) in &written.rows {
+            let l = self.labels(stream);
+            self.metrics.rows.get_or_create(&l).inc_by(*n);
+        }
+        for (stream, n) in &written.dead {
+            let l = self.labels(stream);
+            self.metrics.dead_letters.get_or_create(&l).inc_by(*n);
+            tracing::warn!(sink = %self.config.name, %stream, count = n, "Events went to the dead letters, each with its reason.");
+        }
+        tracing::debug!(sink = %self.config.name, records = records.len(), "Batch written.");
+        Ok(())
+    }
+
+    /// An event's cells (and key), or why it goes to the dead letters.
+    fn lay_out(&mut self, stream: &str, r: &SourceRecord) -> Result<Laid, Refuse> {
+        let event: serde_json::Value = serde_json::from_slice(&r.value)
+            .map_err(|e| Refuse::Dead(format!("the record is not a JSON event: {e}")))?;
+        let uri = match &r.schema_uri {
+            Some(u) => u.clone(),
+            None => event
+                .get("$schema")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Refuse::Dead(
+                        "the event names no schema (no `$schema`, no schema_uri header)".into(),
+                    )
+                })?,
+        };
+        let (uri, doc) = self.schemas.get(&uri).map_err(Refuse::Dead)?;
+        self.prepare(stream, &uri, &doc).map_err(Refuse::Store)?;
+        let Some(table) = self.tables.get(stream) else {
+            return Ok(Laid::Stopped);
+        };
+        if table.stopped.is_some() {
+            return Ok(Laid::Stopped);
+        }
+        let cells = cells(&event, &table.columns).map_err(Refuse::Dead)?;
+        let key = match &self.key {
+            Some(t) => Some(t.render(stream, &event).map_err(Refuse::Dead)?),
+            None => None,
+        };
+        Ok(Laid::Row { cells, key })
+    }
+
+    fn measure_lag(&mut self) {
+        let now_ms = sluice_host::clock::unix_millis();
+        let mut by_stream: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for (tp, end) in self.source.ends() {
+            let Some(stream) = self.streams.get(&tp.0) else {
+                continue;
+            };
+            let at = self.next.get(&tp).copied().flatten().unwrap_or(0);
+            let behind = (end - at).max(0);
+            let e = by_stream.entry(stream.clone()).or_default();
+            e.0 += behind;
+            if behind > 0 {
+                let newest = self.newest.get(&tp).copied().unwrap_or(now_ms);
+                e.1 = e.1.max(now_ms - newest);
+            }
+        }
+        for (stream, (records, ms)) in by_stream {
+            let l = self.labels(&stream);
+            self.metrics.lag_records.get_or_create(&l).set(records);
+            self.metrics
+                .lag_seconds
+                .get_or_create(&l)
+                .set(ms.max(0) as f64 / 1000.0);
+        }
+    }
+}
+
+/// What an event became.
+enum Laid {
+    Row {
+        cells: Vec<crate::row::Cell>,
+        key: Option<String>,
+    },
+    Stopped,
+}
+
+/// Why an event is not a row.
+enum Refuse {
+    /// It goes to the dead letters, with this reason.
+    Dead(String),
+    /// The store failed: the batch is not written.
+    Store(StoreError),
+}
+
+/// Sleeps `d`, or less when `stop` is set meanwhile.
+fn pause(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(100)));
+    }
+}
+

@@ -1,0 +1,85 @@
+//! The schema versions a connector lays tables out from: read from the
+//! repository folders the aggregator serves, again when an event names a
+//! version not seen yet (a new minor version deployed since the start).
+
+use sluice_shared::{SchemaUri, Version, VersionSpec};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reading the folders again at most this often.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// Materialized schema versions by title.
+pub struct Schemas {
+    dirs: Vec<PathBuf>,
+    versions: BTreeMap<String, BTreeMap<Version, Arc<Value>>>,
+    loaded: Instant,
+}
+
+impl Schemas {
+    /// Loads `dirs` (the first repository holding a title and version wins).
+    pub fn load(dirs: Vec<PathBuf>) -> Result<Schemas, String> {
+        let mut s = Schemas {
+            dirs,
+            versions: BTreeMap::new(),
+            loaded: Instant::now(),
+        };
+        s.reload()?;
+        Ok(s)
+    }
+
+    fn reload(&mut self) -> Result<(), String> {
+        let mut versions: BTreeMap<String, BTreeMap<Version, Arc<Value>>> = BTreeMap::new();
+        for dir in &self.dirs {
+            let (repo, errors) = sluice_shared::fs::load_dir(dir)
+                .map_err(|e| format!("cannot read the schema repository {}: {e}", dir.display()))?;
+            for e in errors {
+                tracing::warn!(error = %e, "A schema file cannot be read; its version is left out.");
+            }
+            for (title, by_version) in repo.versions {
+                let slot = versions.entry(title).or_default();
+                for (v, file) in by_version {
+                    slot.entry(v).or_insert_with(|| Arc::new(file.document));
+                }
+            }
+        }
+        self.versions = versions;
+        self.loaded = Instant::now();
+        Ok(())
+    }
+
+    /// The latest version of `title` and its URI.
+    pub fn latest(&self, title: &str) -> Option<(String, Arc<Value>)> {
+        let (v, doc) = self.versions.get(title)?.iter().next_back()?;
+        Some((format!("/{title}/{v}"), doc.clone()))
+    }
+
+    /// The schema `uri` names, reading the folders again (at most every few
+    /// seconds) when it is not known yet.
+    pub fn get(&mut self, uri: &str) -> Result<(String, Arc<Value>), String> {
+        let parsed = SchemaUri::parse(uri).map_err(|e| format!("the schema URI `{uri}` is wrong: {e}"))?;
+        if let Some(found) = self.find(&parsed) {
+            return Ok(found);
+        }
+        if self.loaded.elapsed() >= RELOAD_EVERY {
+            self.reload()?;
+            if let Some(found) = self.find(&parsed) {
+                return Ok(found);
+            }
+        }
+        Err(format!("schema `{uri}` is not in the schema repositories"))
+    }
+
+    fn find(&self, uri: &SchemaUri) -> Option<(String, Arc<Value>)> {
+        match uri.version {
+            VersionSpec::Latest => self.latest(&uri.title),
+            VersionSpec::Exact(v) => {
+                let doc = self.versions.get(&uri.title)?.get(&v)?;
+                Some((format!("/{}/{v}", uri.title), doc.clone()))
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Kafka as a source: one consumer in the group `sluice-connect-<sink>`, so
+//! that every `sluice connect` process running the sink shares the
+//! partitions and takes over those of one that stops. Offsets are not
+//! auto-committed: on every assignment each partition is started at the
+//! position the store holds (read in the rebalance callback, before any
+//! record of it is fetched); the group's offsets are committed after the
+//! store's only as a courtesy to tools that watch consumer lag.
+
+use super::{Assignment, Lookup, Source, SourceError, SourceRecord, Tp};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use sluice_shared::record_headers::SCHEMA_URI;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Rebalance handling: start positions from the store.
+struct Rebalancer {
+    lookup: Mutex<Lookup>,
+    /// The assignment made in the last callback, for the runner.
+    fresh: Mutex<Option<Assignment>>,
+    /// Topics whose partitions stay paused across assignments.
+    paused: Mutex<BTreeSet<String>>,
+    /// Topic names shared with the records.
+    names: HashMap<String, Arc<str>>,
+}
+
+impl ClientContext for Rebalancer {}
+
+impl Rebalancer {
+    fn name(&self, topic: &str) -> Arc<str> {
+        self.names
+            .get(topic)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(topic))
+    }
+
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let tps: Vec<Tp> = tpl
+            .elements()
+            .iter()
+            .map(|e| (self.name(e.topic()), e.partition()))
+            .collect();
+        let looked = match self.lookup.lock() {
+            Ok(mut lookup) => lookup(&tps),
+            Err(_) => Err("the positions lookup panicked earlier".to_owned()),
+        };
+        let positions = match looked {
+            Ok(p) => p,
+            Err(why) => {
+                // Without the store's positions nothing may be read: take no partitions now;
+                // the runner sees the empty assignment and rejoins the group after a pause.
+                tracing::error!(%why, "Cannot read positions from the store on assignment; taking no partitions.");
+                let _ = consumer.unassign();
+                if let Ok(mut fresh) = self.fresh.lock() {
+                    *fresh = Some(Assignment::new());
+                }
+                return;
+            }
+        };
+        let mut assignment = Assignment::new();
+        for ((topic, partition), at) in tps.into_iter().zip(positions) {
+            let offset = at.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
+                tracing::error!(%topic, partition, error = %e, "Cannot set a start position.");
+            }
+            assignment.insert((topic, partition), at);
+        }
+        if let Err(e) = consumer.assign(tpl) {
+            tracing::error!(error = %e, "Kafka refused the assignment.");
+        }
+        tracing::info!(partitions = assignment.len(), "Partitions assigned; each starts where the store's positions say.");
+        self.pause_again(consumer);
+        if let Ok(mut fresh) = self.fresh.lock() {
+            *fresh = Some(assignment);
+        }
+    }
+
+    fn pause_again(&self, consumer: &BaseConsumer<Self>) {
+        let Ok(paused) = self.paused.lock() else {
+            return;
+        };
+        let Ok(assigned) = consumer.assignment() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for e in assigned.elements() {
+            if paused.contains(e.topic()) {
+                tpl.add_partition(e.topic(), e.partition());
+            }
+        }
+        if tpl.count() > 0 {
+            let _ = consumer.pause(&tpl);
+        }
+    }
+}
+
+impl ConsumerContext for Rebalancer {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = consumer.unassign();
+                tracing::info!(partitions = tpl.count(), "Partitions revoked.");
+                if let Ok(mut fresh) = self.fresh.lock() {
+                    *fresh = Some(Assignment::new());
+                }
+            }
+            other => tracing::error!(error = ?other, "Kafka rebalance failed."),
+        }
+    }
+}
+
+/// A consumer of the sink's topics in its group.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Rebalancer>,
+    topics: Vec<String>,
+}
+
+impl KafkaSource {
+    /// Joins `group` at `brokers` (with `extra` librdkafka settings) and subscribes to `topics`.
+    pub fn open(
+        brokers: &str,
+        group: &str,
+        extra: &BTreeMap<String, String>,
+        topics: Vec<Arc<str>>,
+        lookup: Lookup,
+    ) -> Result<Self, SourceError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range");
+        for (k, v) in extra {
+            config.set(k, v);
+        }
+        let context = Rebalancer {
+            lookup: Mutex::new(lookup),
+            fresh: Mutex::new(None),
+            paused: Mutex::new(BTreeSet::new()),
+            names: topics.iter().map(|t| (t.to_string(), t.clone())).collect(),
+        };
+        let consumer: BaseConsumer<Rebalancer> = config.create_with_context(context)?;
+        let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        consumer.subscribe(&refs)?;
+        Ok(KafkaSource {
+            consumer,
+            topics: names,
+        })
+    }
+}
+
+impl Source for KafkaSource {
+    fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while out.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Once some records are in, take only what is already fetched.
+            let timeout = if out.is_empty() { left } else { Duration::ZERO };
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "Kafka consumer error.");
+                    if out.is_empty() && Instant::now() < deadline {
+                        continue;
+                    }
+                    break;
+                }
+                Some(Ok(m)) => {
+                    let schema_uri = m.headers().and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == SCHEMA_URI)
+                            .and_then(|h| h.value)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    });
+                    out.push(SourceRecord {
+                        topic: self.consumer.context().name(m.topic()),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+                        schema_uri,
+                        value: m.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+            }
+            if self.consumer.context().fresh.lock().is_ok_and(|f| f.is_some()) {
+                // A rebalance happened: hand the records over so the runner sees it in order.
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn take_assignment(&mut self) -> Option<Assignment> {
+        self.consumer.context().fresh.lock().ok()?.take()
+    }
+
+    fn rewind(&mut self) -> Result<Assignment, SourceError> {
+        let assigned = self.consumer.assignment()?;
+        let context = self.consumer.context();
+        let tps: Vec<Tp> = assigned
+            .elements()
+            .iter()
+            .map(|e| (context.name(e.topic()), e.partition()))
+            .collect();
+        let positions = match context.lookup.lock() {
+            Ok(mut lookup) => lookup(&tps),
+            Err(_) => Err("the positions lookup panicked earlier".to_owned()),
+        }
+        .map_err(SourceError::Positions)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut assignment = Assignment::new();
+        for ((topic, partition), at) in tps.into_iter().zip(positions) {
+            tpl.add_partition_offset(&topic, partition, at.map_or(Offset::Beginning, Offset::Offset))?;
+            assignment.insert((topic, partition), at);
+        }
+        // Assigning again with offsets restarts fetching at them, dropping what was prefetched.
+        self.consumer.assign(&tpl)?;
+        context.pause_again(&self.consumer);
+        Ok(assignment)
+    }
+
+    fn pause(&mut self, topic: &str) {
+        if let Ok(mut paused) = self.consumer.context().paused.lock() {
+            paused.insert(topic.to_owned());
+        }
+        self.consumer.context().pause_again(&self.consumer);
+    }
+
+    fn ends(&mut self) -> Vec<(Tp, i64)> {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in assigned.elements() {
+            if let Ok((_, high)) =
+                self.consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
+            {
+                out.push(((self.consumer.context().name(e.topic()), e.partition()), high));
+            }
+        }
+        out
+    }
+
+    fn written(&mut self, positions: &[(Tp, i64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in positions {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::debug!(error = %e, "Committing the group's offsets failed; the store's positions stand.");
+        }
+    }
+}
+
+impl KafkaSource {
+    /// The topics subscribed to.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+}

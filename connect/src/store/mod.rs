@@ -1,0 +1,132 @@
+//! The stores a sink writes: each takes a batch of rows, the dead letters
+//! beside them and the source positions they move, and writes all of it in
+//! one transaction of its own (a SQL transaction, Redis `MULTI`/`EXEC`), after
+//! checking that the positions are still where this sink left them, so that
+//! a row is written once even when two processes raced for a partition.
+
+mod mysql;
+mod postgres;
+mod redis;
+
+pub use self::mysql::MysqlStore;
+pub use self::postgres::PostgresStore;
+pub use self::redis::RedisStore;
+
+use crate::columns::{Column, TypeChange};
+use crate::row::Cell;
+use crate::source::Tp;
+use std::collections::BTreeMap;
+
+/// One event to write.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Its values, one per column of its table.
+    pub cells: Vec<Cell>,
+    /// Where it was read.
+    pub at: (Tp, i64),
+    /// Its key (Redis).
+    pub key: Option<String>,
+    /// The event as read, for dead letters and JSON values.
+    pub event: String,
+}
+
+/// The rows of one stream.
+#[derive(Debug, Clone)]
+pub struct TableRows {
+    /// The stream.
+    pub stream: String,
+    /// Its table.
+    pub table: String,
+    /// Every column the table has that the connector knows, in the rows' order.
+    pub columns: Vec<Column>,
+    /// The rows.
+    pub rows: Vec<Row>,
+}
+
+/// An event that cannot be written, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The stream.
+    pub stream: String,
+    /// Where it was read.
+    pub at: (Tp, i64),
+    /// Why it was not written.
+    pub reason: String,
+    /// The event as read.
+    pub event: String,
+}
+
+/// A partition's position moved by a batch: from where the sink last left it to after the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    /// The partition.
+    pub tp: Tp,
+    /// Where the store should hold it now (`None`: no row yet).
+    pub from: Option<i64>,
+    /// Where it holds it after the batch.
+    pub to: i64,
+}
+
+/// A batch to write in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Rows by stream.
+    pub tables: Vec<TableRows>,
+    /// Events that go to the dead letters.
+    pub dead: Vec<DeadLetter>,
+    /// Positions moved.
+    pub moves: Vec<Move>,
+}
+
+/// What a batch wrote, by stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// New rows (repeats of rows already there are not counted).
+    pub rows: BTreeMap<String, u64>,
+    /// Dead letters, the store's refusals among them.
+    pub dead: BTreeMap<String, u64>,
+}
+
+/// A write or read that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The connection failed or the store is away: reconnect, then start again from the stored positions.
+    #[error("the store is unreachable or failed: {0}")]
+    Lost(String),
+    /// Another process moved a position this batch expected: start again from the stored positions.
+    #[error("another process wrote this partition: {0}")]
+    Fenced(String),
+}
+
+/// A table that cannot be made to fit a schema.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// A column would change type.
+    #[error(transparent)]
+    TypeChange(#[from] TypeChange),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A store a sink writes.
+pub trait Store: Send {
+    /// The positions held for `tps`.
+    fn positions(&mut self, tps: &[Tp]) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Creates `table` with `columns` when missing, or adds the columns it lacks.
+    fn prepare(&mut self, table: &str, columns: &[Column], schema: &str) -> Result<(), PrepareError>;
+    /// Writes a batch, its dead letters and its moves in one transaction.
+    fn write(&mut self, batch: &Batch) -> Result<Written, StoreError>;
+}
+
+/// Adds one to `map[key]`.
+pub(crate) fn count(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    if n > 0 {
+        *map.entry(key.to_owned()).or_default() += n;
+    }
+}
+
+/// A partition's field in Redis and its text in messages: `topic/partition`.
+pub(crate) fn tp_name(tp: &Tp) -> String {
+    format!("{}/{}", tp.0, tp.1)
+}
