@@ -389,7 +389,12 @@ impl Runner {
                     )
                 })?,
         };
-        let (uri, doc) = self.schemas.get(&uri).map_err(Refuse::Dead)?;
+        // The edge validated the event against this schema, so the repositories here lag
+        // behind the aggregator's: wait for them rather than refuse the event.
+        let (uri, doc) = self
+            .schemas
+            .get(&uri)
+            .map_err(|why| Refuse::Store(StoreError::Lost(format!("{why}; waiting for it"))))?;
         self.prepare(stream, &uri, &doc).map_err(Refuse::Store)?;
         let Some(table) = self.tables.get(stream) else {
             return Ok(Laid::Stopped);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Reading the folders again at most this often.
-const RELOAD_EVERY: Duration = Duration::from_secs(5);
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// Materialized schema versions by title.
 pub struct Schemas {

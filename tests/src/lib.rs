@@ -12,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod process;
 pub mod services;
+pub mod stores;
 pub mod tansu;
 pub mod workerd;
 
@@ -25,6 +26,7 @@ pub use process::{FixedPorts, KillOnDrop, free_port, rss_mib, signal, terminate,
 pub use services::{
     Aggregator, Edge, Scratch, log_events, start_aggregator, start_aggregator_logging, start_edge,
 };
+pub use stores::{Connect, MariaDatabase, PgDatabase, kill_redis_clients, redis_db, start_connect};
 pub use tansu::Tansu;
 pub use workerd::Workerd;
 
