@@ -106,7 +106,8 @@ fn status(config: &ConnectConfig) -> anyhow::Result<ExitCode> {
             | prometheus_parse::Value::Untyped(v) => v,
             _ => continue,
         };
-        rows.entry((sink.to_owned(), stream.to_owned())).or_default()[col] = v;
+        rows.entry((sink.to_owned(), stream.to_owned()))
+            .or_default()[col] = v;
     }
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -203,7 +203,9 @@ fn kind_of(schema: &Value) -> Shape {
         .get("properties")
         .and_then(Value::as_object)
         .is_some_and(|p| !p.is_empty());
-    let is_map = schema.get("additionalProperties").is_some_and(Value::is_object);
+    let is_map = schema
+        .get("additionalProperties")
+        .is_some_and(Value::is_object);
     match ty {
         Some("string") => {
             if schema.get("format").and_then(Value::as_str) == Some("date-time") {
@@ -350,7 +352,9 @@ mod tests {
         );
         let long = "x".repeat(64);
         let schema = json!({"properties": {long.clone(): {"type": "string"}}});
-        assert!(matches!(layout(&schema).unwrap_err(), LayoutError::TooLong { field, .. } if field == long));
+        assert!(
+            matches!(layout(&schema).unwrap_err(), LayoutError::TooLong { field, .. } if field == long)
+        );
         let schema = json!({"properties": {"meta": {"properties": {"id": {"type": "integer"}}}}});
         assert_eq!(
             layout(&schema).unwrap_err(),
@@ -377,6 +381,9 @@ mod tests {
         assert_eq!(err.old, ColumnType::Text);
         assert_eq!(err.new, ColumnType::BigInt);
         let text = err.to_string();
-        assert!(text.contains("field `a`") && text.contains("/t/2.0.0"), "{text}");
+        assert!(
+            text.contains("field `a`") && text.contains("/t/2.0.0"),
+            "{text}"
+        );
     }
 }

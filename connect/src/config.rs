@@ -265,7 +265,10 @@ mod tests {
         )
         .unwrap();
         let err = ConnectConfig::load(Some(&path)).unwrap_err().to_string();
-        assert!(err.contains("sink `w`") && err.contains("{stream}"), "{err}");
+        assert!(
+            err.contains("sink `w`") && err.contains("{stream}"),
+            "{err}"
+        );
         std::fs::write(
             &path,
             "[[sink]]\nname = \"w\"\nkind = \"kafka\"\nurl = \"x\"\n",

@@ -158,7 +158,8 @@ pub fn start(
     let mut threads = Vec::new();
     for sink in &config.sinks {
         let plans = plans(sink, &streams)?;
-        let (sink, config, metrics, stop) = (sink.clone(), config.clone(), metrics.clone(), stop.clone());
+        let (sink, config, metrics, stop) =
+            (sink.clone(), config.clone(), metrics.clone(), stop.clone());
         let name = sink.name.clone();
         let t = std::thread::Builder::new()
             .name(format!("sink-{name}"))
@@ -173,7 +174,13 @@ pub fn start(
 }
 
 /// One sink: connects (again and again while the store or source is away), then runs.
-fn run_sink(sink: SinkConfig, config: &ConnectConfig, plans: &[Plan], metrics: ConnectMetrics, stop: &AtomicBool) {
+fn run_sink(
+    sink: SinkConfig,
+    config: &ConnectConfig,
+    plans: &[Plan],
+    metrics: ConnectMetrics,
+    stop: &AtomicBool,
+) {
     let mut wait = Duration::from_millis(500);
     while !stop.load(Ordering::Relaxed) {
         match open(&sink, config, plans, &metrics) {
@@ -196,7 +203,12 @@ fn run_sink(sink: SinkConfig, config: &ConnectConfig, plans: &[Plan], metrics: C
     }
 }
 
-fn open(sink: &SinkConfig, config: &ConnectConfig, plans: &[Plan], metrics: &ConnectMetrics) -> Result<Runner, String> {
+fn open(
+    sink: &SinkConfig,
+    config: &ConnectConfig,
+    plans: &[Plan],
+    metrics: &ConnectMetrics,
+) -> Result<Runner, String> {
     let store = Arc::new(Mutex::new(store_for(sink)));
     let lookup: Lookup = {
         let store = store.clone();
@@ -208,11 +220,17 @@ fn open(sink: &SinkConfig, config: &ConnectConfig, plans: &[Plan], metrics: &Con
                 .map_err(|e| e.to_string())
         })
     };
-    let topics: Vec<Arc<str>> = plans.iter().flat_map(|p| p.topics.iter().cloned()).collect();
+    let topics: Vec<Arc<str>> = plans
+        .iter()
+        .flat_map(|p| p.topics.iter().cloned())
+        .collect();
     let schemas = Schemas::load(config.repositories.clone())?;
     // Tables first: a store that is away is found before the source is opened.
     let source: Box<dyn Source> = if config.source.brokers.trim().is_empty() {
-        Box::new(LogSource::open(config.source.log_dir.clone(), topics, lookup).map_err(|e| e.to_string())?)
+        Box::new(
+            LogSource::open(config.source.log_dir.clone(), topics, lookup)
+                .map_err(|e| e.to_string())?,
+        )
     } else {
         Box::new(
             KafkaSource::open(
@@ -241,7 +259,10 @@ pub async fn serve_metrics(
             let registry = registry.clone();
             async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     sluice_host::metrics::encode(&registry),
                 )
             }
@@ -250,7 +271,10 @@ pub async fn serve_metrics(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let at = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
             tracing::error!(error = %e, "The metrics server failed.");
         }
     });

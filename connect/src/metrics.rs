@@ -41,10 +41,26 @@ impl ConnectMetrics {
             "sluice_connect",
             &[
                 ("rows_written", "Rows written to the store.", &self.rows),
-                ("dead_letters", "Events sent to the dead letters, with a reason.", &self.dead_letters),
-                ("lag_records", "Records in the source the sink has not written yet.", &self.lag_records),
-                ("lag_seconds", "Age of the newest record written, while records wait; 0 when caught up.", &self.lag_seconds),
-                ("stream_stopped", "1 while the stream is stopped by a schema change its table cannot take.", &self.stopped),
+                (
+                    "dead_letters",
+                    "Events sent to the dead letters, with a reason.",
+                    &self.dead_letters,
+                ),
+                (
+                    "lag_records",
+                    "Records in the source the sink has not written yet.",
+                    &self.lag_records,
+                ),
+                (
+                    "lag_seconds",
+                    "Age of the newest record written, while records wait; 0 when caught up.",
+                    &self.lag_seconds,
+                ),
+                (
+                    "stream_stopped",
+                    "1 while the stream is stopped by a schema change its table cannot take.",
+                    &self.stopped,
+                ),
             ],
         )
     }

@@ -233,7 +233,10 @@ mod tests {
             "n": {"type": "integer"}, "dt": {"type": "string", "format": "date-time"}}}))
         .unwrap();
         let err = cells(&json!({"n": 1.5}), &cols).unwrap_err();
-        assert!(err.contains("field `n` is 1.5") && err.contains("integers"), "{err}");
+        assert!(
+            err.contains("field `n` is 1.5") && err.contains("integers"),
+            "{err}"
+        );
         let err = cells(&json!({"dt": "yesterday"}), &cols).unwrap_err();
         assert!(err.contains("not an ISO-8601 date-time"), "{err}");
         let err = cells(&json!({"n": 1e300}), &cols).unwrap_err();

@@ -105,7 +105,9 @@ impl Runner {
                 Some((uri, doc)) => runner
                     .prepare(&p.stream, &uri, &doc)
                     .map_err(|e| format!("stream {}: {e}", p.stream))?,
-                None => tracing::warn!(stream = %p.stream, title = %p.title, "The stream's schema title is in no repository; its table is made from the first event's schema."),
+                None => {
+                    tracing::warn!(stream = %p.stream, title = %p.title, "The stream's schema title is in no repository; its table is made from the first event's schema.")
+                }
             }
         }
         Ok(runner)
@@ -123,7 +125,12 @@ impl Runner {
     }
 
     /// Makes the stream's table fit schema `uri`; a change it cannot take stops the stream.
-    fn prepare(&mut self, stream: &str, uri: &str, doc: &serde_json::Value) -> Result<(), StoreError> {
+    fn prepare(
+        &mut self,
+        stream: &str,
+        uri: &str,
+        doc: &serde_json::Value,
+    ) -> Result<(), StoreError> {
         let Some(table) = self.tables.get_mut(stream) else {
             return Ok(());
         };
@@ -297,12 +304,14 @@ impl Runner {
             match self.lay_out(&stream, r) {
                 Ok(Laid::Row { cells, key }) => {
                     let t = self.tables.get(&stream);
-                    let entry = by_stream.entry(stream.clone()).or_insert_with(|| TableRows {
-                        stream: stream.clone(),
-                        table: t.map(|t| t.name.clone()).unwrap_or_default(),
-                        columns: Vec::new(),
-                        rows: Vec::new(),
-                    });
+                    let entry = by_stream
+                        .entry(stream.clone())
+                        .or_insert_with(|| TableRows {
+                            stream: stream.clone(),
+                            table: t.map(|t| t.name.clone()).unwrap_or_default(),
+                            columns: Vec::new(),
+                            rows: Vec::new(),
+                        });
                     entry.rows.push(Row {
                         cells,
                         at: (tp.clone(), r.offset),
@@ -356,7 +365,8 @@ impl Runner {
             self.next.insert(m.tp.clone(), Some(m.to));
         }
         for r in records {
-            self.newest.insert((r.topic.clone(), r.partition), r.timestamp_ms);
+            self.newest
+                .insert((r.topic.clone(), r.partition), r.timestamp_ms);
         }
         let done: Vec<(Tp, i64)> = batch.moves.iter().map(|m| (m.tp.clone(), m.to)).collect();
         self.source.written(&done);
@@ -465,4 +475,3 @@ fn pause(stop: &AtomicBool, d: Duration) {
         std::thread::sleep((until - now).min(Duration::from_millis(100)));
     }
 }
-

@@ -2,8 +2,8 @@
 //! repository folders the aggregator serves, again when an event names a
 //! version not seen yet (a new minor version deployed since the start).
 
-use sluice_shared::{SchemaUri, Version, VersionSpec};
 use serde_json::Value;
+use sluice_shared::{SchemaUri, Version, VersionSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,7 +60,8 @@ impl Schemas {
     /// The schema `uri` names, reading the folders again (at most every few
     /// seconds) when it is not known yet.
     pub fn get(&mut self, uri: &str) -> Result<(String, Arc<Value>), String> {
-        let parsed = SchemaUri::parse(uri).map_err(|e| format!("the schema URI `{uri}` is wrong: {e}"))?;
+        let parsed =
+            SchemaUri::parse(uri).map_err(|e| format!("the schema URI `{uri}` is wrong: {e}"))?;
         if let Some(found) = self.find(&parsed) {
             return Ok(found);
         }

@@ -109,13 +109,18 @@ mod tests {
         assert_eq!(t.render("s.x", &event).unwrap(), "user:42:s.x");
         let err = t.render("s", &json!({})).unwrap_err();
         assert!(err.contains("`performer.id`"), "{err}");
-        let err = t.render("s", &json!({"performer": {"id": [1]}})).unwrap_err();
+        let err = t
+            .render("s", &json!({"performer": {"id": [1]}}))
+            .unwrap_err();
         assert!(err.contains("array"), "{err}");
         assert!(Template::parse("a{b").is_err());
         assert!(Template::parse("a}b").is_err());
         assert!(Template::parse("a{}b").is_err());
         assert_eq!(
-            Template::parse("plain").unwrap().render("s", &event).unwrap(),
+            Template::parse("plain")
+                .unwrap()
+                .render("s", &event)
+                .unwrap(),
             "plain"
         );
     }

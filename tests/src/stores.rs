@@ -73,8 +73,13 @@ impl PgDatabase {
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&format!("{POSTGRES}/postgres"), postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        if let Ok(mut admin) =
+            postgres::Client::connect(&format!("{POSTGRES}/postgres"), postgres::NoTls)
+        {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }
@@ -105,13 +110,18 @@ impl MariaDatabase {
 
     /// A connection to it.
     pub fn conn(&self) -> mysql::Conn {
-        mysql::Conn::new(mysql::Opts::from_url(&self.url).expect("a URL")).expect("the test database answers")
+        mysql::Conn::new(mysql::Opts::from_url(&self.url).expect("a URL"))
+            .expect("the test database answers")
     }
 
     /// One number from a query.
     pub fn count(&self, sql: &str) -> i64 {
         use mysql::prelude::Queryable;
-        self.conn().query_first::<i64, _>(sql).ok().flatten().unwrap_or(-1)
+        self.conn()
+            .query_first::<i64, _>(sql)
+            .ok()
+            .flatten()
+            .unwrap_or(-1)
     }
 
     /// Kills every other connection to the database.
@@ -152,7 +162,10 @@ pub fn redis_db(db: u8) -> (String, redis::Connection) {
 
 /// Kills every other client connected to Redis database `db`.
 pub fn kill_redis_clients(conn: &mut redis::Connection, db: u8) -> u64 {
-    let list: String = redis::cmd("CLIENT").arg("LIST").query(conn).expect("CLIENT LIST");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(conn)
+        .expect("CLIENT LIST");
     let mut killed = 0;
     for line in list.lines() {
         let field = |k: &str| {
@@ -160,11 +173,16 @@ pub fn kill_redis_clients(conn: &mut redis::Connection, db: u8) -> u64 {
                 .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
                 .map(str::to_owned)
         };
-        if field("db").as_deref() == Some(&db.to_string()) && field("cmd").as_deref() != Some("client|list") {
-            if let Some(id) = field("id") {
-                let _: redis::RedisResult<i64> = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(&id).query(conn);
-                killed += 1;
-            }
+        if field("db").as_deref() == Some(&db.to_string())
+            && field("cmd").as_deref() != Some("client|list")
+            && let Some(id) = field("id")
+        {
+            let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(&id)
+                .query(conn);
+            killed += 1;
         }
     }
     killed

@@ -62,7 +62,7 @@ fn widget(n: u64, minor: u32) -> Value {
         "dt": "2026-11-27T12:00:00.250+01:00",
         "count": n,
         "ratio": n as f64 / 4.0,
-        "ok": n % 2 == 0,
+        "ok": n.is_multiple_of(2),
         "tags": ["a", format!("t{n}")],
         "labels": {"k": format!("v{n}")},
         "performer": {"id": n % 5, "name": format!("p{n}")},
@@ -82,7 +82,12 @@ fn post(edge: std::net::SocketAddr, events: &[Value]) {
         json!(events).to_string().as_bytes(),
     )
     .unwrap();
-    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
 }
 
 #[test]
@@ -111,8 +116,12 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
         ),
     )
     .unwrap();
-    let mut aggregator = scratch.aggregator(TOKEN, &[("SLUICE_AGGREGATOR_REPOSITORIES", repos.as_ref())]);
-    let Edge { child: mut edge_child, http: edge } = scratch.edge(&aggregator, &[]);
+    let mut aggregator =
+        scratch.aggregator(TOKEN, &[("SLUICE_AGGREGATOR_REPOSITORIES", repos.as_ref())]);
+    let Edge {
+        child: mut edge_child,
+        http: edge,
+    } = scratch.edge(&aggregator, &[]);
     let mut connect = start_connect(&config, &[]);
 
     // 20 plain events; one PostgreSQL refuses (a NUL in a string), one MariaDB refuses
@@ -203,7 +212,11 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
         .query_one("SELECT stream, reason, event FROM sluice_dead_letters", &[])
         .unwrap();
     assert_eq!(dead.get::<_, String>(0), STREAM);
-    assert!(dead.get::<_, String>(1).contains("0x00"), "{}", dead.get::<_, String>(1));
+    assert!(
+        dead.get::<_, String>(1).contains("0x00"),
+        "{}",
+        dead.get::<_, String>(1)
+    );
     assert!(dead.get::<_, String>(2).contains("\"w-100\""));
 
     // MariaDB: the same rows; the long id is its dead letter, with MariaDB's reason.
@@ -215,19 +228,37 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
             .unwrap();
         assert_eq!(
             got,
-            Some((6, 1.5, true, "p6".into(), "2026-11-27 11:00:00.250000".into()))
+            Some((
+                6,
+                1.5,
+                true,
+                "p6".into(),
+                "2026-11-27 11:00:00.250000".into()
+            ))
         );
-        let reason: Option<String> = m.query_first("SELECT reason FROM sluice_dead_letters").unwrap();
+        let reason: Option<String> = m
+            .query_first("SELECT reason FROM sluice_dead_letters")
+            .unwrap();
         let reason = reason.unwrap();
         assert!(reason.contains("meta_id"), "{reason}");
-        assert_eq!(maria.count("SELECT count(*) FROM conn_widget WHERE performer_id = 100"), 1);
+        assert_eq!(
+            maria.count("SELECT count(*) FROM conn_widget WHERE performer_id = 100"),
+            1
+        );
     }
 
     // Redis: a hash per performer, the latest event's fields; the keyless event is a dead letter.
-    let mut want_keys: Vec<String> = (0..5).chain([100, 101]).map(|i| format!("widget:{i}")).collect();
+    let mut want_keys: Vec<String> = (0..5)
+        .chain([100, 101])
+        .map(|i| format!("widget:{i}"))
+        .collect();
     want_keys.sort();
     assert_eq!(keys(&mut redis), want_keys);
-    let name: String = redis::cmd("HGET").arg("widget:1").arg("performer_name").query(&mut redis).unwrap();
+    let name: String = redis::cmd("HGET")
+        .arg("widget:1")
+        .arg("performer_name")
+        .query(&mut redis)
+        .unwrap();
     assert_eq!(name, "p16");
     let reason: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg("sluice:state:dead_letters")
@@ -235,24 +266,41 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
         .arg("+")
         .query(&mut redis)
         .unwrap();
-    assert!(reason[0].1.iter().any(|(k, v)| k == "reason" && v.contains("`performer.id`")));
+    assert!(
+        reason[0]
+            .1
+            .iter()
+            .any(|(k, v)| k == "reason" && v.contains("`performer.id`"))
+    );
 
     // A new minor version adds `score`: the column comes before the first event that has it.
     write_schema(&repo, 1);
     signal(aggregator.child.0.id(), "HUP");
     wait_until("the aggregator serves 1.1.0", || {
         let name = repo.file_name().unwrap().to_string_lossy().into_owned();
-        http_get(aggregator.http, &format!("/repositories/{name}/jsonschema/conn/widget/1.1.0.yaml"))
-            .is_ok_and(|(s, _)| s == 200)
+        http_get(
+            aggregator.http,
+            &format!("/repositories/{name}/jsonschema/conn/widget/1.1.0.yaml"),
+        )
+        .is_ok_and(|(s, _)| s == 200)
     });
     assert!(terminate(&mut edge_child).success());
-    let Edge { child: mut edge_child, http: edge } = scratch.edge(&aggregator, &[]);
+    let Edge {
+        child: mut edge_child,
+        http: edge,
+    } = scratch.edge(&aggregator, &[]);
     post(edge, &(200..203).map(|n| widget(n, 1)).collect::<Vec<_>>());
     wait_until("PostgreSQL has the 3 new rows with their score", || {
         pg.count(&format!("SELECT count(score)::bigint FROM {table}")) == 3
     });
-    assert_eq!(pg.count(&format!("SELECT count(*) FROM {table} WHERE score IS NULL")), 22);
-    assert_eq!(pg.count(&format!("SELECT count(*) FROM {table} WHERE score = 200.5")), 1);
+    assert_eq!(
+        pg.count(&format!("SELECT count(*) FROM {table} WHERE score IS NULL")),
+        22
+    );
+    assert_eq!(
+        pg.count(&format!("SELECT count(*) FROM {table} WHERE score = 200.5")),
+        1
+    );
     wait_until("MariaDB has the 3 new rows with their score", || {
         maria.count(&format!("SELECT count(score) FROM {table}")) == 3
     });
@@ -261,14 +309,22 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
     // `sluice connect --status` prints every sink's counts.
     let status_config = scratch.root.join("status.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&status_config, format!("metrics_listen = \"{}\"\n{text}", connect.metrics)).unwrap();
+    std::fs::write(
+        &status_config,
+        format!("metrics_listen = \"{}\"\n{text}", connect.metrics),
+    )
+    .unwrap();
     let out = std::process::Command::new(sluice_tests::binary("sluice"))
         .args(["connect", "--status", "--config"])
         .arg(&status_config)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = |sink: &str| {
         text.lines()
             .find(|l| l.starts_with(sink))
@@ -277,8 +333,14 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
-    assert_eq!(line("warehouse")[1..4], [STREAM.to_string(), "25".into(), "1".into()]);
-    assert_eq!(line("reporting")[1..4], [STREAM.to_string(), "25".into(), "1".into()]);
+    assert_eq!(
+        line("warehouse")[1..4],
+        [STREAM.to_string(), "25".into(), "1".into()]
+    );
+    assert_eq!(
+        line("reporting")[1..4],
+        [STREAM.to_string(), "25".into(), "1".into()]
+    );
 
     assert!(terminate(&mut connect.child).success());
     assert!(terminate(&mut edge_child).success());

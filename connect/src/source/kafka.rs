@@ -73,7 +73,10 @@ impl Rebalancer {
         if let Err(e) = consumer.assign(tpl) {
             tracing::error!(error = %e, "Kafka refused the assignment.");
         }
-        tracing::info!(partitions = assignment.len(), "Partitions assigned; each starts where the store's positions say.");
+        tracing::info!(
+            partitions = assignment.len(),
+            "Partitions assigned; each starts where the store's positions say."
+        );
         self.pause_again(consumer);
         if let Ok(mut fresh) = self.fresh.lock() {
             *fresh = Some(assignment);
@@ -197,7 +200,13 @@ impl Source for KafkaSource {
                     });
                 }
             }
-            if self.consumer.context().fresh.lock().is_ok_and(|f| f.is_some()) {
+            if self
+                .consumer
+                .context()
+                .fresh
+                .lock()
+                .is_ok_and(|f| f.is_some())
+            {
                 // A rebalance happened: hand the records over so the runner sees it in order.
                 break;
             }
@@ -225,7 +234,11 @@ impl Source for KafkaSource {
         let mut tpl = TopicPartitionList::new();
         let mut assignment = Assignment::new();
         for ((topic, partition), at) in tps.into_iter().zip(positions) {
-            tpl.add_partition_offset(&topic, partition, at.map_or(Offset::Beginning, Offset::Offset))?;
+            tpl.add_partition_offset(
+                &topic,
+                partition,
+                at.map_or(Offset::Beginning, Offset::Offset),
+            )?;
             assignment.insert((topic, partition), at);
         }
         // Assigning again with offsets restarts fetching at them, dropping what was prefetched.
@@ -251,7 +264,10 @@ impl Source for KafkaSource {
                 self.consumer
                     .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2))
             {
-                out.push(((self.consumer.context().name(e.topic()), e.partition()), high));
+                out.push((
+                    (self.consumer.context().name(e.topic()), e.partition()),
+                    high,
+                ));
             }
         }
         out

@@ -95,7 +95,12 @@ impl Source for LogSource {
                 continue;
             }
             let start = at.map_or(Start::Earliest, |n| Start::Offset(n.max(0) as u64));
-            self.readers[i] = Some(Reader::open(&self.dir, topic, start, LogOptions::default())?);
+            self.readers[i] = Some(Reader::open(
+                &self.dir,
+                topic,
+                start,
+                LogOptions::default(),
+            )?);
             assignment.insert((topic.clone(), 0), at);
         }
         Ok(assignment)

@@ -114,7 +114,12 @@ pub trait Store: Send {
     /// The positions held for `tps`.
     fn positions(&mut self, tps: &[Tp]) -> Result<Vec<Option<i64>>, StoreError>;
     /// Creates `table` with `columns` when missing, or adds the columns it lacks.
-    fn prepare(&mut self, table: &str, columns: &[Column], schema: &str) -> Result<(), PrepareError>;
+    fn prepare(
+        &mut self,
+        table: &str,
+        columns: &[Column],
+        schema: &str,
+    ) -> Result<(), PrepareError>;
     /// Writes a batch, its dead letters and its moves in one transaction.
     fn write(&mut self, batch: &Batch) -> Result<Written, StoreError>;
 }

@@ -5,7 +5,9 @@
 //! in a savepoint, so only the refused rows go to the dead letters.
 
 use super::postgres::refusal;
-use super::{Batch, DeadLetter, Move, PrepareError, Store, StoreError, TableRows, Written, count, tp_name};
+use super::{
+    Batch, DeadLetter, Move, PrepareError, Store, StoreError, TableRows, Written, count, tp_name,
+};
 use crate::columns::{Column, ColumnType, ID_COLUMN, additions};
 use crate::row::{quote, sql_literal};
 use crate::source::Tp;
@@ -134,7 +136,8 @@ impl MysqlStore {
     }
 
     fn write_once(&mut self, batch: &Batch, careful: bool) -> Result<Option<Written>, StoreError> {
-        let (sink, positions, dead_table) = (self.sink.clone(), self.positions.clone(), self.dead.clone());
+        let (sink, positions, dead_table) =
+            (self.sink.clone(), self.positions.clone(), self.dead.clone());
         let conn = self.conn()?;
         conn.query_drop("START TRANSACTION").map_err(lost)?;
         let r = (|| {
@@ -171,7 +174,12 @@ impl MysqlStore {
     }
 }
 
-fn check_positions(conn: &mut Conn, table: &str, sink: &str, moves: &[Move]) -> Result<(), StoreError> {
+fn check_positions(
+    conn: &mut Conn,
+    table: &str,
+    sink: &str,
+    moves: &[Move],
+) -> Result<(), StoreError> {
     for m in moves {
         let held: Option<i64> = conn
             .exec_first(
@@ -206,7 +214,12 @@ fn write_moves(conn: &mut Conn, table: &str, sink: &str, moves: &[Move]) -> Resu
     Ok(())
 }
 
-fn write_dead(conn: &mut Conn, table: &str, sink: &str, dead: &[DeadLetter]) -> Result<(), StoreError> {
+fn write_dead(
+    conn: &mut Conn,
+    table: &str,
+    sink: &str,
+    dead: &[DeadLetter],
+) -> Result<(), StoreError> {
     for d in dead {
         let ((topic, partition), offset) = &d.at;
         conn.exec_drop(
@@ -223,7 +236,11 @@ fn write_dead(conn: &mut Conn, table: &str, sink: &str, dead: &[DeadLetter]) -> 
 
 /// Inserts `t`'s rows in statements of many rows; `None` when the server refused one.
 fn insert_rows(conn: &mut Conn, t: &TableRows) -> Result<Option<u64>, StoreError> {
-    let head = format!("INSERT INTO `{}` ({}) VALUES ", t.table, columns_list(&t.columns));
+    let head = format!(
+        "INSERT INTO `{}` ({}) VALUES ",
+        t.table,
+        columns_list(&t.columns)
+    );
     let tail = format!(" ON DUPLICATE KEY UPDATE `{ID_COLUMN}` = `{ID_COLUMN}`");
     let mut written = 0;
     let mut sql = String::with_capacity(MAX_STATEMENT + 64 * 1024);
@@ -254,8 +271,16 @@ fn insert_rows(conn: &mut Conn, t: &TableRows) -> Result<Option<u64>, StoreError
 }
 
 /// Writes `t`'s rows one by one, each in a savepoint; refused ones become dead letters.
-fn careful_rows(conn: &mut Conn, t: &TableRows, dead: &mut Vec<DeadLetter>) -> Result<u64, StoreError> {
-    let head = format!("INSERT INTO `{}` ({}) VALUES ", t.table, columns_list(&t.columns));
+fn careful_rows(
+    conn: &mut Conn,
+    t: &TableRows,
+    dead: &mut Vec<DeadLetter>,
+) -> Result<u64, StoreError> {
+    let head = format!(
+        "INSERT INTO `{}` ({}) VALUES ",
+        t.table,
+        columns_list(&t.columns)
+    );
     let tail = format!(" ON DUPLICATE KEY UPDATE `{ID_COLUMN}` = `{ID_COLUMN}`");
     let mut written = 0;
     for row in &t.rows {
@@ -266,7 +291,8 @@ fn careful_rows(conn: &mut Conn, t: &TableRows, dead: &mut Vec<DeadLetter>) -> R
         match conn.query_drop(&sql) {
             Ok(()) => {
                 written += conn.affected_rows();
-                conn.query_drop("RELEASE SAVEPOINT sluice_row").map_err(lost)?;
+                conn.query_drop("RELEASE SAVEPOINT sluice_row")
+                    .map_err(lost)?;
             }
             Err(e) if refused(&e) => {
                 conn.query_drop("ROLLBACK TO SAVEPOINT sluice_row")
@@ -304,7 +330,12 @@ impl Store for MysqlStore {
         self.guard(r)
     }
 
-    fn prepare(&mut self, table: &str, columns: &[Column], schema: &str) -> Result<(), PrepareError> {
+    fn prepare(
+        &mut self,
+        table: &str,
+        columns: &[Column],
+        schema: &str,
+    ) -> Result<(), PrepareError> {
         let r = (|| {
             let conn = self.conn()?;
             let mut q = String::from(
@@ -326,7 +357,11 @@ impl Store for MysqlStore {
             let defs: Vec<String> = columns
                 .iter()
                 .map(|c| {
-                    let key = if c.name == ID_COLUMN { " NOT NULL PRIMARY KEY" } else { " NULL" };
+                    let key = if c.name == ID_COLUMN {
+                        " NOT NULL PRIMARY KEY"
+                    } else {
+                        " NULL"
+                    };
                     format!("`{}` {}{key}", c.name, sql_type(c))
                 })
                 .collect();

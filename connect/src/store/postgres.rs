@@ -4,7 +4,10 @@
 //! database refuses is written again row by row, each in a savepoint, so
 //! that only the refused rows go to the dead letters, with the database's reason.
 
-use super::{Batch, DeadLetter, Move, PrepareError, Row, Store, StoreError, TableRows, Written, count, tp_name};
+use super::{
+    Batch, DeadLetter, Move, PrepareError, Row, Store, StoreError, TableRows, Written, count,
+    tp_name,
+};
 use crate::columns::{Column, ColumnType, ID_COLUMN, additions};
 use crate::row::{copy_text, plain_text};
 use crate::source::Tp;
@@ -96,6 +99,10 @@ impl PostgresStore {
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.is_none() {
             let mut client = Client::connect(&self.url, NoTls).map_err(lost)?;
+            // `CREATE … IF NOT EXISTS` of what exists is not worth a notice per batch.
+            client
+                .batch_execute("SET client_min_messages = warning")
+                .map_err(lost)?;
             let ddl = format!(
                 "CREATE TABLE IF NOT EXISTS {p} (sink text NOT NULL, source_topic text NOT NULL, \
                  source_partition integer NOT NULL, next_offset bigint NOT NULL, \
@@ -165,7 +172,12 @@ fn check_positions(
     Ok(())
 }
 
-fn write_moves(tx: &mut Transaction<'_>, table: &str, sink: &str, moves: &[Move]) -> Result<(), StoreError> {
+fn write_moves(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    sink: &str,
+    moves: &[Move],
+) -> Result<(), StoreError> {
     let q = format!(
         "INSERT INTO {table} (sink, source_topic, source_partition, next_offset) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (sink, source_topic, source_partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
@@ -177,7 +189,12 @@ fn write_moves(tx: &mut Transaction<'_>, table: &str, sink: &str, moves: &[Move]
     Ok(())
 }
 
-fn write_dead(tx: &mut Transaction<'_>, table: &str, sink: &str, dead: &[DeadLetter]) -> Result<(), StoreError> {
+fn write_dead(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    sink: &str,
+    dead: &[DeadLetter],
+) -> Result<(), StoreError> {
     if dead.is_empty() {
         return Ok(());
     }
@@ -191,8 +208,13 @@ fn write_dead(tx: &mut Transaction<'_>, table: &str, sink: &str, dead: &[DeadLet
         // PostgreSQL text holds no NUL: such an event is kept with its NULs escaped.
         let event = d.event.replace('\0', "\\u0000");
         let reason = d.reason.replace('\0', "\\u0000");
-        tx.execute(&stmt, &[&sink, &&**topic, partition, offset, &d.stream, &reason, &event])
-            .map_err(lost)?;
+        tx.execute(
+            &stmt,
+            &[
+                &sink, &&**topic, partition, offset, &d.stream, &reason, &event,
+            ],
+        )
+        .map_err(lost)?;
     }
     Ok(())
 }
@@ -222,14 +244,24 @@ fn copy_rows(tx: &mut Transaction<'_>, t: &TableRows, stage: &str) -> Result<Bul
     }
     let mut w = match tx.copy_in(&format!("COPY {stage} ({cols}) FROM STDIN")) {
         Ok(w) => w,
-        Err(e) => return if refused(&e) { Ok(Bulk::Refused) } else { Err(lost(e)) },
+        Err(e) => {
+            return if refused(&e) {
+                Ok(Bulk::Refused)
+            } else {
+                Err(lost(e))
+            };
+        }
     };
     if w.write_all(text.as_bytes()).is_err() {
         // The server ended the copy; the row-by-row pass finds out why (or that the connection is gone).
         return Ok(Bulk::Refused);
     }
     if let Err(e) = w.finish() {
-        return if refused(&e) { Ok(Bulk::Refused) } else { Err(lost(e)) };
+        return if refused(&e) {
+            Ok(Bulk::Refused)
+        } else {
+            Err(lost(e))
+        };
     }
     let inserted = tx.execute(
         &format!(
@@ -276,7 +308,8 @@ fn careful_rows(
         match tx.execute(&stmt, &params) {
             Ok(n) => {
                 written += n;
-                tx.batch_execute("RELEASE SAVEPOINT sluice_row").map_err(lost)?;
+                tx.batch_execute("RELEASE SAVEPOINT sluice_row")
+                    .map_err(lost)?;
             }
             Err(e) if refused(&e) => {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT sluice_row")
@@ -301,7 +334,8 @@ pub(crate) fn refusal(t: &TableRows, row: &Row, reason: String) -> DeadLetter {
 
 impl PostgresStore {
     fn write_once(&mut self, batch: &Batch, careful: bool) -> Result<Option<Written>, StoreError> {
-        let (sink, positions, dead_table) = (self.sink.clone(), self.positions.clone(), self.dead.clone());
+        let (sink, positions, dead_table) =
+            (self.sink.clone(), self.positions.clone(), self.dead.clone());
         let stages: Vec<String> = batch
             .tables
             .iter()
@@ -360,7 +394,12 @@ impl Store for PostgresStore {
         self.guard(r)
     }
 
-    fn prepare(&mut self, table: &str, columns: &[Column], schema: &str) -> Result<(), PrepareError> {
+    fn prepare(
+        &mut self,
+        table: &str,
+        columns: &[Column],
+        schema: &str,
+    ) -> Result<(), PrepareError> {
         let r = (|| {
             let client = self.client()?;
             let rows = client
@@ -381,12 +420,19 @@ impl Store for PostgresStore {
             let defs: Vec<String> = columns
                 .iter()
                 .map(|c| {
-                    let key = if c.name == ID_COLUMN { " PRIMARY KEY" } else { "" };
+                    let key = if c.name == ID_COLUMN {
+                        " PRIMARY KEY"
+                    } else {
+                        ""
+                    };
                     format!("\"{}\" {}{key}", c.name, sql_type(c.kind))
                 })
                 .collect();
             tracing::info!(%table, %schema, columns = columns.len(), "Creating a stream's table.");
-            format!("CREATE TABLE IF NOT EXISTS \"{table}\" ({})", defs.join(", "))
+            format!(
+                "CREATE TABLE IF NOT EXISTS \"{table}\" ({})",
+                defs.join(", ")
+            )
         } else {
             let added = additions(&existing, columns, schema)?;
             if added.is_empty() {
@@ -396,7 +442,13 @@ impl Store for PostgresStore {
             tracing::info!(%table, %schema, added = ?names, "Adding nullable columns for a new schema version.");
             let adds: Vec<String> = added
                 .iter()
-                .map(|c| format!("ADD COLUMN IF NOT EXISTS \"{}\" {}", c.name, sql_type(c.kind)))
+                .map(|c| {
+                    format!(
+                        "ADD COLUMN IF NOT EXISTS \"{}\" {}",
+                        c.name,
+                        sql_type(c.kind)
+                    )
+                })
                 .collect();
             format!("ALTER TABLE \"{table}\" {}", adds.join(", "))
         };
@@ -408,9 +460,7 @@ impl Store for PostgresStore {
             .unwrap_or_default();
         let r = (|| {
             let client = self.client()?;
-            client
-                .batch_execute(&format!("{drop}{ddl}"))
-                .map_err(lost)
+            client.batch_execute(&format!("{drop}{ddl}")).map_err(lost)
         })();
         Ok(self.guard(r)?)
     }

@@ -56,10 +56,17 @@ impl RedisStore {
     }
 
     fn write_once(&mut self, batch: &Batch) -> Result<Written, StoreError> {
-        let (positions, dead_key, value, ttl) =
-            (self.positions.clone(), self.dead.clone(), self.value, self.ttl_secs);
+        let (positions, dead_key, value, ttl) = (
+            self.positions.clone(),
+            self.dead.clone(),
+            self.value,
+            self.ttl_secs,
+        );
         let conn = self.conn()?;
-        redis::cmd("WATCH").arg(&positions).exec(conn).map_err(lost)?;
+        redis::cmd("WATCH")
+            .arg(&positions)
+            .exec(conn)
+            .map_err(lost)?;
         let fields: Vec<String> = batch.moves.iter().map(|m| tp_name(&m.tp)).collect();
         if !fields.is_empty() {
             let held: Vec<Option<i64>> = redis::cmd("HMGET")
@@ -108,14 +115,23 @@ impl RedisStore {
                         }
                     }
                     RedisValue::Stream => {
-                        pipe.cmd("XADD").arg(key).arg("*").arg("event").arg(&row.event).ignore();
+                        pipe.cmd("XADD")
+                            .arg(key)
+                            .arg("*")
+                            .arg("event")
+                            .arg(&row.event)
+                            .ignore();
                         if ttl > 0 {
                             pipe.expire(key, ttl as i64).ignore();
                         }
                     }
                 }
             }
-            count(&mut written.rows, &t.stream, t.rows.iter().filter(|r| r.key.is_some()).count() as u64);
+            count(
+                &mut written.rows,
+                &t.stream,
+                t.rows.iter().filter(|r| r.key.is_some()).count() as u64,
+            );
         }
         for d in &batch.dead {
             let ((topic, partition), offset) = &d.at;
@@ -168,7 +184,12 @@ impl Store for RedisStore {
         self.guard(r)
     }
 
-    fn prepare(&mut self, _table: &str, _columns: &[Column], _schema: &str) -> Result<(), PrepareError> {
+    fn prepare(
+        &mut self,
+        _table: &str,
+        _columns: &[Column],
+        _schema: &str,
+    ) -> Result<(), PrepareError> {
         Ok(())
     }
 
