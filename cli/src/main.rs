@@ -2,6 +2,7 @@
 
 mod aggregator;
 mod bench;
+mod bench_connect;
 mod client;
 mod connect;
 mod edge;
@@ -53,6 +54,8 @@ enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Benchmark the whole pipeline: edge, aggregator and load generator as processes.
     Bench(bench::BenchArgs),
+    /// Benchmark the connectors against each store's bulk loader on the same rows.
+    BenchConnect(bench_connect::BenchConnectArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Canary(args) => streams::canary(args),
         Command::Loadgen(args) => loadgen::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchConnect(args) => bench_connect::run(args),
     };
     match result {
         Ok(code) => code,

@@ -8,7 +8,7 @@ use crate::columns::{Column, layout};
 use crate::config::{SinkConfig, SinkKind};
 use crate::metrics::{ConnectMetrics, SinkStream};
 use crate::row::cells;
-use crate::schemas::Schemas;
+use crate::schemas::{SchemaMiss, Schemas};
 use crate::source::{Assignment, Source, SourceRecord, Tp};
 use crate::store::{Batch, DeadLetter, Move, PrepareError, Row, Store, StoreError, TableRows};
 use crate::template::Template;
@@ -250,13 +250,19 @@ impl Runner {
         Ok(())
     }
 
-    /// After a failed write: wait (when the store is away), then start again from its positions.
-    fn recover(&mut self, e: StoreError, stop: &AtomicBool, backoff: &mut Duration) {
+    /// After a batch that was not written: wait (while the store is away or a schema is
+    /// missing), then start again from the store's positions.
+    fn recover(&mut self, e: Stall, stop: &AtomicBool, backoff: &mut Duration) {
         match &e {
-            StoreError::Fenced(why) => {
+            Stall::Schema(why) => {
+                tracing::warn!(sink = %self.config.name, %why, "An event's schema is not in the repositories here yet; waiting for them before reading on.");
+                pause(stop, *backoff);
+                *backoff = (*backoff * 2).min(MAX_BACKOFF);
+            }
+            Stall::Store(StoreError::Fenced(why)) => {
                 tracing::warn!(sink = %self.config.name, %why, "Another process wrote a partition first; starting again from the store's positions.");
             }
-            StoreError::Lost(why) => {
+            Stall::Store(StoreError::Lost(why)) => {
                 tracing::error!(sink = %self.config.name, %why, "Writing to the store failed; reconnecting and starting again from its positions.");
                 pause(stop, *backoff);
                 *backoff = (*backoff * 2).min(MAX_BACKOFF);
@@ -282,7 +288,7 @@ impl Runner {
     }
 
     /// Lays `records` out and writes them in one transaction.
-    fn flush(&mut self, records: &[SourceRecord]) -> Result<(), StoreError> {
+    fn flush(&mut self, records: &[SourceRecord]) -> Result<(), Stall> {
         let mut batch = Batch::default();
         let mut by_stream: BTreeMap<String, TableRows> = BTreeMap::new();
         let mut moves: BTreeMap<Tp, Move> = BTreeMap::new();
@@ -321,7 +327,7 @@ impl Runner {
                 }
                 Ok(Laid::Stopped) => continue,
                 Err(Refuse::Dead(reason)) => batch.dead.push(dead(reason)),
-                Err(Refuse::Store(e)) => return Err(e),
+                Err(Refuse::Stall(e)) => return Err(e),
             }
             let from = self.next.get(&tp).copied().flatten();
             moves
@@ -360,7 +366,7 @@ impl Runner {
         if batch.moves.is_empty() {
             return Ok(());
         }
-        let written = lock(&self.store).write(&batch)?;
+        let written = lock(&self.store).write(&batch).map_err(Stall::Store)?;
         for m in &batch.moves {
             self.next.insert(m.tp.clone(), Some(m.to));
         }
@@ -401,11 +407,12 @@ impl Runner {
         };
         // The edge validated the event against this schema, so the repositories here lag
         // behind the aggregator's: wait for them rather than refuse the event.
-        let (uri, doc) = self
-            .schemas
-            .get(&uri)
-            .map_err(|why| Refuse::Store(StoreError::Lost(format!("{why}; waiting for it"))))?;
-        self.prepare(stream, &uri, &doc).map_err(Refuse::Store)?;
+        let (uri, doc) = self.schemas.get(&uri).map_err(|miss| match miss {
+            SchemaMiss::Wrong(why) => Refuse::Dead(why),
+            SchemaMiss::Missing(why) => Refuse::Stall(Stall::Schema(why)),
+        })?;
+        self.prepare(stream, &uri, &doc)
+            .map_err(|e| Refuse::Stall(Stall::Store(e)))?;
         let Some(table) = self.tables.get(stream) else {
             return Ok(Laid::Stopped);
         };
@@ -460,8 +467,19 @@ enum Laid {
 enum Refuse {
     /// It goes to the dead letters, with this reason.
     Dead(String),
-    /// The store failed: the batch is not written.
+    /// The batch cannot be written now.
+    Stall(Stall),
+}
+
+/// Why a batch was not written: it is read again from the store's positions after a pause.
+#[derive(Debug, thiserror::Error)]
+pub enum Stall {
+    /// The store failed or another process wrote first.
+    #[error(transparent)]
     Store(StoreError),
+    /// An event names a schema the repositories here do not hold (yet).
+    #[error("{0}; waiting for it")]
+    Schema(String),
 }
 
 /// Sleeps `d`, or less when `stop` is set meanwhile.

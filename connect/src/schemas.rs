@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 /// Reading the folders again at most this often.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
+/// A schema an event names and the repositories do not give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaMiss {
+    /// The name itself is wrong: no repository will ever hold it.
+    Wrong(String),
+    /// Not there (yet), or the repositories cannot be read now.
+    Missing(String),
+}
+
 /// Materialized schema versions by title.
 pub struct Schemas {
     dirs: Vec<PathBuf>,
@@ -57,21 +66,23 @@ impl Schemas {
         Some((format!("/{title}/{v}"), doc.clone()))
     }
 
-    /// The schema `uri` names, reading the folders again (at most every few
-    /// seconds) when it is not known yet.
-    pub fn get(&mut self, uri: &str) -> Result<(String, Arc<Value>), String> {
-        let parsed =
-            SchemaUri::parse(uri).map_err(|e| format!("the schema URI `{uri}` is wrong: {e}"))?;
+    /// The schema `uri` names, reading the folders again (at most every
+    /// second) when it is not known yet.
+    pub fn get(&mut self, uri: &str) -> Result<(String, Arc<Value>), SchemaMiss> {
+        let parsed = SchemaUri::parse(uri)
+            .map_err(|e| SchemaMiss::Wrong(format!("the schema URI `{uri}` is wrong: {e}")))?;
         if let Some(found) = self.find(&parsed) {
             return Ok(found);
         }
         if self.loaded.elapsed() >= RELOAD_EVERY {
-            self.reload()?;
+            self.reload().map_err(SchemaMiss::Missing)?;
             if let Some(found) = self.find(&parsed) {
                 return Ok(found);
             }
         }
-        Err(format!("schema `{uri}` is not in the schema repositories"))
+        Err(SchemaMiss::Missing(format!(
+            "schema `{uri}` is not in the schema repositories"
+        )))
     }
 
     fn find(&self, uri: &SchemaUri) -> Option<(String, Arc<Value>)> {

@@ -28,7 +28,11 @@
 //!
 //! Appends only write; [`Log::sync`] makes everything appended so far durable
 //! with one `fsync` per written file, so a caller commits many batches as a
-//! group and acknowledges them after one sync. Opening a log recovers it: a
+//! group and acknowledges them after one sync. After each sync the writer
+//! publishes, in the topic's `synced` file, the offset after the last durable
+//! record; a [`Reader`] (in any process) reads no further, so it never hands
+//! on a record a machine crash could still take back or a failed sync could
+//! cut off. Opening a log recovers it: a
 //! torn or corrupt tail of a topic's last segment (a crash mid-write) is cut
 //! off and every record before it kept; damage in an older segment is
 //! refused (or, for stores that prefer to go on, skipped with an error

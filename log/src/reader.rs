@@ -1,13 +1,15 @@
 //! A reader of one topic: opened at an offset, at a time, at either end, or
 //! where a named consumer stopped; it reads in order and follows what the
-//! writer appends, in this process or another. It never repairs anything and
-//! returns only whole, checksummed records.
+//! writer appends, in this process or another, up to what the writer has
+//! synced. It never repairs anything and returns only whole, checksummed,
+//! durable records.
 
 use crate::error::io_err;
 use crate::frame::{FrameError, read_frame, skim_frame};
 use crate::position::ConsumerPosition;
 use crate::record::{LogRecord, decode_body};
 use crate::segment::{Segment, list_segments};
+use crate::topic::SYNCED_FILE;
 use crate::{LogError, LogOptions, valid_topic};
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
@@ -40,6 +42,8 @@ struct Cursor {
 enum Ended {
     /// `max` records are out.
     Full,
+    /// At the first record not durable yet.
+    Unsynced,
     /// At the end of what is written (`Some`: a frame that is not whole yet, or damaged).
     End(Option<String>),
 }
@@ -51,6 +55,8 @@ pub struct Reader {
     /// The next offset to return.
     next: u64,
     cursor: Option<Cursor>,
+    /// The topic's `synced` file, once it exists.
+    synced: Option<File>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -78,6 +84,7 @@ impl Reader {
             max_record_bytes: options.max_record_bytes,
             next: 0,
             cursor: None,
+            synced: None,
         };
         reader.seek(start)?;
         Ok(reader)
@@ -109,7 +116,7 @@ impl Reader {
             Start::Offset(offset) => offset,
             Start::Earliest => segments.first().map_or(0, |s| s.base),
             Start::Latest => match segments.last() {
-                Some(last) => self.skim(last, |_| false)?.1,
+                Some(last) => self.skim(last, |_| false)?.1.min(self.durable()?),
                 None => 0,
             },
             Start::Time(at_ms) => {
@@ -173,12 +180,42 @@ impl Reader {
         Ok(self.next)
     }
 
+    /// The offset after the last durable record, as the writer last published it: a
+    /// record past it could still be lost by a crash, or cut off after a failed sync,
+    /// so it is not read yet. A log written before the writer published it has no
+    /// limit.
+    fn durable(&mut self) -> Result<u64, LogError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join(SYNCED_FILE);
+        if self.synced.is_none() {
+            match File::open(&path) {
+                Ok(f) => self.synced = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // No topic yet (nothing to read), or one from before the file existed.
+                    return Ok(u64::MAX);
+                }
+                Err(e) => return Err(io_err("reading", &path)(e)),
+            }
+        }
+        let Some(f) = &self.synced else {
+            return Ok(u64::MAX);
+        };
+        let mut bytes = [0u8; 8];
+        match f.read_exact_at(&mut bytes, 0) {
+            Ok(()) => Ok(u64::from_le_bytes(bytes)),
+            // Made but not written yet: nothing is durable.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+            Err(e) => Err(io_err("reading", &path)(e)),
+        }
+    }
+
     /// Reads on: records into `out`, or (with `None`) skims over them, up to `max`.
     fn advance(
         &mut self,
         out: &mut Option<&mut Vec<LogRecord>>,
         max: usize,
     ) -> Result<(), LogError> {
+        let limit = self.durable()?;
         let mut taken = 0;
         // A segment whose end was seen after a newer one appeared is complete.
         let mut final_pass = false;
@@ -186,7 +223,7 @@ impl Reader {
             if self.cursor.is_none() && !self.open_cursor()? {
                 return Ok(());
             }
-            let ended = self.read_cursor(out, &mut taken, max)?;
+            let ended = self.read_cursor(out, &mut taken, max, limit)?;
             let Ended::End(damage) = ended else {
                 return Ok(());
             };
@@ -254,11 +291,19 @@ impl Reader {
         out: &mut Option<&mut Vec<LogRecord>>,
         taken: &mut usize,
         max: usize,
+        limit: u64,
     ) -> Result<Ended, LogError> {
         let Some(c) = &mut self.cursor else {
             return Ok(Ended::End(None));
         };
         while *taken < max {
+            if c.offset >= limit {
+                // Bytes read ahead past the limit may be cut off and written again: drop them.
+                c.reader
+                    .seek(SeekFrom::Start(c.pos))
+                    .map_err(io_err("reading", &c.segment.path))?;
+                return Ok(Ended::Unsynced);
+            }
             let Some(out) = out.as_deref_mut() else {
                 // Skimming: only the header and the timestamp are read.
                 match skim_frame(&mut c.reader, self.max_record_bytes, c.pos) {

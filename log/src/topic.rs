@@ -27,6 +27,23 @@ pub(crate) struct Topic {
     cached_from: u64,
     pub(crate) next_offset: u64,
     pub(crate) dirty: bool,
+    /// The topic's `synced` file: the offset after the last durable record, for readers.
+    synced: File,
+}
+
+/// The file in a topic's folder that tells readers how far the topic is durable:
+/// eight bytes, the offset after the last synced record, little-endian.
+pub(crate) const SYNCED_FILE: &str = "synced";
+
+fn open_synced(dir: &Path) -> Result<File, LogError> {
+    let path = dir.join(SYNCED_FILE);
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening", &path))
 }
 
 impl Topic {
@@ -38,8 +55,9 @@ impl Topic {
         }
         let path = segment_path(dir, base);
         let file = open_append(&path)?;
+        let synced = open_synced(dir)?;
         sync_dir(dir)?;
-        Ok(Topic {
+        let mut topic = Topic {
             dir: dir.to_path_buf(),
             segments: vec![Segment { base, path }],
             file,
@@ -49,7 +67,20 @@ impl Topic {
             cached_from: 0,
             next_offset: base,
             dirty: false,
-        })
+            synced,
+        };
+        topic.publish_synced()?;
+        Ok(topic)
+    }
+
+    /// Tells readers that every record before `next_offset` is durable. The file is not
+    /// synced itself: after a crash it holds this value or an older one, never a newer.
+    fn publish_synced(&mut self) -> Result<(), LogError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join(SYNCED_FILE);
+        self.synced
+            .write_all_at(&self.next_offset.to_le_bytes(), 0)
+            .map_err(io_err("writing", &path))
     }
 
     /// Bytes of every segment on disk.
@@ -122,6 +153,7 @@ impl Topic {
             self.file.sync_data().map_err(io_err("syncing", &path))?;
             self.dirty = false;
             self.uncache();
+            self.publish_synced()?;
         }
         Ok(())
     }
@@ -166,7 +198,7 @@ impl Topic {
         self.cached_from = size & !(PAGE - 1);
         self.next_offset = next_offset;
         self.dirty = false;
-        Ok(())
+        self.publish_synced()
     }
 
     /// Closes the open segment and starts a new one at the next offset.
@@ -185,6 +217,8 @@ impl Topic {
         });
         self.closed_bytes += self.size;
         self.size = 0;
+        // Durable now, but readers hear of it only at the sync that commits the group:
+        // a group whose append or sync fails later is cut off again.
         self.dirty = false;
         Ok(())
     }
@@ -264,20 +298,23 @@ impl Topic {
         let mut file = open_append(&path)?;
         file.seek(SeekFrom::End(0))
             .map_err(io_err("opening", &path))?;
-        Ok((
-            Topic {
-                dir: dir.to_path_buf(),
-                segments,
-                file,
-                size,
-                closed_bytes,
-                pending: 0,
-                cached_from: size,
-                next_offset,
-                dirty: false,
-            },
-            cut,
-        ))
+        // What a killed writer left in the page cache is kept: make it durable before
+        // readers are told they may read it.
+        file.sync_data().map_err(io_err("syncing", &path))?;
+        let mut topic = Topic {
+            dir: dir.to_path_buf(),
+            segments,
+            file,
+            size,
+            closed_bytes,
+            pending: 0,
+            cached_from: size,
+            next_offset,
+            dirty: false,
+            synced: open_synced(dir)?,
+        };
+        topic.publish_synced()?;
+        Ok((topic, cut))
     }
 }
 

@@ -125,6 +125,8 @@ fn a_frame_being_written_is_not_read_until_it_is_whole() {
     let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
     write(&mut log, 0, 2);
     drop(log);
+    // A log from before writers published what is synced: readers read what is written.
+    fs::remove_file(dir.path().join("t/synced")).unwrap();
     // Half of a third frame, as a reader may see a write under way.
     let mut whole = Vec::new();
     {
@@ -245,4 +247,60 @@ fn trimming_deletes_what_is_consumed_and_offsets_go_on() {
     log.sync().unwrap();
     let mut reader = Reader::open(dir.path(), "t", Start::Earliest, small()).unwrap();
     assert_eq!(values(&mut reader, 10), names(10..11));
+}
+
+#[test]
+fn skipping_to_the_end_counts_every_record_across_segments_and_then_only_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small()).unwrap();
+    let mut skimmer = Reader::open(dir.path(), "t", Start::Earliest, small()).unwrap();
+    assert_eq!(skimmer.skip_to_end().unwrap(), 0, "no topic yet");
+    write(&mut log, 0, 7);
+    assert!(segments(dir.path(), "t").len() > 2);
+    assert_eq!(skimmer.skip_to_end().unwrap(), 7);
+    assert_eq!(skimmer.position(), 7);
+    assert_eq!(skimmer.skip_to_end().unwrap(), 7, "nothing new");
+    write(&mut log, 7, 4);
+    assert_eq!(skimmer.skip_to_end().unwrap(), 11);
+    // Skimming leaves the reader where a poll reads on from.
+    write(&mut log, 11, 2);
+    assert_eq!(values(&mut skimmer, 100), names(11..13));
+    // A reader started in the middle skims from there.
+    let mut late = Reader::open(dir.path(), "t", Start::Offset(5), small()).unwrap();
+    assert_eq!(late.skip_to_end().unwrap(), 13);
+}
+
+#[test]
+fn readers_stop_at_what_is_synced_so_a_cut_off_group_is_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small()).unwrap();
+    write(&mut log, 0, 3);
+    let mut reader = Reader::open(dir.path(), "t", Start::Earliest, small()).unwrap();
+    let mut skimmer = Reader::open(dir.path(), "t", Start::Earliest, small()).unwrap();
+    // Appended across a segment roll but not synced: not read, not counted.
+    let mark = log.mark();
+    for i in 3..8 {
+        let value = format!("bad{i}");
+        log.append("t", &[at(0, value.as_bytes())]).unwrap();
+    }
+    assert_eq!(values(&mut reader, 100), names(0..3));
+    assert_eq!(skimmer.skip_to_end().unwrap(), 3);
+    assert_eq!(
+        Reader::open(dir.path(), "t", Start::Latest, small())
+            .unwrap()
+            .position(),
+        3
+    );
+    // The group's sync failed: it is cut off and written again; readers see only the retry.
+    log.rewind(&mark);
+    write(&mut log, 3, 2);
+    assert_eq!(values(&mut reader, 100), names(3..5));
+    assert_eq!(skimmer.skip_to_end().unwrap(), 5);
+    // A writer that stopped without syncing leaves its records to the next one, which
+    // syncs them when it opens the log.
+    log.append("t", &[at(0, b"v5")]).unwrap();
+    assert!(values(&mut reader, 100).is_empty());
+    drop(log);
+    let _log = Log::open(dir.path(), small()).unwrap();
+    assert_eq!(values(&mut reader, 100), names(5..6));
 }

@@ -8,11 +8,13 @@
 use serde_json::json;
 use sluice_log::{Log, LogOptions, NewRecord};
 use sluice_tests::{
-    MariaDatabase, PgDatabase, Tansu, kill_redis_clients, redis_db, start_connect, terminate,
-    wait_until,
+    MariaDatabase, PgDatabase, Tansu, kill_redis_clients, metric, redis_db, start_connect,
+    terminate, wait_until,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const STREAM: &str = "conn.load";
 const TOPIC: &str = "local.conn.load";
@@ -90,21 +92,63 @@ fn redis_stream_ns(redis: &mut redis::Connection, key: &str) -> Vec<u64> {
         .collect()
 }
 
-fn assert_exactly(ns: &[u64], total: u64, what: &str) {
+/// `ns` holds every `n` below `events`, and `records` entries in all (a record the
+/// source itself holds twice is one entry per record).
+fn assert_exactly(ns: &[u64], events: u64, records: u64, what: &str) {
     let distinct: BTreeSet<u64> = ns.iter().copied().collect();
     assert_eq!(
         distinct.len() as u64,
-        total,
-        "{what}: {} distinct of {total}",
+        events,
+        "{what}: {} distinct of {events}",
         distinct.len()
     );
     assert_eq!(
         ns.len() as u64,
-        total,
-        "{what}: {} entries for {total} events: repeats",
+        records,
+        "{what}: {} entries for {records} records",
         ns.len()
     );
-    assert_eq!(distinct.iter().next_back().copied(), Some(total - 1));
+    assert_eq!(distinct.iter().next_back().copied(), Some(events - 1));
+}
+
+/// Waits until every store holds `events` events, then checks each holds each exactly once and
+/// that every sink's positions sum to `records`, the number of records in the source.
+fn every_event_once(
+    pg: &PgDatabase,
+    maria: &MariaDatabase,
+    redis: &mut redis::Connection,
+    events: u64,
+    records: u64,
+) {
+    let total = events as i64;
+    wait_until("every event is in every store", || {
+        pg.count("SELECT count(*) FROM conn_load") == total
+            && maria.count("SELECT count(*) FROM conn_load") == total
+            && redis::cmd("XLEN")
+                .arg("load")
+                .query::<i64>(redis)
+                .unwrap_or(0)
+                >= records as i64
+    });
+    assert_eq!(pg.count("SELECT count(DISTINCT n) FROM conn_load"), total);
+    assert_eq!(
+        maria.count("SELECT count(DISTINCT n) FROM conn_load"),
+        total
+    );
+    assert_eq!(
+        pg.count("SELECT sum(next_offset)::bigint FROM sluice_positions WHERE sink = 'pg'"),
+        records as i64
+    );
+    assert_eq!(
+        maria.count(
+            "SELECT CAST(sum(next_offset) AS SIGNED) FROM sluice_positions WHERE sink = 'maria'"
+        ),
+        records as i64
+    );
+    let ns = redis_stream_ns(redis, "load");
+    assert_exactly(&ns, events, records, "the Redis stream");
+    assert_eq!(pg.count("SELECT count(*) FROM sluice_dead_letters"), 0);
+    assert_eq!(maria.count("SELECT count(*) FROM sluice_dead_letters"), 0);
 }
 
 fn sinks(pg: &str, maria: &str, redis: &str, batch: usize) -> String {
@@ -154,58 +198,28 @@ fn connect_killed_mid_load_and_its_connections_killed_writes_every_event_once() 
     assert!(killed >= 3, "only {killed} connections were killed");
     append(&mut log, 30_000, 40_000);
 
-    let total = 40_000u64;
-    wait_until("every event is in every store", || {
-        pg.count(table) == total as i64
-            && maria.count(table) == total as i64
-            && redis::cmd("XLEN")
-                .arg("load")
-                .query::<i64>(&mut redis)
-                .unwrap_or(0)
-                >= total as i64
-    });
-    assert_eq!(
-        pg.count("SELECT count(DISTINCT n) FROM conn_load"),
-        total as i64
-    );
-    assert_eq!(
-        pg.count("SELECT max(next_offset) FROM sluice_positions WHERE sink = 'pg'"),
-        total as i64
-    );
-    assert_eq!(
-        maria.count("SELECT count(DISTINCT n) FROM conn_load"),
-        total as i64
-    );
-    assert_exactly(
-        &redis_stream_ns(&mut redis, "load"),
-        total,
-        "the Redis stream",
-    );
-    assert_eq!(pg.count("SELECT count(*) FROM sluice_dead_letters"), 0);
+    every_event_once(&pg, &maria, &mut redis, 40_000, 40_000);
     assert!(terminate(&mut connect.child).success());
 }
 
-#[test]
-#[ignore = "against tansu 0.6 the surviving members of a group are not given the partitions of a killed one; see issue 23's note"]
-fn two_connect_processes_share_a_sink_on_kafka_and_one_killed_loses_and_repeats_nothing() {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+/// A producer of numbered events into the test topic, with the headers the aggregator writes.
+struct Feed(rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>);
 
-    let dir = tempfile::tempdir().unwrap();
-    let (repos, streams) = deployment(dir.path());
-    let pg = PgDatabase::create("kafka");
-    let maria = MariaDatabase::create("kafka");
-    let (redis_url, mut redis) = redis_db(13);
-    let tansu = Tansu::start();
-    tansu.create_topic(TOPIC, 4);
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &tansu.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()
-        .unwrap();
-    let produce = |from: u64, to: u64| {
+impl Feed {
+    fn new(brokers: &str) -> Feed {
+        Feed(
+            rdkafka::config::ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("acks", "all")
+                .create()
+                .unwrap(),
+        )
+    }
+
+    /// Events `from..to`, keyed by number, flushed.
+    fn send(&self, from: u64, to: u64) {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseRecord, Producer};
         for n in from..to {
             let value = event(n);
             let key = n.to_string();
@@ -223,57 +237,121 @@ fn two_connect_processes_share_a_sink_on_kafka_and_one_killed_loses_and_repeats_
                 .payload(&value)
                 .headers(headers);
             loop {
-                match producer.send(record) {
+                match self.0.send(record) {
                     Ok(()) => break,
                     Err((_, r)) => {
                         record = r;
-                        producer.poll(std::time::Duration::from_millis(10));
+                        self.0.poll(std::time::Duration::from_millis(10));
                     }
                 }
             }
         }
-        producer.flush(std::time::Duration::from_secs(60)).unwrap();
-    };
-    produce(0, 20_000);
+        self.0.flush(std::time::Duration::from_secs(60)).unwrap();
+    }
+}
+
+/// The records in every partition of the topic: the sum of its high watermarks.
+fn records_in(brokers: &str, partitions: i32) -> u64 {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "sluice-test-watermarks")
+        .create()
+        .unwrap();
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(TOPIC, p, std::time::Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(low, 0, "partition {p} starts at {low}");
+            high as u64
+        })
+        .sum()
+}
+
+/// Two `sluice connect` processes run the same three sinks against `brokers`; one is killed
+/// with SIGKILL mid-load. With `replace`, a third starts in its place (as an orchestrator
+/// restarts it); without, the survivor must take the killed one's partitions when the group
+/// expires its session. Either way every record of the topic is written exactly once.
+fn two_processes_share_a_sink(brokers: &str, replace: bool, tag: &str, redis_db_no: u8) {
+    let dir = tempfile::tempdir().unwrap();
+    let (repos, streams) = deployment(dir.path());
+    let pg = PgDatabase::create(tag);
+    let maria = MariaDatabase::create(tag);
+    let (redis_url, mut redis) = redis_db(redis_db_no);
     let config = dir.path().join("connect.toml");
     std::fs::write(
         &config,
         format!(
-            "streams = {streams:?}\nrepositories = {repos}\n[source]\nbrokers = {:?}\nkafka = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n{}",
-            tansu.brokers,
+            "streams = {streams:?}\nrepositories = {repos}\n[source]\nbrokers = {brokers:?}\n\
+             kafka = {{ \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n{}",
             sinks(&pg.url, &maria.url, &redis_url, 300)
         ),
     )
     .unwrap();
-    let table = "SELECT count(*) FROM conn_load";
+    // Events keep coming, 500 every 100 ms, until 5,000 more have come after the kill.
+    let killed = Arc::new(AtomicBool::new(false));
+    let feed = {
+        let (killed, brokers) = (killed.clone(), brokers.to_owned());
+        std::thread::spawn(move || {
+            let feed = Feed::new(&brokers);
+            let (mut sent, mut after) = (0, 0);
+            while after < 5_000 {
+                feed.send(sent, sent + 500);
+                sent += 500;
+                if killed.load(Ordering::Relaxed) {
+                    after += 500;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            sent
+        })
+    };
     let mut first = start_connect(&config, &[]);
     let mut second = start_connect(&config, &[]);
-    wait_until("some rows are written", || pg.count(table) >= 3_000);
+    // Both members hold partitions of every sink's group, and write them, before one dies.
+    wait_until("both processes write every sink", || {
+        ["pg", "maria", "stream"].iter().all(|sink| {
+            [&first, &second].iter().all(|c| {
+                metric(
+                    c.metrics,
+                    &format!(
+                        "sluice_connect_rows_written_total{{sink=\"{sink}\",stream=\"{STREAM}\"}}"
+                    ),
+                ) > 0.0
+            })
+        })
+    });
     second.child.0.kill().unwrap();
     let _ = second.child.0.wait();
-    // tansu 0.6 does not expire a dead member's session, so the group rebalances when a
-    // replacement joins, as an orchestrator restarting the killed process makes it.
-    let mut third = start_connect(&config, &[]);
-    produce(20_000, 30_000);
-    let total = 30_000u64;
-    wait_until("every event is in every store", || {
-        pg.count(table) == total as i64
-            && maria.count(table) == total as i64
-            && redis::cmd("XLEN")
-                .arg("load")
-                .query::<i64>(&mut redis)
-                .unwrap_or(0)
-                >= total as i64
-    });
-    assert_eq!(
-        pg.count("SELECT sum(next_offset)::bigint FROM sluice_positions WHERE sink = 'pg'"),
-        total as i64
-    );
-    assert_exactly(
-        &redis_stream_ns(&mut redis, "load"),
-        total,
-        "the Redis stream",
-    );
+    killed.store(true, Ordering::Relaxed);
+    let mut third = replace.then(|| start_connect(&config, &[]));
+    let events = feed.join().unwrap();
+    let records = records_in(brokers, 4);
+    every_event_once(&pg, &maria, &mut redis, events, records);
     assert!(terminate(&mut first.child).success());
-    assert!(terminate(&mut third.child).success());
+    if let Some(third) = &mut third {
+        assert!(terminate(&mut third.child).success());
+    }
+}
+
+#[test]
+fn two_connect_processes_on_a_mock_kafka_cluster_one_killed_write_every_record_once() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+    // librdkafka's mock cluster listens on loopback like a broker and runs the group protocol
+    // with session timeouts, so the killed member's partitions move to the survivor.
+    let cluster = MockCluster::<DefaultProducerContext>::new(1).unwrap();
+    cluster.create_topic(TOPIC, 4, 1).unwrap();
+    two_processes_share_a_sink(&cluster.bootstrap_servers(), false, "kmock", 13);
+}
+
+#[test]
+fn two_connect_processes_on_tansu_one_killed_and_replaced_write_every_record_once() {
+    // tansu 0.6 does not expire a dead member's session: its partitions move when a
+    // replacement joins the group.
+    let tansu = Tansu::start();
+    tansu.create_topic(TOPIC, 4);
+    two_processes_share_a_sink(&tansu.brokers, true, "ktansu", 14);
 }

@@ -108,7 +108,8 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
             "streams = {streams:?}\nrepositories = {repos}\n[source]\nlog_dir = {log:?}\n\
              [[sink]]\nname = \"warehouse\"\nkind = \"postgres\"\nurl = {pg:?}\nstreams = [{STREAM:?}]\nflush_interval_ms = 200\n\
              [[sink]]\nname = \"reporting\"\nkind = \"mysql\"\nurl = {maria:?}\nflush_interval_ms = 200\n\
-             [[sink]]\nname = \"state\"\nkind = \"redis\"\nurl = {redis_url:?}\nstreams = [{STREAM:?}]\nkey = \"widget:{{performer.id}}\"\nflush_interval_ms = 200\n",
+             [[sink]]\nname = \"state\"\nkind = \"redis\"\nurl = {redis_url:?}\nstreams = [{STREAM:?}]\nkey = \"widget:{{performer.id}}\"\nflush_interval_ms = 200\n\
+             [[sink]]\nname = \"feed\"\nkind = \"redis\"\nurl = {redis_url:?}\nstreams = [{STREAM:?}]\nkey = \"feed:{{performer.id}}\"\nvalue = \"stream\"\nflush_interval_ms = 200\n",
             streams = scratch.streams,
             log = scratch.data.join("log"),
             pg = pg.url,
@@ -122,6 +123,12 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
         child: mut edge_child,
         http: edge,
     } = scratch.edge(&aggregator, &[]);
+    // A key the feed's streams would use already holds a string: XADD to it would fail.
+    redis::cmd("SET")
+        .arg("feed:3")
+        .arg("not a stream")
+        .exec(&mut redis)
+        .unwrap();
     let mut connect = start_connect(&config, &[]);
 
     // 20 plain events; one PostgreSQL refuses (a NUL in a string), one MariaDB refuses
@@ -272,6 +279,48 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
             .iter()
             .any(|(k, v)| k == "reason" && v.contains("`performer.id`"))
     );
+
+    // Redis streams per performer: the events of performer 3 (whose key holds a string) and
+    // the keyless event are dead letters, with the reason; every other event is an entry.
+    let feed_dead = |redis: &mut redis::Connection| {
+        redis::cmd("XRANGE")
+            .arg("sluice:feed:dead_letters")
+            .arg("-")
+            .arg("+")
+            .query::<Vec<(String, Vec<(String, String)>)>>(redis)
+            .unwrap_or_default()
+    };
+    wait_until("the feed has 5 dead letters", || {
+        feed_dead(&mut redis).len() == 5
+    });
+    let mut entries = 0;
+    for id in [0, 1, 2, 4, 100, 101] {
+        entries += redis::cmd("XLEN")
+            .arg(format!("feed:{id}"))
+            .query::<i64>(&mut redis)
+            .unwrap();
+    }
+    assert_eq!(entries, 18);
+    let reasons: Vec<String> = feed_dead(&mut redis)
+        .into_iter()
+        .map(|(_, fields)| {
+            fields
+                .into_iter()
+                .find(|(k, _)| k == "reason")
+                .map(|(_, v)| v)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("key `feed:3` holds a string, not a stream"))
+            .count(),
+        4,
+        "{reasons:?}"
+    );
+    let value: String = redis::cmd("GET").arg("feed:3").query(&mut redis).unwrap();
+    assert_eq!(value, "not a stream");
 
     // A new minor version adds `score`: the column comes before the first event that has it.
     write_schema(&repo, 1);

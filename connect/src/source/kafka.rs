@@ -15,6 +15,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use sluice_shared::record_headers::SCHEMA_URI;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ struct Rebalancer {
     paused: Mutex<BTreeSet<String>>,
     /// Topic names shared with the records.
     names: HashMap<String, Arc<str>>,
+    /// The partitions assigned last are held paused: the store did not answer for their positions.
+    unpositioned: AtomicBool,
 }
 
 impl ClientContext for Rebalancer {}
@@ -52,16 +55,22 @@ impl Rebalancer {
         let positions = match looked {
             Ok(p) => p,
             Err(why) => {
-                // Without the store's positions nothing may be read: take no partitions now;
-                // the runner sees the empty assignment and rejoins the group after a pause.
-                tracing::error!(%why, "Cannot read positions from the store on assignment; taking no partitions.");
-                let _ = consumer.unassign();
+                // Without the store's positions nothing may be read. The partitions are taken
+                // (the group counts on it) but held paused, and the runner hears of no partition
+                // until `poll` has read their positions and sought to them.
+                tracing::error!(%why, "Cannot read positions from the store on assignment; holding the partitions paused until it answers.");
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "Kafka refused the assignment.");
+                }
+                let _ = consumer.pause(tpl);
+                self.unpositioned.store(true, Ordering::Relaxed);
                 if let Ok(mut fresh) = self.fresh.lock() {
                     *fresh = Some(Assignment::new());
                 }
                 return;
             }
         };
+        self.unpositioned.store(false, Ordering::Relaxed);
         let mut assignment = Assignment::new();
         for ((topic, partition), at) in tps.into_iter().zip(positions) {
             let offset = at.map_or(Offset::Beginning, Offset::Offset);
@@ -113,6 +122,7 @@ impl ConsumerContext for Rebalancer {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let _ = consumer.unassign();
+                self.unpositioned.store(false, Ordering::Relaxed);
                 tracing::info!(partitions = tpl.count(), "Partitions revoked.");
                 if let Ok(mut fresh) = self.fresh.lock() {
                     *fresh = Some(Assignment::new());
@@ -123,10 +133,16 @@ impl ConsumerContext for Rebalancer {
     }
 }
 
+/// How often the group's offsets are committed (after the store's).
+const COMMIT_EVERY: Duration = Duration::from_secs(2);
+
 /// A consumer of the sink's topics in its group.
 pub struct KafkaSource {
     consumer: BaseConsumer<Rebalancer>,
     topics: Vec<String>,
+    /// Positions the store holds that the group has not been told of yet.
+    uncommitted: HashMap<Tp, i64>,
+    committed_at: Instant,
 }
 
 impl KafkaSource {
@@ -154,6 +170,7 @@ impl KafkaSource {
             fresh: Mutex::new(None),
             paused: Mutex::new(BTreeSet::new()),
             names: topics.iter().map(|t| (t.to_string(), t.clone())).collect(),
+            unpositioned: AtomicBool::new(false),
         };
         let consumer: BaseConsumer<Rebalancer> = config.create_with_context(context)?;
         let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
@@ -162,12 +179,17 @@ impl KafkaSource {
         Ok(KafkaSource {
             consumer,
             topics: names,
+            uncommitted: HashMap::new(),
+            committed_at: Instant::now(),
         })
     }
 }
 
 impl Source for KafkaSource {
     fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {
+        if self.consumer.context().unpositioned.load(Ordering::Relaxed) {
+            self.position_held()?;
+        }
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
         while out.len() < max {
@@ -215,7 +237,12 @@ impl Source for KafkaSource {
     }
 
     fn take_assignment(&mut self) -> Option<Assignment> {
-        self.consumer.context().fresh.lock().ok()?.take()
+        let fresh = self.consumer.context().fresh.lock().ok()?.take();
+        if fresh.is_some() {
+            // Positions of partitions that may have moved to another member are not ours to commit.
+            self.uncommitted.clear();
+        }
+        fresh
     }
 
     fn rewind(&mut self) -> Result<Assignment, SourceError> {
@@ -241,9 +268,19 @@ impl Source for KafkaSource {
             )?;
             assignment.insert((topic, partition), at);
         }
-        // Assigning again with offsets restarts fetching at them, dropping what was prefetched.
-        self.consumer.assign(&tpl)?;
-        context.pause_again(&self.consumer);
+        // A seek restarts fetching at the positions and drops what was prefetched before it;
+        // the group's assignment itself is left to the group (assigning here, outside the
+        // rebalance callback, would replace it behind the coordinator's back).
+        if tpl.count() > 0 {
+            let sought = self
+                .consumer
+                .seek_partitions(tpl, Duration::from_secs(10))?;
+            for e in sought.elements() {
+                if let Err(why) = e.error() {
+                    return Err(SourceError::Kafka(why));
+                }
+            }
+        }
         Ok(assignment)
     }
 
@@ -274,19 +311,53 @@ impl Source for KafkaSource {
     }
 
     fn written(&mut self, positions: &[(Tp, i64)]) {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in positions {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
+        for (tp, next) in positions {
+            self.uncommitted.insert(tp.clone(), *next);
         }
-        if tpl.count() > 0
-            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
-        {
+        // A courtesy to lag tools, so at most every few seconds: a commit refused during a
+        // rebalance is then one warning, not one per batch.
+        if self.committed_at.elapsed() < COMMIT_EVERY || self.uncommitted.is_empty() {
+            return;
+        }
+        self.committed_at = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.uncommitted) {
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "Committing the group's offsets failed; the store's positions stand.");
         }
     }
 }
 
 impl KafkaSource {
+    /// Partitions taken while the store was away: seek them to the store's positions now and
+    /// let them be read (those of stopped streams stay paused).
+    fn position_held(&mut self) -> Result<(), SourceError> {
+        let assignment = self.rewind()?;
+        let context = self.consumer.context();
+        let mut tpl = TopicPartitionList::new();
+        if let Ok(paused) = context.paused.lock() {
+            for (topic, partition) in assignment.keys() {
+                if !paused.contains(&**topic) {
+                    tpl.add_partition(topic, *partition);
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            self.consumer.resume(&tpl)?;
+        }
+        context.unpositioned.store(false, Ordering::Relaxed);
+        tracing::info!(
+            partitions = assignment.len(),
+            "The store answers again: the held partitions start at its positions."
+        );
+        if let Ok(mut fresh) = context.fresh.lock() {
+            *fresh = Some(assignment);
+        }
+        Ok(())
+    }
+
     /// The topics subscribed to.
     pub fn topics(&self) -> &[String] {
         &self.topics

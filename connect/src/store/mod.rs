@@ -7,10 +7,12 @@
 mod mysql;
 mod postgres;
 mod redis;
+mod sql;
 
-pub use self::mysql::MysqlStore;
-pub use self::postgres::PostgresStore;
+pub use self::mysql::{MariaConn, MysqlStore};
+pub use self::postgres::{PgConn, PostgresStore};
 pub use self::redis::RedisStore;
+pub use self::sql::{SqlConn, SqlStore};
 
 use crate::columns::{Column, TypeChange};
 use crate::row::Cell;
@@ -134,4 +136,28 @@ pub(crate) fn count(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
 /// A partition's field in Redis and its text in messages: `topic/partition`.
 pub(crate) fn tp_name(tp: &Tp) -> String {
     format!("{}/{}", tp.0, tp.1)
+}
+
+/// Whether the store still holds `m.tp` where this process left it; `Fenced` when
+/// another process moved it (this process lost the partition and must not write it).
+pub(crate) fn fenced(m: &Move, held: Option<i64>) -> Result<(), StoreError> {
+    if held == m.from {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(format!(
+            "{} is at {held:?} in the store, not {:?}",
+            tp_name(&m.tp),
+            m.from
+        )))
+    }
+}
+
+/// A dead letter for a row the store refused.
+pub(crate) fn refusal(t: &TableRows, row: &Row, reason: String) -> DeadLetter {
+    DeadLetter {
+        stream: t.stream.clone(),
+        at: row.at.clone(),
+        reason,
+        event: row.event.clone(),
+    }
 }

@@ -5,11 +5,12 @@
 //! under `WATCH` of that hash, so a process that lost a partition cannot
 //! write it. Dead letters go to the stream `sluice:<sink>:dead_letters`.
 
-use super::{Batch, PrepareError, Store, StoreError, Written, count, tp_name};
+use super::{Batch, PrepareError, Store, StoreError, Written, count, fenced, tp_name};
 use crate::columns::Column;
 use crate::config::RedisValue;
 use crate::row::plain_text;
 use crate::source::Tp;
+use std::collections::{BTreeSet, HashMap};
 
 /// A Redis database a sink writes.
 pub struct RedisStore {
@@ -75,22 +76,35 @@ impl RedisStore {
                 .query(conn)
                 .map_err(lost)?;
             for (m, held) in batch.moves.iter().zip(held) {
-                if held != m.from {
+                if let Err(e) = fenced(m, held) {
                     let _ = redis::cmd("UNWATCH").exec(conn);
-                    return Err(StoreError::Fenced(format!(
-                        "{} is at {held:?} in the store, not {:?}",
-                        tp_name(&m.tp),
-                        m.from
-                    )));
+                    return Err(e);
                 }
             }
         }
+        // Redis runs the rest of a transaction when one command fails, so a command that
+        // would fail must not be sent: an XADD to a key holding another type is refused here.
+        let refused = match value {
+            RedisValue::Stream => wrong_types(conn, batch)?,
+            RedisValue::Hash | RedisValue::Json => HashMap::new(),
+        };
+        let mut dead = batch.dead.clone();
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut written = Written::default();
         for t in &batch.tables {
+            let mut rows = 0;
             for row in &t.rows {
                 let Some(key) = &row.key else { continue };
+                if let Some(kind) = refused.get(key) {
+                    dead.push(super::refusal(
+                        t,
+                        row,
+                        format!("Redis refused the row: key `{key}` holds a {kind}, not a stream"),
+                    ));
+                    continue;
+                }
+                rows += 1;
                 match value {
                     RedisValue::Hash => {
                         pipe.del(key).ignore();
@@ -127,13 +141,9 @@ impl RedisStore {
                     }
                 }
             }
-            count(
-                &mut written.rows,
-                &t.stream,
-                t.rows.iter().filter(|r| r.key.is_some()).count() as u64,
-            );
+            count(&mut written.rows, &t.stream, rows);
         }
-        for d in &batch.dead {
+        for d in &dead {
             let ((topic, partition), offset) = &d.at;
             pipe.cmd("XADD")
                 .arg(&dead_key)
@@ -165,6 +175,32 @@ impl RedisStore {
             )),
         }
     }
+}
+
+/// The keys of the batch's rows that hold something other than a stream, with what they hold.
+fn wrong_types(
+    conn: &mut redis::Connection,
+    batch: &Batch,
+) -> Result<HashMap<String, String>, StoreError> {
+    let keys: BTreeSet<&str> = batch
+        .tables
+        .iter()
+        .flat_map(|t| t.rows.iter().filter_map(|r| r.key.as_deref()))
+        .collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("TYPE").arg(*k);
+    }
+    let kinds: Vec<String> = pipe.query(conn).map_err(lost)?;
+    Ok(keys
+        .into_iter()
+        .zip(kinds)
+        .filter(|(_, kind)| kind != "none" && kind != "stream")
+        .map(|(k, kind)| (k.to_owned(), kind))
+        .collect())
 }
 
 impl Store for RedisStore {
