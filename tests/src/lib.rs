@@ -26,7 +26,10 @@ pub use process::{FixedPorts, KillOnDrop, free_port, rss_mib, signal, terminate,
 pub use services::{
     Aggregator, Edge, Scratch, log_events, start_aggregator, start_aggregator_logging, start_edge,
 };
-pub use stores::{Connect, MariaDatabase, PgDatabase, kill_redis_clients, redis_db, start_connect};
+pub use stores::{
+    Connect, MariaDatabase, PgDatabase, kill_redis_clients, redis_db, start_connect,
+    start_connect_logging,
+};
 pub use tansu::Tansu;
 pub use workerd::Workerd;
 

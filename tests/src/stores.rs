@@ -198,6 +198,15 @@ pub struct Connect {
 
 /// Starts `sluice connect --config <config>` (with `env` on top) and waits for it to serve metrics.
 pub fn start_connect(config: &Path, env: &[(&str, &str)]) -> Connect {
+    start_connect_logging(config, env, std::process::Stdio::inherit())
+}
+
+/// [`start_connect`], its log lines (warnings and errors) to `log`.
+pub fn start_connect_logging(
+    config: &Path,
+    env: &[(&str, &str)],
+    log: impl Into<std::process::Stdio>,
+) -> Connect {
     let mut command = Command::new(binary("sluice"));
     command
         .arg("connect")
@@ -205,8 +214,9 @@ pub fn start_connect(config: &Path, env: &[(&str, &str)]) -> Connect {
         .arg(config)
         .env("SLUICE_CONNECT_METRICS_LISTEN", "127.0.0.1:0")
         .env("SLUICE_LOG", "warn")
+        .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit());
+        .stderr(log);
     for (k, v) in env {
         command.env(k, v);
     }

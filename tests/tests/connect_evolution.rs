@@ -1,0 +1,157 @@
+//! A schema change a table cannot take stops that stream only: a new
+//! version that turns a field's type from integer to string leaves the
+//! stream's later events unwritten (its position stays at the first of them,
+//! the stopped metric is 1, and the error names the field, both types and
+//! what to do), while another stream of the same sink keeps flowing into
+//! PostgreSQL and MariaDB.
+
+use serde_json::json;
+use sluice_log::{Log, LogOptions, NewRecord};
+use sluice_tests::{
+    MariaDatabase, PgDatabase, metric, start_connect_logging, terminate, wait_until,
+};
+use std::path::Path;
+
+/// Writes version `version` of schema `title` with field `n` of type `n_type`.
+fn schema(repo: &Path, title: &str, version: &str, n_type: &str) {
+    let dir = repo.join("jsonschema").join(title);
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = json!({
+        "title": title, "$id": format!("/{title}/{version}"),
+        "$schema": "https://json-schema.org/draft-07/schema#", "type": "object",
+        "properties": {
+            "meta": {"type": "object", "properties": {"id": {"type": "string"}}},
+            "n": {"type": n_type}}
+    });
+    std::fs::write(dir.join(format!("{version}.yaml")), doc.to_string()).unwrap();
+}
+
+/// Appends events `from..to` of `stream` (schema `uri`, `n` as given by `n`), synced.
+fn append(
+    log: &mut Log,
+    stream: &str,
+    uri: &str,
+    from: u64,
+    to: u64,
+    n: fn(u64) -> serde_json::Value,
+) {
+    let topic = format!("local.{stream}");
+    let headers: [(&str, &[u8]); 2] = [
+        ("schema_uri", uri.as_bytes()),
+        ("stream", stream.as_bytes()),
+    ];
+    let values: Vec<Vec<u8>> = (from..to)
+        .map(|i| {
+            json!({"meta": {"id": format!("{stream}-{i}")}, "n": n(i)})
+                .to_string()
+                .into_bytes()
+        })
+        .collect();
+    let records: Vec<NewRecord<'_>> = values
+        .iter()
+        .map(|v| NewRecord {
+            timestamp_ms: 1_796_083_200_000,
+            key: None,
+            headers: &headers,
+            value: v,
+        })
+        .collect();
+    log.append(&topic, &records).unwrap();
+    log.sync().unwrap();
+}
+
+#[test]
+fn a_type_change_stops_its_stream_only_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    schema(&repo, "evo/kept", "1.0.0", "integer");
+    schema(&repo, "evo/other", "1.0.0", "integer");
+    let streams = dir.path().join("streams.yaml");
+    std::fs::write(
+        &streams,
+        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  evo.kept:\n    schema_title: evo/kept\n  evo.other:\n    schema_title: evo/other\n",
+    )
+    .unwrap();
+    let pg = PgDatabase::create("evo");
+    let maria = MariaDatabase::create("evo");
+    let log_dir = dir.path().join("log");
+    let mut log = Log::open(&log_dir, LogOptions::default()).unwrap();
+    let int = |i: u64| json!(i);
+    let text = |i: u64| json!(format!("n{i}"));
+    append(&mut log, "evo.kept", "/evo/kept/1.0.0", 0, 10, int);
+    append(&mut log, "evo.other", "/evo/other/1.0.0", 0, 10, int);
+    let config = dir.path().join("connect.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "streams = {streams:?}\nrepositories = [{repo:?}]\n[source]\nlog_dir = {log_dir:?}\n\
+             [[sink]]\nname = \"pg\"\nkind = \"postgres\"\nurl = {:?}\nstreams = [\"evo.kept\", \"evo.other\"]\nflush_interval_ms = 100\n\
+             [[sink]]\nname = \"maria\"\nkind = \"mysql\"\nurl = {:?}\nstreams = [\"evo.kept\", \"evo.other\"]\nflush_interval_ms = 100\n",
+            pg.url, maria.url
+        ),
+    )
+    .unwrap();
+    let log_file = dir.path().join("connect.log");
+    let mut connect =
+        start_connect_logging(&config, &[], std::fs::File::create(&log_file).unwrap());
+    let both = |db: &dyn Fn(&str) -> i64, kept: i64, other: i64| {
+        db("SELECT count(*) FROM evo_kept") == kept && db("SELECT count(*) FROM evo_other") == other
+    };
+    let pg_count = |sql: &str| pg.count(sql);
+    let maria_count = |sql: &str| maria.count(sql);
+    wait_until("both streams are written", || {
+        both(&pg_count, 10, 10) && both(&maria_count, 10, 10)
+    });
+
+    // evo/other 1.1.0 makes `n` a string: that stream stops; evo.kept flows on.
+    schema(&repo, "evo/other", "1.1.0", "string");
+    append(&mut log, "evo.other", "/evo/other/1.1.0", 10, 15, text);
+    append(&mut log, "evo.kept", "/evo/kept/1.0.0", 10, 30, int);
+    wait_until("evo.other is stopped in both sinks", || {
+        ["pg", "maria"].iter().all(|sink| {
+            metric(
+                connect.metrics,
+                &format!("sluice_connect_stream_stopped{{sink=\"{sink}\",stream=\"evo.other\"}}"),
+            ) == 1.0
+        })
+    });
+    // Events of the stopped stream appended later are not written either.
+    append(&mut log, "evo.other", "/evo/other/1.0.0", 15, 20, int);
+    append(&mut log, "evo.kept", "/evo/kept/1.0.0", 30, 40, int);
+    wait_until("evo.kept has every event in both stores", || {
+        both(&pg_count, 40, 10) && both(&maria_count, 40, 10)
+    });
+    assert_eq!(
+        pg.count("SELECT next_offset FROM sluice_positions WHERE sink = 'pg' AND source_topic = 'local.evo.other'"),
+        10
+    );
+    assert_eq!(
+        maria.count("SELECT next_offset FROM sluice_positions WHERE sink = 'maria' AND source_topic = 'local.evo.other'"),
+        10
+    );
+    assert_eq!(pg.count("SELECT count(*) FROM sluice_dead_letters"), 0);
+    for sink in ["pg", "maria"] {
+        assert_eq!(
+            metric(
+                connect.metrics,
+                &format!("sluice_connect_stream_stopped{{sink=\"{sink}\",stream=\"evo.kept\"}}"),
+            ),
+            0.0
+        );
+    }
+    assert!(terminate(&mut connect.child).success());
+    let logged = std::fs::read_to_string(&log_file).unwrap();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("A stream is stopped") && l.contains("evo_other"))
+        .unwrap_or_else(|| panic!("no stop line in:\n{logged}"));
+    for part in [
+        "field `n`",
+        "from integer",
+        "to string",
+        "/evo/other/1.1.0",
+        "migrate the column by hand",
+    ] {
+        assert!(line.contains(part), "`{part}` is not in: {line}");
+    }
+}
