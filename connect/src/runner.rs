@@ -10,7 +10,9 @@ use crate::metrics::{ConnectMetrics, SinkStream};
 use crate::row::cells;
 use crate::schemas::{SchemaMiss, Schemas};
 use crate::source::{Assignment, Source, SourceRecord, Tp};
-use crate::store::{Batch, DeadLetter, Move, PrepareError, Row, Store, StoreError, TableRows};
+use crate::store::{
+    Batch, DeadLetter, Move, PrepareError, Row, Store, StoreError, TableRows, Written,
+};
 use crate::template::Template;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +58,63 @@ pub struct Runner {
     next: Assignment,
     /// Timestamp of the newest record written, by partition.
     newest: HashMap<Tp, i64>,
+    /// The writer thread: batches go to it, results come back, one batch at a time.
+    writer: Writer,
+    /// The batch being written while the next is laid out.
+    inflight: Option<InFlight>,
+}
+
+/// The thread that writes batches, so that the next batch is read and laid out while
+/// the store takes the last.
+struct Writer {
+    batches: std::sync::mpsc::SyncSender<Batch>,
+    results: std::sync::mpsc::Receiver<Result<Written, StoreError>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(store: Arc<Mutex<Box<dyn Store>>>, sink: &str) -> Result<Writer, String> {
+        let (batches, batch_rx) = std::sync::mpsc::sync_channel::<Batch>(1);
+        let (result_tx, results) = std::sync::mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("write-{sink}"))
+            .spawn(move || {
+                for batch in batch_rx {
+                    let r = lock(&store).write(&batch);
+                    if result_tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        Ok(Writer {
+            batches,
+            results,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has written what it holds.
+        let (closed, _) = std::sync::mpsc::sync_channel(0);
+        drop(std::mem::replace(&mut self.batches, closed));
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("A sink's writer thread panicked.");
+        }
+    }
+}
+
+/// What to do once the batch in flight is written.
+struct InFlight {
+    /// Positions it moves, for the source's bookkeeping.
+    done: Vec<(Tp, i64)>,
+    /// The newest record timestamp per partition it holds.
+    newest: Vec<(Tp, i64)>,
+    records: usize,
 }
 
 /// Locks the shared store (a panic elsewhere poisons nothing this loop relies on).
@@ -77,6 +136,7 @@ impl Runner {
             SinkKind::Redis => Some(Template::parse(&config.key)?),
             _ => None,
         };
+        let writer = Writer::start(store.clone(), &config.name)?;
         let mut runner = Runner {
             streams: plans
                 .iter()
@@ -91,6 +151,8 @@ impl Runner {
             key,
             next: Assignment::new(),
             newest: HashMap::new(),
+            writer,
+            inflight: None,
         };
         for p in plans {
             let table = Table {
@@ -193,10 +255,14 @@ impl Runner {
         let mut lag_at = Instant::now();
         let mut backoff = Duration::from_millis(200);
         while !stop.load(Ordering::Relaxed) {
-            let wait = match first_at {
+            let mut wait = match first_at {
                 Some(t) => flush.saturating_sub(t.elapsed()),
                 None => flush.min(Duration::from_millis(500)),
             };
+            if self.inflight.is_some() {
+                // Look back soon: the batch in flight is accounted for once it is written.
+                wait = wait.min(Duration::from_millis(20));
+            }
             let room = self.config.batch_size - pending.len();
             let got = match self.source.poll(room, wait) {
                 Ok(r) => r,
@@ -237,14 +303,23 @@ impl Runner {
                 pending.clear();
                 first_at = None;
             }
+            // A batch written while nothing new came: account for it now.
+            if let Err(e) = self.settle(false) {
+                pending.clear();
+                first_at = None;
+                self.recover(e, stop, &mut backoff);
+            }
             if lag_at.elapsed() >= LAG_EVERY {
                 self.measure_lag();
                 lag_at = Instant::now();
             }
         }
-        if !pending.is_empty()
-            && let Err(e) = self.flush(&pending)
-        {
+        let last = if pending.is_empty() {
+            Ok(())
+        } else {
+            self.flush(&pending)
+        };
+        if let Err(e) = last.and_then(|()| self.settle(true)) {
             tracing::warn!(sink = %self.config.name, error = %e, "The last batch was not written; the next start reads it again.");
         }
         Ok(())
@@ -363,19 +438,60 @@ impl Runner {
                     .is_some_and(|t| t.stopped.is_none())
             })
             .collect();
+        // This batch starts where the one in flight ends: if that one failed, this one is void.
+        self.settle(true)?;
         if batch.moves.is_empty() {
             return Ok(());
         }
-        let written = lock(&self.store).write(&batch).map_err(Stall::Store)?;
         for m in &batch.moves {
             self.next.insert(m.tp.clone(), Some(m.to));
         }
+        let mut newest: HashMap<Tp, i64> = HashMap::new();
         for r in records {
-            self.newest
-                .insert((r.topic.clone(), r.partition), r.timestamp_ms);
+            newest.insert((r.topic.clone(), r.partition), r.timestamp_ms);
         }
-        let done: Vec<(Tp, i64)> = batch.moves.iter().map(|m| (m.tp.clone(), m.to)).collect();
-        self.source.written(&done);
+        let inflight = InFlight {
+            done: batch.moves.iter().map(|m| (m.tp.clone(), m.to)).collect(),
+            newest: newest.into_iter().collect(),
+            records: records.len(),
+        };
+        if self.writer.batches.send(batch).is_err() {
+            return Err(Stall::Store(StoreError::Lost(
+                "the writer thread stopped".into(),
+            )));
+        }
+        self.inflight = Some(inflight);
+        Ok(())
+    }
+
+    /// Accounts for the batch in flight once it is written (waiting for it with `block`);
+    /// its failure is this call's.
+    fn settle(&mut self, block: bool) -> Result<(), Stall> {
+        let Some(inflight) = self.inflight.take() else {
+            return Ok(());
+        };
+        let result = if block {
+            self.writer
+                .results
+                .recv()
+                .map_err(|_| StoreError::Lost("the writer thread stopped".into()))
+        } else {
+            match self.writer.results.try_recv() {
+                Ok(r) => Ok(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    self.inflight = Some(inflight);
+                    return Ok(());
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    Err(StoreError::Lost("the writer thread stopped".into()))
+                }
+            }
+        };
+        let written = result.and_then(|r| r).map_err(Stall::Store)?;
+        for (tp, ts) in inflight.newest {
+            self.newest.insert(tp, ts);
+        }
+        self.source.written(&inflight.done);
         for (stream, n) in &written.rows {
             let l = self.labels(stream);
             self.metrics.rows.get_or_create(&l).inc_by(*n);
@@ -385,7 +501,7 @@ impl Runner {
             self.metrics.dead_letters.get_or_create(&l).inc_by(*n);
             tracing::warn!(sink = %self.config.name, %stream, count = n, "Events went to the dead letters, each with its reason.");
         }
-        tracing::debug!(sink = %self.config.name, records = records.len(), "Batch written.");
+        tracing::debug!(sink = %self.config.name, records = inflight.records, "Batch written.");
         Ok(())
     }
 

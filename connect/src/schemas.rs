@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use sluice_shared::{SchemaUri, Version, VersionSpec};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,9 @@ pub struct Schemas {
     dirs: Vec<PathBuf>,
     versions: BTreeMap<String, BTreeMap<Version, Arc<Value>>>,
     loaded: Instant,
+    /// Answers given, by the URI as events name it. An exact version never changes;
+    /// a URI without one names the latest known when it was first asked (a reload clears this).
+    found: HashMap<String, (String, Arc<Value>)>,
 }
 
 impl Schemas {
@@ -35,6 +38,7 @@ impl Schemas {
             dirs,
             versions: BTreeMap::new(),
             loaded: Instant::now(),
+            found: HashMap::new(),
         };
         s.reload()?;
         Ok(s)
@@ -57,6 +61,7 @@ impl Schemas {
         }
         self.versions = versions;
         self.loaded = Instant::now();
+        self.found.clear();
         Ok(())
     }
 
@@ -69,6 +74,15 @@ impl Schemas {
     /// The schema `uri` names, reading the folders again (at most every
     /// second) when it is not known yet.
     pub fn get(&mut self, uri: &str) -> Result<(String, Arc<Value>), SchemaMiss> {
+        if let Some(found) = self.found.get(uri) {
+            return Ok(found.clone());
+        }
+        let found = self.look_up(uri)?;
+        self.found.insert(uri.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    fn look_up(&mut self, uri: &str) -> Result<(String, Arc<Value>), SchemaMiss> {
         let parsed = SchemaUri::parse(uri)
             .map_err(|e| SchemaMiss::Wrong(format!("the schema URI `{uri}` is wrong: {e}")))?;
         if let Some(found) = self.find(&parsed) {

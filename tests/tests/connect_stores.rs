@@ -6,8 +6,8 @@
 
 use serde_json::{Value, json};
 use sluice_tests::{
-    Edge, MariaDatabase, PgDatabase, Scratch, http_call, http_get, redis_db, signal, start_connect,
-    terminate, wait_until,
+    Edge, MariaDatabase, PgDatabase, Scratch, http_call, http_get, metric, redis_db, signal,
+    start_connect, terminate, wait_until,
 };
 use std::path::Path;
 
@@ -356,6 +356,16 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
     assert_eq!(maria.count(&format!("SELECT count(*) FROM {table}")), 25);
 
     // `sluice connect --status` prints every sink's counts.
+    wait_until("the metrics count every row written", || {
+        ["warehouse", "reporting"].iter().all(|sink| {
+            metric(
+                connect.metrics,
+                &format!(
+                    "sluice_connect_rows_written_total{{sink=\"{sink}\",stream=\"{STREAM}\"}}"
+                ),
+            ) == 25.0
+        })
+    });
     let status_config = scratch.root.join("status.toml");
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(

@@ -1,8 +1,9 @@
-//! PostgreSQL: a table per stream, filled by text `COPY` into a temporary
-//! staging table and `INSERT … ON CONFLICT (meta_id) DO NOTHING`, with the
-//! dead letters and the positions in the same transaction. A batch the
-//! database refuses is written again row by row, each in a savepoint, so
-//! that only the refused rows go to the dead letters, with the database's reason.
+//! PostgreSQL: a table per stream, filled by text `COPY` straight into it,
+//! with the dead letters and the positions in the same transaction. A batch
+//! holding a key the table has goes again through a temporary staging table
+//! and `INSERT … ON CONFLICT (meta_id) DO NOTHING`; a batch the database
+//! refuses is written again row by row, each in a savepoint, so that only the
+//! refused rows go to the dead letters, with the database's reason.
 
 use super::sql::{SqlConn, SqlStore};
 use super::{DeadLetter, Move, Row, StoreError, TableRows};
@@ -104,6 +105,43 @@ impl PgConn {
     }
 }
 
+/// How a `COPY` ended.
+enum Copied {
+    /// Every row is in.
+    Done(u64),
+    /// The server refused the data (the transaction is spoilt).
+    Refused(postgres::Error),
+}
+
+impl PgConn {
+    /// Copies `text` (COPY text format) into `target`.
+    fn copy(&mut self, target: &str, cols: &str, text: &str) -> Result<Copied, StoreError> {
+        let judge = |e: postgres::Error| {
+            if refused(&e) {
+                Ok(Copied::Refused(e))
+            } else {
+                Err(lost(e))
+            }
+        };
+        let mut w = match self
+            .client
+            .copy_in(&format!("COPY {target} ({cols}) FROM STDIN"))
+        {
+            Ok(w) => w,
+            Err(e) => return judge(e),
+        };
+        // A write the server cut short is explained by `finish`.
+        let written = w.write_all(text.as_bytes());
+        match w.finish() {
+            Ok(n) if written.is_ok() => Ok(Copied::Done(n)),
+            Ok(_) => Err(StoreError::Lost(
+                "the server stopped reading a COPY without saying why".into(),
+            )),
+            Err(e) => judge(e),
+        }
+    }
+}
+
 impl SqlConn for PgConn {
     const NAME: &'static str = "PostgreSQL";
 
@@ -181,14 +219,7 @@ impl SqlConn for PgConn {
     }
 
     fn insert_bulk(&mut self, t: &TableRows) -> Result<Option<u64>, StoreError> {
-        let stage = self.stage_of(&t.table);
         let cols = columns_list(&t.columns);
-        self.client
-            .batch_execute(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE \"{table}\") ON COMMIT DELETE ROWS",
-                table = t.table
-            ))
-            .map_err(lost)?;
         let mut text = String::with_capacity(t.rows.len() * 256);
         for row in &t.rows {
             for (i, c) in row.cells.iter().enumerate() {
@@ -199,22 +230,35 @@ impl SqlConn for PgConn {
             }
             text.push('\n');
         }
-        let refused_or_lost = |e: postgres::Error| {
-            if refused(&e) { Ok(None) } else { Err(lost(e)) }
-        };
-        let mut w = match self
-            .client
-            .copy_in(&format!("COPY {stage} ({cols}) FROM STDIN"))
-        {
-            Ok(w) => w,
-            Err(e) => return refused_or_lost(e),
-        };
-        if w.write_all(text.as_bytes()).is_err() {
-            // The server ended the copy; the row-by-row pass finds out why (or that the connection is gone).
-            return Ok(None);
+        // Straight into the table, as a bulk load would. A key already there (an event the
+        // aggregators wrote twice) fails the whole copy; then the rows go again through a
+        // staging table and an insert that skips such keys.
+        self.client
+            .batch_execute("SAVEPOINT sluice_copy")
+            .map_err(lost)?;
+        match self.copy(&format!("\"{}\"", t.table), &cols, &text)? {
+            Copied::Done(n) => {
+                self.client
+                    .batch_execute("RELEASE SAVEPOINT sluice_copy")
+                    .map_err(lost)?;
+                return Ok(Some(n));
+            }
+            Copied::Refused(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_copy")
+                    .map_err(lost)?;
+            }
+            Copied::Refused(_) => return Ok(None),
         }
-        if let Err(e) = w.finish() {
-            return refused_or_lost(e);
+        let stage = self.stage_of(&t.table);
+        self.client
+            .batch_execute(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE \"{table}\") ON COMMIT DELETE ROWS",
+                table = t.table
+            ))
+            .map_err(lost)?;
+        if let Copied::Refused(_) = self.copy(&stage, &cols, &text)? {
+            return Ok(None);
         }
         let inserted = self.client.execute(
             &format!(
@@ -225,7 +269,8 @@ impl SqlConn for PgConn {
         );
         match inserted {
             Ok(n) => Ok(Some(n)),
-            Err(e) => refused_or_lost(e),
+            Err(e) if refused(&e) => Ok(None),
+            Err(e) => Err(lost(e)),
         }
     }
 

@@ -107,13 +107,18 @@ impl RedisStore {
                 rows += 1;
                 match value {
                     RedisValue::Hash => {
-                        pipe.del(key).ignore();
                         let pairs: Vec<(&str, String)> = t
                             .columns
                             .iter()
                             .zip(&row.cells)
                             .filter_map(|(c, v)| Some((c.name.as_str(), plain_text(v)?)))
                             .collect();
+                        // The hash is the latest event's fields: an event that sets every
+                        // column overwrites every field the key can hold; one with nulls
+                        // replaces the hash, so no field of an older event is left.
+                        if pairs.len() < t.columns.len() {
+                            pipe.del(key).ignore();
+                        }
                         if !pairs.is_empty() {
                             pipe.hset_multiple(key, &pairs).ignore();
                         }
