@@ -3,13 +3,15 @@
 //! killed, must leave every event of the source in PostgreSQL, MariaDB and a
 //! Redis stream exactly once (a Redis stream keeps repeats, so it counts
 //! them); and two connect processes sharing one sink on a Kafka-protocol
-//! broker, one killed mid-load, must do the same.
+//! broker (librdkafka's mock cluster, served on loopback by the test: tansu
+//! 0.6 never expires a killed member's session, so its partitions would stay
+//! with the dead member), one killed mid-load, must do the same.
 
 use serde_json::json;
 use sluice_log::{Log, LogOptions, NewRecord};
 use sluice_tests::{
-    MariaDatabase, PgDatabase, Tansu, kill_redis_clients, metric, redis_db, start_connect,
-    terminate, wait_until,
+    MariaDatabase, PgDatabase, kill_redis_clients, metric, redis_db, start_connect, terminate,
+    wait_until,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -121,15 +123,28 @@ fn every_event_once(
     records: u64,
 ) {
     let total = events as i64;
-    wait_until("every event is in every store", || {
-        pg.count("SELECT count(*) FROM conn_load") == total
-            && maria.count("SELECT count(*) FROM conn_load") == total
-            && redis::cmd("XLEN")
+    let counts = |redis: &mut redis::Connection| {
+        (
+            pg.count("SELECT count(*) FROM conn_load"),
+            maria.count("SELECT count(*) FROM conn_load"),
+            redis::cmd("XLEN")
                 .arg("load")
                 .query::<i64>(redis)
-                .unwrap_or(0)
-                >= records as i64
-    });
+                .unwrap_or(0),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (p, m, r) = counts(redis);
+        if p == total && m == total && r >= records as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {total} events ({records} records) in every store: PostgreSQL {p}, MariaDB {m}, Redis {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(pg.count("SELECT count(DISTINCT n) FROM conn_load"), total);
     assert_eq!(
         maria.count("SELECT count(DISTINCT n) FROM conn_load"),
@@ -271,10 +286,9 @@ fn records_in(brokers: &str, partitions: i32) -> u64 {
 }
 
 /// Two `sluice connect` processes run the same three sinks against `brokers`; one is killed
-/// with SIGKILL mid-load. With `replace`, a third starts in its place (as an orchestrator
-/// restarts it); without, the survivor must take the killed one's partitions when the group
-/// expires its session. Either way every record of the topic is written exactly once.
-fn two_processes_share_a_sink(brokers: &str, replace: bool, tag: &str, redis_db_no: u8) {
+/// with SIGKILL mid-load. When the group expires its session, the survivor takes its
+/// partitions, and every record of the topic is written exactly once.
+fn two_processes_share_a_sink(brokers: &str, tag: &str, redis_db_no: u8) {
     let dir = tempfile::tempdir().unwrap();
     let (repos, streams) = deployment(dir.path());
     let pg = PgDatabase::create(tag);
@@ -326,14 +340,10 @@ fn two_processes_share_a_sink(brokers: &str, replace: bool, tag: &str, redis_db_
     second.child.0.kill().unwrap();
     let _ = second.child.0.wait();
     killed.store(true, Ordering::Relaxed);
-    let mut third = replace.then(|| start_connect(&config, &[]));
     let events = feed.join().unwrap();
     let records = records_in(brokers, 4);
     every_event_once(&pg, &maria, &mut redis, events, records);
     assert!(terminate(&mut first.child).success());
-    if let Some(third) = &mut third {
-        assert!(terminate(&mut third.child).success());
-    }
 }
 
 #[test]
@@ -344,14 +354,5 @@ fn two_connect_processes_on_a_mock_kafka_cluster_one_killed_write_every_record_o
     // with session timeouts, so the killed member's partitions move to the survivor.
     let cluster = MockCluster::<DefaultProducerContext>::new(1).unwrap();
     cluster.create_topic(TOPIC, 4, 1).unwrap();
-    two_processes_share_a_sink(&cluster.bootstrap_servers(), false, "kmock", 13);
-}
-
-#[test]
-fn two_connect_processes_on_tansu_one_killed_and_replaced_write_every_record_once() {
-    // tansu 0.6 does not expire a dead member's session: its partitions move when a
-    // replacement joins the group.
-    let tansu = Tansu::start();
-    tansu.create_topic(TOPIC, 4);
-    two_processes_share_a_sink(&tansu.brokers, true, "ktansu", 14);
+    two_processes_share_a_sink(&cluster.bootstrap_servers(), "kmock", 13);
 }
