@@ -113,21 +113,26 @@ pub fn write_timestamp(t: &OffsetDateTime, out: &mut String) {
     );
 }
 
+/// Appends a string as a field of a tab-separated bulk load: backslash, tab, newline and
+/// carriage return escaped (and NUL, with `nul`; PostgreSQL refuses NUL in text either way).
+fn escape_field(s: &str, nul: bool, out: &mut String) {
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\0' if nul => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+}
+
 /// Appends `cell` in PostgreSQL's text `COPY` form (tab-separated, `\N` for null).
 pub fn copy_text(cell: &Cell, out: &mut String) {
     match cell {
         Cell::Null => out.push_str("\\N"),
-        Cell::Text(s) | Cell::Json(s) => {
-            for ch in s.chars() {
-                match ch {
-                    '\\' => out.push_str("\\\\"),
-                    '\t' => out.push_str("\\t"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
-            }
-        }
+        Cell::Text(s) | Cell::Json(s) => escape_field(s, false, out),
         Cell::Timestamp(t) => {
             write_timestamp(t, out);
             out.push_str("+00");
@@ -139,6 +144,18 @@ pub fn copy_text(cell: &Cell, out: &mut String) {
             let _ = write!(out, "{f:?}");
         }
         Cell::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+    }
+}
+
+/// Appends `cell` in the form MariaDB's `LOAD DATA` reads by default (tab-separated,
+/// backslash escapes, `\N` for null).
+pub fn load_text(cell: &Cell, out: &mut String) {
+    match cell {
+        Cell::Null => out.push_str("\\N"),
+        Cell::Text(s) | Cell::Json(s) => escape_field(s, true, out),
+        Cell::Timestamp(t) => write_timestamp(t, out),
+        Cell::Bool(b) => out.push(if *b { '1' } else { '0' }),
+        Cell::Int(_) | Cell::Float(_) => copy_text(cell, out),
     }
 }
 

@@ -3,7 +3,8 @@
 //! stream's later events unwritten (its position stays at the first of them,
 //! the stopped metric is 1, and the error names the field, both types and
 //! what to do), while another stream of the same sink keeps flowing into
-//! PostgreSQL and MariaDB.
+//! PostgreSQL and MariaDB. And an event the log holds twice (an aggregator
+//! wrote it again) is one row.
 
 use serde_json::json;
 use sluice_log::{Log, LogOptions, NewRecord};
@@ -154,4 +155,66 @@ fn a_type_change_stops_its_stream_only_and_says_what_to_do() {
     ] {
         assert!(line.contains(part), "`{part}` is not in: {line}");
     }
+}
+
+#[test]
+fn an_event_the_log_holds_twice_is_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    schema(&repo, "evo/twice", "1.0.0", "integer");
+    let streams = dir.path().join("streams.yaml");
+    std::fs::write(
+        &streams,
+        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  evo.twice:\n    schema_title: evo/twice\n",
+    )
+    .unwrap();
+    let pg = PgDatabase::create("twice");
+    let maria = MariaDatabase::create("twice");
+    let log_dir = dir.path().join("log");
+    let mut log = Log::open(&log_dir, LogOptions::default()).unwrap();
+    let int = |i: u64| json!(i);
+    // 0..100, then 50..150: 50 repeats of rows already written.
+    append(&mut log, "evo.twice", "/evo/twice/1.0.0", 0, 100, int);
+    let config = dir.path().join("connect.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "streams = {streams:?}\nrepositories = [{repo:?}]\n[source]\nlog_dir = {log_dir:?}\n\
+             [[sink]]\nname = \"pg\"\nkind = \"postgres\"\nurl = {:?}\nstreams = [\"evo.twice\"]\nflush_interval_ms = 100\n\
+             [[sink]]\nname = \"maria\"\nkind = \"mysql\"\nurl = {:?}\nstreams = [\"evo.twice\"]\nflush_interval_ms = 100\n",
+            pg.url, maria.url
+        ),
+    )
+    .unwrap();
+    let mut connect = start_connect_logging(&config, &[], std::process::Stdio::inherit());
+    let at = |sql: &str, db: &dyn Fn(&str) -> i64| db(sql);
+    let pg_count = |sql: &str| pg.count(sql);
+    let maria_count = |sql: &str| maria.count(sql);
+    let position =
+        "SELECT next_offset FROM sluice_positions WHERE source_topic = 'local.evo.twice'";
+    wait_until("the first 100 are written", || {
+        at(position, &pg_count) == 100 && at(position, &maria_count) == 100
+    });
+    append(&mut log, "evo.twice", "/evo/twice/1.0.0", 50, 150, int);
+    wait_until("the repeats are read", || {
+        at(position, &pg_count) == 200 && at(position, &maria_count) == 200
+    });
+    for db in [&pg_count as &dyn Fn(&str) -> i64, &maria_count] {
+        assert_eq!(db("SELECT count(*) FROM evo_twice"), 150);
+        assert_eq!(db("SELECT count(DISTINCT n) FROM evo_twice"), 150);
+        assert_eq!(db("SELECT count(*) FROM sluice_dead_letters"), 0);
+    }
+    for sink in ["pg", "maria"] {
+        assert_eq!(
+            metric(
+                connect.metrics,
+                &format!(
+                    "sluice_connect_rows_written_total{{sink=\"{sink}\",stream=\"evo.twice\"}}"
+                ),
+            ),
+            150.0,
+            "{sink} counts repeats as rows"
+        );
+    }
+    assert!(terminate(&mut connect.child).success());
 }

@@ -7,11 +7,13 @@
 use super::sql::{SqlConn, SqlStore};
 use super::{DeadLetter, Move, Row, StoreError, TableRows};
 use crate::columns::{Column, ColumnType, ID_COLUMN};
-use crate::row::{quote, sql_literal};
+use crate::row::{load_text, quote, sql_literal};
 use crate::source::Tp;
 use mysql::prelude::Queryable;
-use mysql::{Conn, Opts};
+use mysql::{Conn, LocalInfileHandler, Opts};
 use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 /// Largest statement sent, in bytes (the server's default packet limit is 16 MiB).
 const MAX_STATEMENT: usize = 4 * 1024 * 1024;
@@ -20,7 +22,13 @@ const MAX_STATEMENT: usize = 4 * 1024 * 1024;
 pub type MysqlStore = SqlStore<MariaConn>;
 
 /// A session with MariaDB.
-pub struct MariaConn(Conn);
+pub struct MariaConn {
+    conn: Conn,
+    /// What the next `LOAD DATA LOCAL INFILE` sends.
+    infile: Arc<Mutex<Vec<u8>>>,
+    /// The server refused `LOAD DATA LOCAL` (`local_infile` off): multi-row inserts only.
+    no_infile: bool,
+}
 
 fn sql_type(c: &Column) -> &'static str {
     match c.kind {
@@ -92,6 +100,104 @@ fn insert_tail() -> String {
     format!(" ON DUPLICATE KEY UPDATE `{ID_COLUMN}` = `{ID_COLUMN}`")
 }
 
+/// How a `LOAD DATA` ended.
+enum Loaded {
+    /// Every row is in, without a warning.
+    Done(u64),
+    /// The server warned (or refused); the load is undone.
+    Warned,
+    /// The server does not take `LOCAL` loads.
+    Disabled(String),
+}
+
+impl MariaConn {
+    fn load(&mut self, t: &TableRows) -> Result<Loaded, StoreError> {
+        {
+            let mut text = String::with_capacity(t.rows.len() * 128);
+            for row in &t.rows {
+                for (i, c) in row.cells.iter().enumerate() {
+                    if i > 0 {
+                        text.push('\t');
+                    }
+                    load_text(c, &mut text);
+                }
+                text.push('\n');
+            }
+            let mut data = self.infile.lock().unwrap_or_else(|p| p.into_inner());
+            *data = text.into_bytes();
+        }
+        self.conn
+            .query_drop("SAVEPOINT sluice_load")
+            .map_err(lost)?;
+        let sql = format!(
+            "LOAD DATA LOCAL INFILE 'sluice-batch' INTO TABLE `{}` CHARACTER SET utf8mb4 \
+             FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
+            t.table,
+            columns_list(&t.columns)
+        );
+        let loaded = self.conn.query_drop(sql);
+        self.infile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let outcome = match loaded {
+            Ok(()) => {
+                let n = self.conn.affected_rows();
+                if self.conn.warnings() == 0 && n == t.rows.len() as u64 {
+                    self.conn
+                        .query_drop("RELEASE SAVEPOINT sluice_load")
+                        .map_err(lost)?;
+                    return Ok(Loaded::Done(n));
+                }
+                Loaded::Warned
+            }
+            // ER_NOT_ALLOWED_COMMAND, ER_OPTION_PREVENTS_STATEMENT: local_infile is off.
+            Err(mysql::Error::MySqlError(e))
+                if e.code == 1148 || e.code == 1290 || e.code == 3948 =>
+            {
+                Loaded::Disabled(e.message)
+            }
+            Err(e) if refused(&e) => Loaded::Warned,
+            Err(e) => return Err(lost(e)),
+        };
+        self.conn
+            .query_drop("ROLLBACK TO SAVEPOINT sluice_load")
+            .map_err(lost)?;
+        Ok(outcome)
+    }
+
+    /// Statements of many rows each, up to [`MAX_STATEMENT`] bytes; `None` when the server refused one.
+    fn insert_rows(&mut self, t: &TableRows) -> Result<Option<u64>, StoreError> {
+        let (head, tail) = (insert_head(t), insert_tail());
+        let mut written = 0;
+        let mut sql = String::with_capacity(MAX_STATEMENT + 64 * 1024);
+        let mut rows = t.rows.iter().peekable();
+        while rows.peek().is_some() {
+            sql.clear();
+            sql.push_str(&head);
+            let mut first = true;
+            while let Some(row) = rows.peek() {
+                if !first && sql.len() >= MAX_STATEMENT {
+                    break;
+                }
+                if !first {
+                    sql.push(',');
+                }
+                values(&row.cells, &mut sql);
+                first = false;
+                rows.next();
+            }
+            sql.push_str(&tail);
+            match self.conn.query_drop(&sql) {
+                Ok(()) => written += self.conn.affected_rows(),
+                Err(e) if refused(&e) => return Ok(None),
+                Err(e) => return Err(lost(e)),
+            }
+        }
+        Ok(Some(written))
+    }
+}
+
 impl SqlConn for MariaConn {
     const NAME: &'static str = "MariaDB";
 
@@ -117,24 +223,34 @@ impl SqlConn for MariaConn {
              PRIMARY KEY (sink, source_topic, source_partition, source_offset)) ENGINE=InnoDB"
         ))
         .map_err(lost)?;
-        Ok(MariaConn(conn))
+        let infile = Arc::new(Mutex::new(Vec::new()));
+        let source = infile.clone();
+        conn.set_local_infile_handler(Some(LocalInfileHandler::new(move |_, out| {
+            let data = source.lock().unwrap_or_else(|p| p.into_inner());
+            out.write_all(&data)
+        })));
+        Ok(MariaConn {
+            conn,
+            infile,
+            no_infile: false,
+        })
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.0.query_drop("START TRANSACTION").map_err(lost)
+        self.conn.query_drop("START TRANSACTION").map_err(lost)
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.0.query_drop("COMMIT").map_err(lost)
+        self.conn.query_drop("COMMIT").map_err(lost)
     }
 
     fn rollback(&mut self) {
         // Best effort: a lost connection rolls back by itself.
-        let _ = self.0.query_drop("ROLLBACK");
+        let _ = self.conn.query_drop("ROLLBACK");
     }
 
     fn held(&mut self, table: &str, sink: &str, tp: &Tp) -> Result<Option<i64>, StoreError> {
-        self.0
+        self.conn
             .exec_first(
                 format!(
                     "SELECT next_offset FROM {table} WHERE sink = ? AND source_topic = ? AND source_partition = ? FOR UPDATE"
@@ -150,7 +266,7 @@ impl SqlConn for MariaConn {
         sink: &str,
     ) -> Result<HashMap<(String, i32), i64>, StoreError> {
         let rows: Vec<(String, i32, i64)> = self
-            .0
+            .conn
             .exec(
                 format!(
                     "SELECT source_topic, source_partition, next_offset FROM {table} WHERE sink = ?"
@@ -161,52 +277,39 @@ impl SqlConn for MariaConn {
         Ok(rows.into_iter().map(|(t, p, n)| ((t, p), n)).collect())
     }
 
-    /// Statements of many rows each, up to [`MAX_STATEMENT`] bytes.
+    /// `LOAD DATA LOCAL INFILE` from memory, as the server's own bulk loader; when the
+    /// server warns of anything (a key the table has, a value it would truncate: `LOCAL`
+    /// turns such errors into warnings) the load is undone and the rows go as inserts,
+    /// which skip repeated keys and refuse bad values as strict mode says.
     fn insert_bulk(&mut self, t: &TableRows) -> Result<Option<u64>, StoreError> {
-        let (head, tail) = (insert_head(t), insert_tail());
-        let mut written = 0;
-        let mut sql = String::with_capacity(MAX_STATEMENT + 64 * 1024);
-        let mut rows = t.rows.iter().peekable();
-        while rows.peek().is_some() {
-            sql.clear();
-            sql.push_str(&head);
-            let mut first = true;
-            while let Some(row) = rows.peek() {
-                if !first && sql.len() >= MAX_STATEMENT {
-                    break;
+        if !self.no_infile {
+            match self.load(t)? {
+                Loaded::Done(n) => return Ok(Some(n)),
+                Loaded::Warned => {}
+                Loaded::Disabled(why) => {
+                    tracing::info!(%why, "MariaDB does not take LOAD DATA LOCAL INFILE (local_infile is off); writing multi-row inserts.");
+                    self.no_infile = true;
                 }
-                if !first {
-                    sql.push(',');
-                }
-                values(&row.cells, &mut sql);
-                first = false;
-                rows.next();
-            }
-            sql.push_str(&tail);
-            match self.0.query_drop(&sql) {
-                Ok(()) => written += self.0.affected_rows(),
-                Err(e) if refused(&e) => return Ok(None),
-                Err(e) => return Err(lost(e)),
             }
         }
-        Ok(Some(written))
+        self.insert_rows(t)
     }
 
     fn insert_one(&mut self, t: &TableRows, row: &Row) -> Result<Result<u64, String>, StoreError> {
         let mut sql = insert_head(t);
         values(&row.cells, &mut sql);
         sql.push_str(&insert_tail());
-        self.0.query_drop("SAVEPOINT sluice_row").map_err(lost)?;
-        match self.0.query_drop(&sql) {
+        self.conn.query_drop("SAVEPOINT sluice_row").map_err(lost)?;
+        match self.conn.query_drop(&sql) {
             Ok(()) => {
-                let n = self.0.affected_rows();
-                self.0
+                let n = self.conn.affected_rows();
+                self.conn
                     .query_drop("RELEASE SAVEPOINT sluice_row")
                     .map_err(lost)?;
                 Ok(Ok(n))
             }
             Err(e) if refused(&e) => {
-                self.0
+                self.conn
                     .query_drop("ROLLBACK TO SAVEPOINT sluice_row")
                     .map_err(lost)?;
                 Ok(Err(match e {
@@ -226,7 +329,7 @@ impl SqlConn for MariaConn {
     ) -> Result<(), StoreError> {
         for d in dead {
             let ((topic, partition), offset) = &d.at;
-            self.0
+            self.conn
                 .exec_drop(
                     format!(
                         "INSERT INTO {table} (sink, source_topic, source_partition, source_offset, stream, reason, event) \
@@ -241,7 +344,7 @@ impl SqlConn for MariaConn {
 
     fn write_moves(&mut self, table: &str, sink: &str, moves: &[Move]) -> Result<(), StoreError> {
         for m in moves {
-            self.0
+            self.conn
                 .exec_drop(
                     format!(
                         "INSERT INTO {table} (sink, source_topic, source_partition, next_offset) VALUES (?, ?, ?, ?) \
@@ -260,7 +363,7 @@ impl SqlConn for MariaConn {
              WHERE table_schema = DATABASE() AND table_name = ",
         );
         quote(table, &mut q);
-        let rows: Vec<(String, String)> = self.0.query(q).map_err(lost)?;
+        let rows: Vec<(String, String)> = self.conn.query(q).map_err(lost)?;
         Ok(rows
             .into_iter()
             .map(|(n, t)| {
@@ -282,7 +385,7 @@ impl SqlConn for MariaConn {
                 format!("`{}` {}{key}", c.name, sql_type(c))
             })
             .collect();
-        self.0
+        self.conn
             .query_drop(format!(
                 "CREATE TABLE IF NOT EXISTS `{table}` ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
                 defs.join(", ")
@@ -295,7 +398,7 @@ impl SqlConn for MariaConn {
             .iter()
             .map(|c| format!("ADD COLUMN IF NOT EXISTS `{}` {} NULL", c.name, sql_type(c)))
             .collect();
-        self.0
+        self.conn
             .query_drop(format!("ALTER TABLE `{table}` {}", adds.join(", ")))
             .map_err(lost)
     }
