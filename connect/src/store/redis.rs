@@ -5,11 +5,15 @@
 //! under `WATCH` of that hash, so a process that lost a partition cannot
 //! write it. Dead letters go to the stream `sluice:<sink>:dead_letters`.
 
-use super::{Batch, PrepareError, Store, StoreError, Written, count, fenced, tp_name};
+use super::{
+    Batch, DeadLetter, PrepareError, Row, Store, StoreError, TableRows, Written, count, fenced,
+    tp_name,
+};
 use crate::columns::Column;
 use crate::config::RedisValue;
-use crate::row::plain_text;
+use crate::row::{Cell, copy_text};
 use crate::source::Tp;
+use redis::ConnectionLike;
 use std::collections::{BTreeSet, HashMap};
 
 /// A Redis database a sink writes.
@@ -89,9 +93,14 @@ impl RedisStore {
             RedisValue::Hash | RedisValue::Json => HashMap::new(),
         };
         let mut dead = batch.dead.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        // The transaction is packed by hand, as `redis-cli --pipe` input is: one buffer, one
+        // write, its replies read once.
+        let mut tx = Packed::default();
+        tx.command(&[b"MULTI"]);
         let mut written = Written::default();
+        // The row each command writes, to name it if the command fails.
+        let mut writes: Vec<Option<(&TableRows, &Row)>> = Vec::new();
+        let mut text = String::new();
         for t in &batch.tables {
             let mut rows = 0;
             for row in &t.rows {
@@ -105,79 +114,220 @@ impl RedisStore {
                     continue;
                 }
                 rows += 1;
+                let key = key.as_bytes();
                 match value {
                     RedisValue::Hash => {
-                        let pairs: Vec<(&str, String)> = t
-                            .columns
+                        let set = row
+                            .cells
                             .iter()
-                            .zip(&row.cells)
-                            .filter_map(|(c, v)| Some((c.name.as_str(), plain_text(v)?)))
-                            .collect();
+                            .filter(|c| !matches!(c, Cell::Null))
+                            .count();
                         // The hash is the latest event's fields: an event that sets every
                         // column overwrites every field the key can hold; one with nulls
                         // replaces the hash, so no field of an older event is left.
-                        if pairs.len() < t.columns.len() {
-                            pipe.del(key).ignore();
+                        if set < t.columns.len() {
+                            tx.command(&[b"DEL", key]);
+                            writes.push(Some((t, row)));
                         }
-                        if !pairs.is_empty() {
-                            pipe.hset_multiple(key, &pairs).ignore();
+                        if set > 0 {
+                            tx.start(2 + 2 * set);
+                            tx.arg(b"HSET");
+                            tx.arg(key);
+                            for (c, v) in t.columns.iter().zip(&row.cells) {
+                                match v {
+                                    Cell::Null => continue,
+                                    Cell::Text(v) | Cell::Json(v) => {
+                                        tx.arg(c.name.as_bytes());
+                                        tx.arg(v.as_bytes());
+                                    }
+                                    other => {
+                                        text.clear();
+                                        copy_text(other, &mut text);
+                                        tx.arg(c.name.as_bytes());
+                                        tx.arg(text.as_bytes());
+                                    }
+                                }
+                            }
+                            writes.push(Some((t, row)));
                         }
-                        if ttl > 0 {
-                            pipe.expire(key, ttl as i64).ignore();
-                        }
+                    }
+                    RedisValue::Json if ttl > 0 => {
+                        text.clear();
+                        text.push_str(&ttl.to_string());
+                        tx.command(&[b"SET", key, row.event.as_bytes(), b"EX", text.as_bytes()]);
+                        writes.push(Some((t, row)));
                     }
                     RedisValue::Json => {
-                        if ttl > 0 {
-                            pipe.set_ex(key, &row.event, ttl).ignore();
-                        } else {
-                            pipe.set(key, &row.event).ignore();
-                        }
+                        tx.command(&[b"SET", key, row.event.as_bytes()]);
+                        writes.push(Some((t, row)));
                     }
                     RedisValue::Stream => {
-                        pipe.cmd("XADD")
-                            .arg(key)
-                            .arg("*")
-                            .arg("event")
-                            .arg(&row.event)
-                            .ignore();
-                        if ttl > 0 {
-                            pipe.expire(key, ttl as i64).ignore();
-                        }
+                        tx.command(&[b"XADD", key, b"*", b"event", row.event.as_bytes()]);
+                        writes.push(Some((t, row)));
                     }
+                }
+                if ttl > 0 && value != RedisValue::Json {
+                    text.clear();
+                    text.push_str(&ttl.to_string());
+                    tx.command(&[b"EXPIRE", key, text.as_bytes()]);
+                    writes.push(None);
                 }
             }
             count(&mut written.rows, &t.stream, rows);
         }
         for d in &dead {
             let ((topic, partition), offset) = &d.at;
-            pipe.cmd("XADD")
-                .arg(&dead_key)
-                .arg("*")
-                .arg("stream")
-                .arg(&d.stream)
-                .arg("topic")
-                .arg(&**topic)
-                .arg("partition")
-                .arg(*partition)
-                .arg("offset")
-                .arg(*offset)
-                .arg("reason")
-                .arg(&d.reason)
-                .arg("event")
-                .arg(&d.event)
-                .ignore();
+            let (partition, offset) = (partition.to_string(), offset.to_string());
+            tx.command(&[
+                b"XADD",
+                dead_key.as_bytes(),
+                b"*",
+                b"stream",
+                d.stream.as_bytes(),
+                b"topic",
+                topic.as_bytes(),
+                b"partition",
+                partition.as_bytes(),
+                b"offset",
+                offset.as_bytes(),
+                b"reason",
+                d.reason.as_bytes(),
+                b"event",
+                d.event.as_bytes(),
+            ]);
+            writes.push(None);
             count(&mut written.dead, &d.stream, 1);
         }
         for m in &batch.moves {
-            pipe.hset(&positions, tp_name(&m.tp), m.to).ignore();
+            let (field, to) = (tp_name(&m.tp), m.to.to_string());
+            tx.command(&[
+                b"HSET",
+                positions.as_bytes(),
+                field.as_bytes(),
+                to.as_bytes(),
+            ]);
+            writes.push(None);
         }
+        tx.command(&[b"EXEC"]);
+        let replies = conn
+            .req_packed_commands(&tx.bytes, tx.commands - 1, 1)
+            .map_err(lost)?;
         // EXEC answers nil when the watched positions changed since WATCH.
-        let done: Option<()> = pipe.query(conn).map_err(lost)?;
-        match done {
-            Some(()) => Ok(written),
-            None => Err(StoreError::Fenced(
-                "the positions changed while the batch was being written".into(),
-            )),
+        let results = match replies.into_iter().next() {
+            Some(redis::Value::Array(results)) => results,
+            Some(redis::Value::Nil) => {
+                return Err(StoreError::Fenced(
+                    "the positions changed while the batch was being written".into(),
+                ));
+            }
+            other => {
+                return Err(StoreError::Lost(format!(
+                    "EXEC answered {other:?}, not the transaction's results"
+                )));
+            }
+        };
+        // Redis ran the rest of the transaction past a command that failed (which the checks
+        // above make unexpected): the rows it failed for go to the dead letters now.
+        let mut failed = Vec::new();
+        for (result, write) in results.iter().zip(&writes) {
+            if let (redis::Value::ServerError(e), Some((t, row))) = (result, write) {
+                failed.push(super::refusal(
+                    t,
+                    row,
+                    format!("Redis refused the row: {e:?}"),
+                ));
+            }
+        }
+        if !failed.is_empty() {
+            self.late_dead_letters(&failed, &mut written);
+        }
+        Ok(written)
+    }
+
+    /// Dead letters for rows whose command failed inside a transaction that otherwise
+    /// committed (positions included): written on their own, and logged in any case.
+    fn late_dead_letters(&mut self, failed: &[DeadLetter], written: &mut Written) {
+        let dead_key = self.dead.clone();
+        for d in failed {
+            tracing::error!(stream = %d.stream, at = %format!("{}@{}", tp_name(&d.at.0), d.at.1), reason = %d.reason, "A Redis command failed inside a committed batch; its row goes to the dead letters.");
+            if let Some(n) = written.rows.get_mut(&d.stream) {
+                *n = n.saturating_sub(1);
+            }
+            count(&mut written.dead, &d.stream, 1);
+        }
+        let r = (|| {
+            let conn = self.conn()?;
+            let mut pipe = redis::pipe();
+            for d in failed {
+                let ((topic, partition), offset) = &d.at;
+                pipe.cmd("XADD")
+                    .arg(&dead_key)
+                    .arg("*")
+                    .arg("stream")
+                    .arg(&d.stream)
+                    .arg("topic")
+                    .arg(&**topic)
+                    .arg("partition")
+                    .arg(*partition)
+                    .arg("offset")
+                    .arg(*offset)
+                    .arg("reason")
+                    .arg(&d.reason)
+                    .arg("event")
+                    .arg(&d.event)
+                    .ignore();
+            }
+            pipe.exec(conn).map_err(lost)
+        })();
+        if let Err(e) = self.guard(r) {
+            tracing::error!(error = %e, count = failed.len(), "The dead letters of failed Redis commands could not be written; the rows are only in this log.");
+        }
+    }
+}
+
+/// Commands in the Redis protocol, packed into one buffer.
+#[derive(Default)]
+struct Packed {
+    bytes: Vec<u8>,
+    commands: usize,
+}
+
+impl Packed {
+    /// Starts a command of `args` arguments (name included).
+    fn start(&mut self, args: usize) {
+        self.bytes.push(b'*');
+        self.number(args);
+        self.commands += 1;
+    }
+
+    fn arg(&mut self, arg: &[u8]) {
+        self.bytes.push(b'$');
+        self.number(arg.len());
+        self.bytes.extend_from_slice(arg);
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// A count in decimal, then CRLF.
+    fn number(&mut self, n: usize) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.bytes.extend_from_slice(&digits[at..]);
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    fn command(&mut self, args: &[&[u8]]) {
+        self.start(args.len());
+        for a in args {
+            self.arg(a);
         }
     }
 }
@@ -237,5 +387,23 @@ impl Store for RedisStore {
     fn write(&mut self, batch: &Batch) -> Result<Written, StoreError> {
         let r = self.write_once(batch);
         self.guard(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Packed;
+
+    #[test]
+    fn commands_are_packed_as_the_redis_protocol_says() {
+        let mut p = Packed::default();
+        p.command(&[b"MULTI"]);
+        p.command(&[b"SET", b"k", &[b'x'; 12]]);
+        p.command(&[b"GET", b""]);
+        assert_eq!(p.commands, 3);
+        assert_eq!(
+            String::from_utf8(p.bytes).unwrap(),
+            "*1\r\n$5\r\nMULTI\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$12\r\nxxxxxxxxxxxx\r\n*2\r\n$3\r\nGET\r\n$0\r\n\r\n"
+        );
     }
 }
