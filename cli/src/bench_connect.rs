@@ -261,14 +261,17 @@ fn prepare_inputs(rows: u64) -> anyhow::Result<Inputs> {
     })
 }
 
-/// Runs `command`, failing with its stderr when it fails; returns how long it took.
-fn timed(mut command: Command, what: &str) -> anyhow::Result<Duration> {
+/// Runs `command` under a spinner saying `doing`, failing with its stderr when it fails;
+/// returns how long it took.
+fn timed(mut command: Command, what: &str, doing: &str) -> anyhow::Result<Duration> {
     command.stdout(Stdio::null()).stderr(Stdio::piped());
+    let spinner = ProgressBar::new_spinner().with_message(doing.to_owned());
+    spinner.enable_steady_tick(Duration::from_millis(100));
     let started = Instant::now();
-    let out = command
-        .output()
-        .with_context(|| format!("cannot run {what} (is it installed?)"))?;
+    let out = command.output();
     let took = started.elapsed();
+    spinner.finish_and_clear();
+    let out = out.with_context(|| format!("cannot run {what} (is it installed?)"))?;
     if !out.status.success() {
         bail!(
             "{what} failed: {}",
@@ -467,10 +470,7 @@ fn postgres(args: &BenchConnectArgs, inputs: &Inputs) -> anyhow::Result<Line> {
             "\\copy {LOADER_TABLE} ({COLUMNS}) FROM '{}'",
             inputs.pg.display()
         ));
-    let spinner = ProgressBar::new_spinner().with_message("psql \\copy");
-    spinner.enable_steady_tick(Duration::from_millis(100));
-    let loader_took = timed(psql, "psql")?;
-    spinner.finish_and_clear();
+    let loader_took = timed(psql, "psql", "psql \\copy")?;
     let connector_took = connector(
         inputs,
         SinkKind::Postgres,
@@ -506,10 +506,7 @@ fn mariadb(args: &BenchConnectArgs, inputs: &Inputs) -> anyhow::Result<Line> {
         "LOAD DATA LOCAL INFILE '{}' INTO TABLE {LOADER_TABLE} ({COLUMNS})",
         inputs.maria.display()
     ));
-    let spinner = ProgressBar::new_spinner().with_message("LOAD DATA LOCAL INFILE");
-    spinner.enable_steady_tick(Duration::from_millis(100));
-    let loader_took = timed(client, "mariadb")?;
-    spinner.finish_and_clear();
+    let loader_took = timed(client, "mariadb", "LOAD DATA LOCAL INFILE")?;
     let connector_took = connector(
         inputs,
         SinkKind::Mysql,
@@ -537,10 +534,7 @@ fn redis(args: &BenchConnectArgs, inputs: &Inputs) -> anyhow::Result<Line> {
     let mut cli = Command::new("redis-cli");
     cli.args(["-u", &args.redis, "--pipe"])
         .stdin(std::fs::File::open(&inputs.resp)?);
-    let spinner = ProgressBar::new_spinner().with_message("redis-cli --pipe");
-    spinner.enable_steady_tick(Duration::from_millis(100));
-    let loader_took = timed(cli, "redis-cli")?;
-    spinner.finish_and_clear();
+    let loader_took = timed(cli, "redis-cli", "redis-cli --pipe")?;
     let connector_took = connector(
         inputs,
         SinkKind::Redis,

@@ -161,3 +161,36 @@ pub(crate) fn refusal(t: &TableRows, row: &Row, reason: String) -> DeadLetter {
         event: row.event.clone(),
     }
 }
+
+/// A connection made on first use and dropped after a failure that is not the data's,
+/// so that the next use reconnects.
+pub(crate) struct Session<C>(Option<C>);
+
+impl<C> Default for Session<C> {
+    fn default() -> Self {
+        Session(None)
+    }
+}
+
+impl<C> Session<C> {
+    /// The connection, made by `connect` when there is none.
+    pub(crate) fn get(
+        &mut self,
+        connect: impl FnOnce() -> Result<C, StoreError>,
+    ) -> Result<&mut C, StoreError> {
+        if self.0.is_none() {
+            self.0 = Some(connect()?);
+        }
+        self.0
+            .as_mut()
+            .ok_or_else(|| StoreError::Lost("no connection".into()))
+    }
+
+    /// Passes `r` on, dropping the connection when it says the store was lost.
+    pub(crate) fn guard<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if matches!(r, Err(StoreError::Lost(_))) {
+            self.0 = None;
+        }
+        r
+    }
+}

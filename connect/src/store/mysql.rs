@@ -126,9 +126,7 @@ impl MariaConn {
             let mut data = self.infile.lock().unwrap_or_else(|p| p.into_inner());
             *data = text.into_bytes();
         }
-        self.conn
-            .query_drop("SAVEPOINT sluice_load")
-            .map_err(lost)?;
+        self.run("SAVEPOINT sluice_load")?;
         let sql = format!(
             "LOAD DATA LOCAL INFILE 'sluice-batch' INTO TABLE `{}` CHARACTER SET utf8mb4 \
              FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
@@ -144,9 +142,7 @@ impl MariaConn {
             Ok(()) => {
                 let n = self.conn.affected_rows();
                 if self.conn.warnings() == 0 && n == t.rows.len() as u64 {
-                    self.conn
-                        .query_drop("RELEASE SAVEPOINT sluice_load")
-                        .map_err(lost)?;
+                    self.run("RELEASE SAVEPOINT sluice_load")?;
                     return Ok(Loaded::Done(n));
                 }
                 Loaded::Warned
@@ -160,9 +156,7 @@ impl MariaConn {
             Err(e) if refused(&e) => Loaded::Warned,
             Err(e) => return Err(lost(e)),
         };
-        self.conn
-            .query_drop("ROLLBACK TO SAVEPOINT sluice_load")
-            .map_err(lost)?;
+        self.run("ROLLBACK TO SAVEPOINT sluice_load")?;
         Ok(outcome)
     }
 
@@ -200,6 +194,7 @@ impl MariaConn {
 
 impl SqlConn for MariaConn {
     const NAME: &'static str = "MariaDB";
+    const BEGIN: &'static str = "START TRANSACTION";
 
     fn connect(url: &str, positions: &str, dead: &str) -> Result<Self, StoreError> {
         let opts =
@@ -236,17 +231,8 @@ impl SqlConn for MariaConn {
         })
     }
 
-    fn begin(&mut self) -> Result<(), StoreError> {
-        self.conn.query_drop("START TRANSACTION").map_err(lost)
-    }
-
-    fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn.query_drop("COMMIT").map_err(lost)
-    }
-
-    fn rollback(&mut self) {
-        // Best effort: a lost connection rolls back by itself.
-        let _ = self.conn.query_drop("ROLLBACK");
+    fn run(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.conn.query_drop(sql).map_err(lost)
     }
 
     fn held(&mut self, table: &str, sink: &str, tp: &Tp) -> Result<Option<i64>, StoreError> {
@@ -299,24 +285,12 @@ impl SqlConn for MariaConn {
         let mut sql = insert_head(t);
         values(&row.cells, &mut sql);
         sql.push_str(&insert_tail());
-        self.conn.query_drop("SAVEPOINT sluice_row").map_err(lost)?;
         match self.conn.query_drop(&sql) {
-            Ok(()) => {
-                let n = self.conn.affected_rows();
-                self.conn
-                    .query_drop("RELEASE SAVEPOINT sluice_row")
-                    .map_err(lost)?;
-                Ok(Ok(n))
-            }
-            Err(e) if refused(&e) => {
-                self.conn
-                    .query_drop("ROLLBACK TO SAVEPOINT sluice_row")
-                    .map_err(lost)?;
-                Ok(Err(match e {
-                    mysql::Error::MySqlError(m) => m.message,
-                    other => other.to_string(),
-                }))
-            }
+            Ok(()) => Ok(Ok(self.conn.affected_rows())),
+            Err(e) if refused(&e) => Ok(Err(match e {
+                mysql::Error::MySqlError(m) => m.message,
+                other => other.to_string(),
+            })),
             Err(e) => Err(lost(e)),
         }
     }

@@ -144,6 +144,7 @@ impl PgConn {
 
 impl SqlConn for PgConn {
     const NAME: &'static str = "PostgreSQL";
+    const BEGIN: &'static str = "BEGIN";
 
     fn connect(url: &str, positions: &str, dead: &str) -> Result<Self, StoreError> {
         let mut client = Client::connect(url, NoTls).map_err(lost)?;
@@ -174,17 +175,8 @@ impl SqlConn for PgConn {
         })
     }
 
-    fn begin(&mut self) -> Result<(), StoreError> {
-        self.client.batch_execute("BEGIN").map_err(lost)
-    }
-
-    fn commit(&mut self) -> Result<(), StoreError> {
-        self.client.batch_execute("COMMIT").map_err(lost)
-    }
-
-    fn rollback(&mut self) {
-        // Best effort: a lost connection rolls back by itself.
-        let _ = self.client.batch_execute("ROLLBACK");
+    fn run(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.client.batch_execute(sql).map_err(lost)
     }
 
     fn held(&mut self, table: &str, sink: &str, tp: &Tp) -> Result<Option<i64>, StoreError> {
@@ -233,20 +225,14 @@ impl SqlConn for PgConn {
         // Straight into the table, as a bulk load would. A key already there (an event the
         // aggregators wrote twice) fails the whole copy; then the rows go again through a
         // staging table and an insert that skips such keys.
-        self.client
-            .batch_execute("SAVEPOINT sluice_copy")
-            .map_err(lost)?;
+        self.run("SAVEPOINT sluice_copy")?;
         match self.copy(&format!("\"{}\"", t.table), &cols, &text)? {
             Copied::Done(n) => {
-                self.client
-                    .batch_execute("RELEASE SAVEPOINT sluice_copy")
-                    .map_err(lost)?;
+                self.run("RELEASE SAVEPOINT sluice_copy")?;
                 return Ok(Some(n));
             }
             Copied::Refused(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                self.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_copy")
-                    .map_err(lost)?;
+                self.run("ROLLBACK TO SAVEPOINT sluice_copy")?;
             }
             Copied::Refused(_) => return Ok(None),
         }
@@ -301,22 +287,9 @@ impl SqlConn for PgConn {
             .iter()
             .map(|t| t as &(dyn postgres::types::ToSql + Sync))
             .collect();
-        self.client
-            .batch_execute("SAVEPOINT sluice_row")
-            .map_err(lost)?;
         match self.client.execute(&stmt, &params) {
-            Ok(n) => {
-                self.client
-                    .batch_execute("RELEASE SAVEPOINT sluice_row")
-                    .map_err(lost)?;
-                Ok(Ok(n))
-            }
-            Err(e) if refused(&e) => {
-                self.client
-                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_row")
-                    .map_err(lost)?;
-                Ok(Err(reason(&e)))
-            }
+            Ok(n) => Ok(Ok(n)),
+            Err(e) if refused(&e) => Ok(Err(reason(&e))),
             Err(e) => Err(lost(e)),
         }
     }

@@ -6,14 +6,13 @@
 //! write it. Dead letters go to the stream `sluice:<sink>:dead_letters`.
 
 use super::{
-    Batch, DeadLetter, PrepareError, Row, Store, StoreError, TableRows, Written, count, fenced,
-    tp_name,
+    Batch, DeadLetter, PrepareError, Row, Session, Store, StoreError, TableRows, Written, count,
+    fenced, tp_name,
 };
 use crate::columns::Column;
 use crate::config::RedisValue;
 use crate::row::{Cell, copy_text};
 use crate::source::Tp;
-use redis::ConnectionLike;
 use std::collections::{BTreeSet, HashMap};
 
 /// A Redis database a sink writes.
@@ -23,7 +22,7 @@ pub struct RedisStore {
     dead: String,
     value: RedisValue,
     ttl_secs: u64,
-    conn: Option<redis::Connection>,
+    conn: Session<redis::Connection>,
 }
 
 fn lost(e: redis::RedisError) -> StoreError {
@@ -39,25 +38,21 @@ impl RedisStore {
             dead: format!("sluice:{sink}:dead_letters"),
             value,
             ttl_secs,
-            conn: None,
+            conn: Session::default(),
         }
     }
 
     fn conn(&mut self) -> Result<&mut redis::Connection, StoreError> {
-        if self.conn.is_none() {
-            let client = redis::Client::open(self.url.as_str()).map_err(lost)?;
-            self.conn = Some(client.get_connection().map_err(lost)?);
-        }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| StoreError::Lost("no connection".into()))
+        let url = &self.url;
+        self.conn.get(|| {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .map_err(lost)
+        })
     }
 
     fn guard<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        if matches!(r, Err(StoreError::Lost(_))) {
-            self.conn = None;
-        }
-        r
+        self.conn.guard(r)
     }
 
     fn write_once(&mut self, batch: &Batch) -> Result<Written, StoreError> {
@@ -93,8 +88,8 @@ impl RedisStore {
             RedisValue::Hash | RedisValue::Json => HashMap::new(),
         };
         let mut dead = batch.dead.clone();
-        // The transaction is packed by hand, as `redis-cli --pipe` input is: one buffer, one
-        // write, its replies read once.
+        // The transaction is packed by hand, as `redis-cli --pipe` input is, and sent in
+        // pieces as it grows; the replies are read once it is all sent.
         let mut tx = Packed::default();
         tx.command(&[b"MULTI"]);
         let mut written = Written::default();
@@ -114,6 +109,12 @@ impl RedisStore {
                     continue;
                 }
                 rows += 1;
+                // Sent as it is packed, so that Redis queues the first commands while the
+                // rest are packed.
+                if tx.bytes.len() >= SEND_BYTES {
+                    conn.send_packed_command(&tx.bytes).map_err(lost)?;
+                    tx.bytes.clear();
+                }
                 let key = key.as_bytes();
                 match value {
                     RedisValue::Hash => {
@@ -209,13 +210,24 @@ impl RedisStore {
             writes.push(None);
         }
         tx.command(&[b"EXEC"]);
-        let replies = conn
-            .req_packed_commands(&tx.bytes, tx.commands - 1, 1)
-            .map_err(lost)?;
+        conn.send_packed_command(&tx.bytes).map_err(lost)?;
+        // MULTI's answer and one per queued command, then EXEC's.
+        let mut refused_at_queue = None;
+        for _ in 1..tx.commands {
+            if let redis::Value::ServerError(e) = conn.recv_response().map_err(lost)? {
+                refused_at_queue.get_or_insert(e);
+            }
+        }
+        let exec = conn.recv_response().map_err(lost)?;
+        if let Some(e) = refused_at_queue {
+            return Err(StoreError::Lost(format!(
+                "Redis refused a command of the batch, so none was run: {e:?}"
+            )));
+        }
         // EXEC answers nil when the watched positions changed since WATCH.
-        let results = match replies.into_iter().next() {
-            Some(redis::Value::Array(results)) => results,
-            Some(redis::Value::Nil) => {
+        let results = match exec {
+            redis::Value::Array(results) => results,
+            redis::Value::Nil => {
                 return Err(StoreError::Fenced(
                     "the positions changed while the batch was being written".into(),
                 ));
@@ -284,6 +296,9 @@ impl RedisStore {
         }
     }
 }
+
+/// Packed commands are sent once this many bytes wait.
+const SEND_BYTES: usize = 256 * 1024;
 
 /// Commands in the Redis protocol, packed into one buffer.
 #[derive(Default)]

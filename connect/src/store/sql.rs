@@ -6,7 +6,7 @@
 //! [`SqlConn`] is what PostgreSQL and MariaDB each say their own way.
 
 use super::{Batch, DeadLetter, Move, PrepareError, Row, Store, StoreError, TableRows, Written};
-use super::{count, fenced, refusal};
+use super::{Session, count, fenced, refusal};
 use crate::columns::{Column, ColumnType, additions};
 use crate::source::Tp;
 use std::collections::HashMap;
@@ -17,12 +17,22 @@ pub trait SqlConn: Sized + Send {
     const NAME: &'static str;
     /// Connects and makes the positions and dead-letter tables when missing.
     fn connect(url: &str, positions: &str, dead: &str) -> Result<Self, StoreError>;
+    /// The statement that starts a transaction.
+    const BEGIN: &'static str;
+    /// Runs statements that return no rows.
+    fn run(&mut self, sql: &str) -> Result<(), StoreError>;
     /// Starts a transaction.
-    fn begin(&mut self) -> Result<(), StoreError>;
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.run(Self::BEGIN)
+    }
     /// Commits it.
-    fn commit(&mut self) -> Result<(), StoreError>;
-    /// Rolls it back, as far as the connection still can.
-    fn rollback(&mut self);
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.run("COMMIT")
+    }
+    /// Rolls it back, as far as the connection still can (a lost one rolls back by itself).
+    fn rollback(&mut self) {
+        let _ = self.run("ROLLBACK");
+    }
     /// The position held for `tp`, its row locked until the transaction ends.
     fn held(&mut self, table: &str, sink: &str, tp: &Tp) -> Result<Option<i64>, StoreError>;
     /// Every position the sink holds.
@@ -33,7 +43,8 @@ pub trait SqlConn: Sized + Send {
     ) -> Result<HashMap<(String, i32), i64>, StoreError>;
     /// Inserts the rows in bulk; `None` when the server refused one (the transaction is then spoilt).
     fn insert_bulk(&mut self, t: &TableRows) -> Result<Option<u64>, StoreError>;
-    /// Inserts `row` in a savepoint; `Err(reason)` inside `Ok` when the server refused it.
+    /// Inserts `row`; `Err(reason)` inside `Ok` when the server refused it (the caller
+    /// holds a savepoint around it).
     fn insert_one(&mut self, t: &TableRows, row: &Row) -> Result<Result<u64, String>, StoreError>;
     /// Writes dead letters.
     fn write_dead(
@@ -58,7 +69,7 @@ pub struct SqlStore<C> {
     sink: String,
     positions: String,
     dead: String,
-    conn: Option<C>,
+    conn: Session<C>,
 }
 
 impl<C: SqlConn> SqlStore<C> {
@@ -69,25 +80,17 @@ impl<C: SqlConn> SqlStore<C> {
             sink: sink.to_owned(),
             positions: positions.to_owned(),
             dead: dead.to_owned(),
-            conn: None,
+            conn: Session::default(),
         }
     }
 
     fn conn(&mut self) -> Result<&mut C, StoreError> {
-        if self.conn.is_none() {
-            self.conn = Some(C::connect(&self.url, &self.positions, &self.dead)?);
-        }
-        self.conn
-            .as_mut()
-            .ok_or_else(|| StoreError::Lost("no connection".into()))
+        let (url, positions, dead) = (&self.url, &self.positions, &self.dead);
+        self.conn.get(|| C::connect(url, positions, dead))
     }
 
-    /// Drops the connection after a failure that is not the data's, so the next call reconnects.
     fn guard<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        if matches!(r, Err(StoreError::Lost(_))) {
-            self.conn = None;
-        }
-        r
+        self.conn.guard(r)
     }
 
     /// One transaction; `None` when the bulk insert was refused and the batch must go row by row.
@@ -106,13 +109,20 @@ impl<C: SqlConn> SqlStore<C> {
                 let n = if careful {
                     let mut n = 0;
                     for row in &t.rows {
+                        conn.run("SAVEPOINT sluice_row")?;
                         match conn.insert_one(t, row)? {
-                            Ok(k) => n += k,
-                            Err(why) => dead.push(refusal(
-                                t,
-                                row,
-                                format!("{} refused the row: {why}", C::NAME),
-                            )),
+                            Ok(k) => {
+                                n += k;
+                                conn.run("RELEASE SAVEPOINT sluice_row")?;
+                            }
+                            Err(why) => {
+                                conn.run("ROLLBACK TO SAVEPOINT sluice_row")?;
+                                dead.push(refusal(
+                                    t,
+                                    row,
+                                    format!("{} refused the row: {why}", C::NAME),
+                                ));
+                            }
                         }
                     }
                     n
