@@ -99,9 +99,12 @@ impl PgConn {
             .get(table)
             .map(|s| format!("DROP TABLE IF EXISTS {s};"))
             .unwrap_or_default();
-        self.client
-            .batch_execute(&format!("{drop}{ddl}"))
-            .map_err(lost)
+        match self.client.batch_execute(&format!("{drop}{ddl}")) {
+            // Two connectors making the same table race on `CREATE … IF NOT EXISTS`; the loser
+            // finds it made.
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(()),
+            r => r.map_err(lost),
+        }
     }
 }
 
