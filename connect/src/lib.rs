@@ -13,6 +13,7 @@
 pub mod columns;
 pub mod config;
 pub mod metrics;
+pub mod patterns;
 pub mod row;
 pub mod runner;
 pub mod schemas;
@@ -23,10 +24,11 @@ pub mod template;
 pub use config::{ConnectConfig, SinkConfig, SinkKind};
 pub use metrics::ConnectMetrics;
 
+use patterns::Patterns;
 use runner::{Plan, Runner};
 use schemas::Schemas;
 use sluice_shared::StreamConfig;
-use source::{KafkaSource, LogSource, Lookup, Source};
+use source::{Discover, KafkaSource, LogSource, Lookup, Source};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -73,8 +75,13 @@ impl Connectors {
     }
 }
 
-/// The streams `sink` takes: those it names and those whose config enables it as a consumer.
-fn plans(sink: &SinkConfig, streams: &StreamConfig) -> Result<Vec<Plan>, ConnectError> {
+/// The streams `sink` takes by name: those it lists and those configured by exact name whose
+/// config enables it as a consumer (`patterns` holds those configured by `/regex/`).
+fn plans(
+    sink: &SinkConfig,
+    streams: &StreamConfig,
+    patterns: &Patterns,
+) -> Result<Vec<Plan>, ConnectError> {
     let mut names: Vec<String> = sink.streams.clone();
     for entry in streams.entries() {
         let enabled = entry
@@ -87,7 +94,7 @@ fn plans(sink: &SinkConfig, streams: &StreamConfig) -> Result<Vec<Plan>, Connect
             names.push(entry.key.clone());
         }
     }
-    if names.is_empty() {
+    if names.is_empty() && patterns.is_empty() {
         return Err(ConnectError::Sink {
             sink: sink.name.clone(),
             why: format!(
@@ -155,15 +162,17 @@ pub fn start(
     })?;
     // Checked once here, so that a wrong folder is reported before anything starts.
     Schemas::load(config.repositories.clone()).map_err(ConnectError::Schemas)?;
+    let streams = Arc::new(streams);
     let mut threads = Vec::new();
     for sink in &config.sinks {
-        let plans = plans(sink, &streams)?;
+        let patterns = Patterns::new(streams.clone(), &sink.name);
+        let plans = plans(sink, &streams, &patterns)?;
         let (sink, config, metrics, stop) =
             (sink.clone(), config.clone(), metrics.clone(), stop.clone());
         let name = sink.name.clone();
         let t = std::thread::Builder::new()
             .name(format!("sink-{name}"))
-            .spawn(move || run_sink(sink, &config, &plans, metrics, &stop))
+            .spawn(move || run_sink(sink, &config, &plans, &patterns, metrics, &stop))
             .map_err(|e| ConnectError::Sink {
                 sink: name.clone(),
                 why: format!("cannot start its thread: {e}"),
@@ -178,12 +187,13 @@ fn run_sink(
     sink: SinkConfig,
     config: &ConnectConfig,
     plans: &[Plan],
+    patterns: &Patterns,
     metrics: ConnectMetrics,
     stop: &AtomicBool,
 ) {
     let mut wait = Duration::from_millis(500);
     while !stop.load(Ordering::Relaxed) {
-        match open(&sink, config, plans, &metrics) {
+        match open(&sink, config, plans, patterns, &metrics) {
             Ok(runner) => {
                 tracing::info!(sink = %sink.name, streams = plans.len(), "Sink running.");
                 if let Err(e) = runner.run(stop) {
@@ -207,6 +217,7 @@ fn open(
     sink: &SinkConfig,
     config: &ConnectConfig,
     plans: &[Plan],
+    patterns: &Patterns,
     metrics: &ConnectMetrics,
 ) -> Result<Runner, String> {
     let store = Arc::new(Mutex::new(store_for(sink)));
@@ -227,8 +238,12 @@ fn open(
     let schemas = Schemas::load(config.repositories.clone())?;
     // Tables first: a store that is away is found before the source is opened.
     let source: Box<dyn Source> = if config.source.brokers.trim().is_empty() {
+        let discover: Option<Discover> = (!patterns.is_empty()).then(|| {
+            let patterns = patterns.clone();
+            Box::new(move |topic: &str| patterns.stream_of(topic).is_some()) as Discover
+        });
         Box::new(
-            LogSource::open(config.source.log_dir.clone(), topics, lookup)
+            LogSource::open(config.source.log_dir.clone(), topics, lookup, discover)
                 .map_err(|e| e.to_string())?,
         )
     } else {
@@ -238,12 +253,21 @@ fn open(
                 &format!("sluice-connect-{}", sink.name),
                 &config.source.kafka,
                 topics,
+                &patterns.kafka_subscriptions(),
                 lookup,
             )
             .map_err(|e| e.to_string())?,
         )
     };
-    Runner::new(sink.clone(), plans, store, source, schemas, metrics.clone())
+    Runner::new(
+        sink.clone(),
+        plans,
+        patterns.clone(),
+        store,
+        source,
+        schemas,
+        metrics.clone(),
+    )
 }
 
 /// Serves `/metrics` at `listen` until `stop` resolves.

@@ -7,6 +7,7 @@
 use crate::columns::{Column, layout};
 use crate::config::{SinkConfig, SinkKind};
 use crate::metrics::{ConnectMetrics, SinkStream};
+use crate::patterns::Patterns;
 use crate::row::cells;
 use crate::schemas::{SchemaMiss, Schemas};
 use crate::source::{Assignment, Source, SourceRecord, Tp};
@@ -52,6 +53,8 @@ pub struct Runner {
     metrics: ConnectMetrics,
     /// Stream by topic.
     streams: HashMap<Arc<str>, String>,
+    /// Streams taken by `/regex/`, found by topic as their records come.
+    patterns: Patterns,
     tables: BTreeMap<String, Table>,
     key: Option<Template>,
     /// Where each partition stands in the store, as far as this process knows.
@@ -127,6 +130,7 @@ impl Runner {
     pub fn new(
         config: SinkConfig,
         plans: &[Plan],
+        patterns: Patterns,
         store: Arc<Mutex<Box<dyn Store>>>,
         source: Box<dyn Source>,
         schemas: Schemas,
@@ -142,6 +146,7 @@ impl Runner {
                 .iter()
                 .flat_map(|p| p.topics.iter().map(|t| (t.clone(), p.stream.clone())))
                 .collect(),
+            patterns,
             tables: BTreeMap::new(),
             config,
             store,
@@ -155,24 +160,50 @@ impl Runner {
             inflight: None,
         };
         for p in plans {
-            let table = Table {
-                name: runner.config.table_of(&p.stream),
-                columns: Vec::new(),
-                versions: HashSet::new(),
-                stopped: None,
-            };
-            runner.tables.insert(p.stream.clone(), table);
-            runner.labels(&p.stream);
-            match runner.schemas.latest(&p.title) {
-                Some((uri, doc)) => runner
-                    .prepare(&p.stream, &uri, &doc)
-                    .map_err(|e| format!("stream {}: {e}", p.stream))?,
-                None => {
-                    tracing::warn!(stream = %p.stream, title = %p.title, "The stream's schema title is in no repository; its table is made from the first event's schema.")
-                }
-            }
+            runner
+                .take_stream(&p.stream, &p.title)
+                .map_err(|e| format!("stream {}: {e}", p.stream))?;
         }
         Ok(runner)
+    }
+
+    /// Sets a stream's table up from the latest version of its schema.
+    fn take_stream(&mut self, stream: &str, title: &str) -> Result<(), StoreError> {
+        let table = Table {
+            name: self.config.table_of(stream),
+            columns: Vec::new(),
+            versions: HashSet::new(),
+            stopped: None,
+        };
+        self.tables.insert(stream.to_owned(), table);
+        self.labels(stream);
+        match self.schemas.latest(title) {
+            Some((uri, doc)) => self.prepare(stream, &uri, &doc),
+            None => {
+                tracing::warn!(%stream, %title, "The stream's schema title is in no repository; its table is made from the first event's schema.");
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether `topic`'s records are written: a topic of a stream taken by pattern is
+    /// taken on its first record.
+    fn takes(&mut self, topic: &Arc<str>) -> bool {
+        if self.streams.contains_key(topic) {
+            return true;
+        }
+        let Some(found) = self.patterns.stream_of(topic) else {
+            return false;
+        };
+        tracing::info!(sink = %self.config.name, stream = %found.stream, %topic, "Taking a stream its pattern matches.");
+        self.streams.insert(topic.clone(), found.stream.clone());
+        if !self.tables.contains_key(&found.stream)
+            && let Err(e) = self.take_stream(&found.stream, &found.title)
+        {
+            // Made on its first batch instead (each event's schema prepares the table).
+            tracing::warn!(sink = %self.config.name, stream = %found.stream, error = %e, "A stream's table could not be made yet.");
+        }
+        true
     }
 
     fn labels(&self, stream: &str) -> SinkStream {
@@ -280,6 +311,9 @@ impl Runner {
                 self.next = a;
             }
             for r in got {
+                if !self.takes(&r.topic) {
+                    continue;
+                }
                 let tp = (r.topic.clone(), r.partition);
                 match self.next.get(&tp) {
                     Some(Some(n)) if r.offset < *n => continue,

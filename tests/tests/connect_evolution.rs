@@ -3,8 +3,10 @@
 //! stream's later events unwritten (its position stays at the first of them,
 //! the stopped metric is 1, and the error names the field, both types and
 //! what to do), while another stream of the same sink keeps flowing into
-//! PostgreSQL and MariaDB. And an event the log holds twice (an aggregator
-//! wrote it again) is one row.
+//! PostgreSQL and MariaDB. An event the log holds twice (an aggregator wrote
+//! it again) is one row. Streams a `/regex/` entry of the stream config gives
+//! to the sink are taken as their topics appear, in the embedded log and on
+//! Kafka (librdkafka's mock cluster).
 
 use serde_json::json;
 use sluice_log::{Log, LogOptions, NewRecord};
@@ -216,5 +218,147 @@ fn an_event_the_log_holds_twice_is_one_row() {
             "{sink} counts repeats as rows"
         );
     }
+    assert!(terminate(&mut connect.child).success());
+}
+
+#[test]
+fn streams_a_pattern_enables_are_taken_as_their_topics_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    schema(&repo, "evo/pat", "1.0.0", "integer");
+    let streams = dir.path().join("streams.yaml");
+    std::fs::write(
+        &streams,
+        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  evo.pat.kept:\n    schema_title: evo/pat\n  \
+         /^evo\\.pat\\..+$/:\n    schema_title: evo/pat\n    consumers:\n      pg: {enabled: true}\n",
+    )
+    .unwrap();
+    let pg = PgDatabase::create("pattern");
+    let log_dir = dir.path().join("log");
+    let mut log = Log::open(&log_dir, LogOptions::default()).unwrap();
+    let int = |i: u64| json!(i);
+    append(&mut log, "evo.pat.a", "/evo/pat/1.0.0", 0, 10, int);
+    // Configured by exact name without the sink as a consumer: not taken.
+    append(&mut log, "evo.pat.kept", "/evo/pat/1.0.0", 0, 5, int);
+    let config = dir.path().join("connect.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "streams = {streams:?}\nrepositories = [{repo:?}]\n[source]\nlog_dir = {log_dir:?}\n\
+             [[sink]]\nname = \"pg\"\nkind = \"postgres\"\nurl = {:?}\nflush_interval_ms = 100\n",
+            pg.url
+        ),
+    )
+    .unwrap();
+    let mut connect = start_connect_logging(&config, &[], std::process::Stdio::inherit());
+    wait_until("the first stream's 10 rows are written", || {
+        pg.count("SELECT count(*) FROM evo_pat_a") == 10
+    });
+    // A stream that appears later, while the first goes on.
+    append(&mut log, "evo.pat.b", "/evo/pat/1.0.0", 0, 7, int);
+    append(&mut log, "evo.pat.a", "/evo/pat/1.0.0", 10, 20, int);
+    wait_until(
+        "the new stream's 7 rows and the first's 20 are written",
+        || {
+            pg.count("SELECT count(*) FROM evo_pat_b") == 7
+                && pg.count("SELECT count(*) FROM evo_pat_a") == 20
+        },
+    );
+    assert_eq!(
+        pg.count(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'evo_pat_kept'"
+        ),
+        0
+    );
+    assert_eq!(
+        pg.count("SELECT sum(next_offset)::bigint FROM sluice_positions WHERE sink = 'pg'"),
+        27
+    );
+    assert_eq!(
+        metric(
+            connect.metrics,
+            "sluice_connect_rows_written_total{sink=\"pg\",stream=\"evo.pat.b\"}"
+        ),
+        7.0
+    );
+    assert!(terminate(&mut connect.child).success());
+}
+
+/// Sends events `from..to` of `stream` (prefix `local.`) to Kafka at `brokers`.
+fn produce(brokers: &str, stream: &str, from: u64, to: u64) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let topic = format!("local.{stream}");
+    for i in from..to {
+        let value = json!({"meta": {"id": format!("{stream}-{i}")}, "n": i}).to_string();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "schema_uri",
+            value: Some("/evo/pat/1.0.0"),
+        });
+        producer
+            .send(
+                BaseRecord::<(), _>::to(&topic)
+                    .payload(&value)
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn on_kafka_a_pattern_subscribes_to_the_topics_it_matches_as_they_appear() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::DefaultProducerContext;
+    let cluster = MockCluster::<DefaultProducerContext>::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("local.evo.pat.a", 2, 1).unwrap();
+    cluster.create_topic("local.evo.other", 1, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    schema(&repo, "evo/pat", "1.0.0", "integer");
+    let streams = dir.path().join("streams.yaml");
+    std::fs::write(
+        &streams,
+        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  evo.other:\n    schema_title: evo/pat\n  \
+         /^evo\\.pat\\..+$/:\n    schema_title: evo/pat\n    consumers:\n      pg: {enabled: true}\n",
+    )
+    .unwrap();
+    let pg = PgDatabase::create("kpattern");
+    produce(&brokers, "evo.pat.a", 0, 10);
+    produce(&brokers, "evo.other", 0, 5);
+    let config = dir.path().join("connect.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "streams = {streams:?}\nrepositories = [{repo:?}]\n[source]\nbrokers = {brokers:?}\n\
+             kafka = {{ \"topic.metadata.refresh.interval.ms\" = \"1000\", \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n\
+             [[sink]]\nname = \"pg\"\nkind = \"postgres\"\nurl = {:?}\nflush_interval_ms = 100\n",
+            pg.url
+        ),
+    )
+    .unwrap();
+    let mut connect = start_connect_logging(&config, &[], std::process::Stdio::inherit());
+    wait_until("the first stream's 10 rows are written", || {
+        pg.count("SELECT count(*) FROM evo_pat_a") == 10
+    });
+    cluster.create_topic("local.evo.pat.b", 1, 1).unwrap();
+    produce(&brokers, "evo.pat.b", 0, 7);
+    wait_until("the new topic's 7 rows are written", || {
+        pg.count("SELECT count(*) FROM evo_pat_b") == 7
+    });
+    assert_eq!(
+        pg.count("SELECT count(*) FROM information_schema.tables WHERE table_name = 'evo_other'"),
+        0
+    );
+    assert_eq!(
+        pg.count("SELECT sum(next_offset)::bigint FROM sluice_positions WHERE sink = 'pg'"),
+        17
+    );
     assert!(terminate(&mut connect.child).success());
 }

@@ -146,12 +146,14 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Joins `group` at `brokers` (with `extra` librdkafka settings) and subscribes to `topics`.
+    /// Joins `group` at `brokers` (with `extra` librdkafka settings) and subscribes to `topics`
+    /// and to the topics the `^`-regexes `patterns` match.
     pub fn open(
         brokers: &str,
         group: &str,
         extra: &BTreeMap<String, String>,
         topics: Vec<Arc<str>>,
+        patterns: &[String],
         lookup: Lookup,
     ) -> Result<Self, SourceError> {
         let mut config = ClientConfig::new();
@@ -174,7 +176,9 @@ impl KafkaSource {
         };
         let consumer: BaseConsumer<Rebalancer> = config.create_with_context(context)?;
         let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Streams configured by `/regex/`: librdkafka subscribes to every topic a `^` pattern
+        // matches, now and as topics appear.
+        let refs: Vec<&str> = names.iter().chain(patterns).map(String::as_str).collect();
         consumer.subscribe(&refs)?;
         Ok(KafkaSource {
             consumer,

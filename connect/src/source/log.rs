@@ -1,6 +1,6 @@
 //! The embedded log as a source: a reader per topic, started where the store says.
 
-use super::{Assignment, Lookup, Source, SourceError, SourceRecord, Tp};
+use super::{Assignment, Discover, Lookup, Source, SourceError, SourceRecord, Tp};
 use sluice_log::{LogOptions, Reader, Start};
 use sluice_shared::record_headers::SCHEMA_URI;
 use std::collections::BTreeSet;
@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 /// How often an idle poll looks for new records.
 const IDLE_CHECK: Duration = Duration::from_millis(20);
+/// How often the log's folder is listed for new topics of streams taken by pattern.
+const SCAN_EVERY: Duration = Duration::from_secs(2);
 
 /// Readers of the sink's topics in the embedded log.
 pub struct LogSource {
@@ -23,11 +25,20 @@ pub struct LogSource {
     fresh: Option<Assignment>,
     /// The next reader to poll first, so that one busy topic does not starve the others.
     turn: usize,
+    /// Topics to take as they appear (streams configured by `/regex/`).
+    discover: Option<Discover>,
+    scanned: Instant,
 }
 
 impl LogSource {
-    /// Readers of `topics` in the log at `dir`, positioned by `lookup`.
-    pub fn open(dir: PathBuf, topics: Vec<Arc<str>>, lookup: Lookup) -> Result<Self, SourceError> {
+    /// Readers of `topics` in the log at `dir`, positioned by `lookup`, and of every topic
+    /// `discover` takes, as it appears.
+    pub fn open(
+        dir: PathBuf,
+        topics: Vec<Arc<str>>,
+        lookup: Lookup,
+        discover: Option<Discover>,
+    ) -> Result<Self, SourceError> {
         let n = topics.len();
         let mut source = LogSource {
             dir,
@@ -38,15 +49,53 @@ impl LogSource {
             lookup,
             fresh: None,
             turn: 0,
+            discover,
+            scanned: Instant::now(),
         };
+        source.scan();
         let assignment = source.rewind()?;
         source.fresh = Some(assignment);
         Ok(source)
     }
 }
 
+impl LogSource {
+    /// Adds the topics `discover` takes that have appeared; whether there were any.
+    fn scan(&mut self) -> bool {
+        self.scanned = Instant::now();
+        let Some(discover) = &self.discover else {
+            return false;
+        };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return false;
+        };
+        let mut found: Vec<Arc<str>> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|name| !self.topics.iter().any(|t| **t == **name) && discover(name))
+            .map(Arc::from)
+            .collect();
+        found.sort();
+        for topic in &found {
+            tracing::info!(%topic, "A new topic of a stream taken by pattern; reading it.");
+            self.topics.push(topic.clone());
+            self.readers.push(None);
+            self.ends.push(None);
+        }
+        !found.is_empty()
+    }
+}
+
 impl Source for LogSource {
     fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<SourceRecord>, SourceError> {
+        if self.discover.is_some() && self.scanned.elapsed() >= SCAN_EVERY && self.scan() {
+            // Every reader starts again at the store's positions, so the runner can drop
+            // what it holds unwritten and take the new topic with the rest.
+            let assignment = self.rewind()?;
+            self.fresh = Some(assignment);
+            return Ok(Vec::new());
+        }
         let deadline = Instant::now() + wait;
         loop {
             let mut out = Vec::new();

@@ -37,6 +37,9 @@ pub struct SourceRecord {
 /// write, or `None` where the sink has written nothing yet.
 pub type Lookup = Box<dyn FnMut(&[Tp]) -> Result<Vec<Option<i64>>, String> + Send>;
 
+/// Whether a topic found in the source (not named at start) is one the sink takes.
+pub type Discover = Box<dyn Fn(&str) -> bool + Send>;
+
 /// A new set of partitions and where each starts.
 pub type Assignment = HashMap<Tp, Option<i64>>;
 
