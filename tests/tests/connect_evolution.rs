@@ -13,7 +13,7 @@ use sluice_log::{Log, LogOptions, NewRecord};
 use sluice_tests::{
     MariaDatabase, PgDatabase, metric, start_connect_logging, terminate, wait_until,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes version `version` of schema `title` with field `n` of type `n_type`.
 fn schema(repo: &Path, title: &str, version: &str, n_type: &str) {
@@ -63,38 +63,87 @@ fn append(
     log.sync().unwrap();
 }
 
+/// A scratch folder with a schema repository (each of `titles` at 1.0.0, `n` an integer),
+/// the stream config `streams` (topic prefix `local.`) and a log folder.
+struct Setup {
+    dir: tempfile::TempDir,
+    repo: PathBuf,
+    streams: PathBuf,
+    log_dir: PathBuf,
+}
+
+impl Setup {
+    fn new(streams: &str, titles: &[&str]) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        for title in titles {
+            schema(&repo, title, "1.0.0", "integer");
+        }
+        let path = dir.path().join("streams.yaml");
+        std::fs::write(
+            &path,
+            format!("defaults:\n  topic_prefixes: [local.]\nstreams:\n{streams}"),
+        )
+        .unwrap();
+        Setup {
+            log_dir: dir.path().join("log"),
+            repo,
+            streams: path,
+            dir,
+        }
+    }
+
+    /// A connect config: `source` (the embedded log when empty), then `sinks`.
+    fn config(&self, source: &str, sinks: &[String]) -> PathBuf {
+        let source = if source.is_empty() {
+            format!("log_dir = {:?}", self.log_dir)
+        } else {
+            source.to_owned()
+        };
+        let path = self.dir.path().join("connect.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "streams = {:?}\nrepositories = [{:?}]\n[source]\n{source}\n{}",
+                self.streams,
+                self.repo,
+                sinks.concat()
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+/// A `[[sink]]` table flushing every 100 ms.
+fn sink(name: &str, kind: &str, url: &str, streams: &[&str]) -> String {
+    format!(
+        "[[sink]]\nname = {name:?}\nkind = {kind:?}\nurl = {url:?}\nstreams = {streams:?}\nflush_interval_ms = 100\n"
+    )
+}
+
 #[test]
 fn a_type_change_stops_its_stream_only_and_says_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    schema(&repo, "evo/kept", "1.0.0", "integer");
-    schema(&repo, "evo/other", "1.0.0", "integer");
-    let streams = dir.path().join("streams.yaml");
-    std::fs::write(
-        &streams,
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  evo.kept:\n    schema_title: evo/kept\n  evo.other:\n    schema_title: evo/other\n",
-    )
-    .unwrap();
+    let setup = Setup::new(
+        "  evo.kept:\n    schema_title: evo/kept\n  evo.other:\n    schema_title: evo/other\n",
+        &["evo/kept", "evo/other"],
+    );
     let pg = PgDatabase::create("evo");
     let maria = MariaDatabase::create("evo");
-    let log_dir = dir.path().join("log");
-    let mut log = Log::open(&log_dir, LogOptions::default()).unwrap();
+    let mut log = Log::open(&setup.log_dir, LogOptions::default()).unwrap();
     let int = |i: u64| json!(i);
     let text = |i: u64| json!(format!("n{i}"));
     append(&mut log, "evo.kept", "/evo/kept/1.0.0", 0, 10, int);
     append(&mut log, "evo.other", "/evo/other/1.0.0", 0, 10, int);
-    let config = dir.path().join("connect.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "streams = {streams:?}\nrepositories = [{repo:?}]\n[source]\nlog_dir = {log_dir:?}\n\
-             [[sink]]\nname = \"pg\"\nkind = \"postgres\"\nurl = {:?}\nstreams = [\"evo.kept\", \"evo.other\"]\nflush_interval_ms = 100\n\
-             [[sink]]\nname = \"maria\"\nkind = \"mysql\"\nurl = {:?}\nstreams = [\"evo.kept\", \"evo.other\"]\nflush_interval_ms = 100\n",
-            pg.url, maria.url
-        ),
-    )
-    .unwrap();
-    let log_file = dir.path().join("connect.log");
+    let both_streams = ["evo.kept", "evo.other"];
+    let config = setup.config(
+        "",
+        &[
+            sink("pg", "postgres", &pg.url, &both_streams),
+            sink("maria", "mysql", &maria.url, &both_streams),
+        ],
+    );
+    let log_file = setup.dir.path().join("connect.log");
     let mut connect =
         start_connect_logging(&config, &[], std::fs::File::create(&log_file).unwrap());
     let both = |db: &dyn Fn(&str) -> i64, kept: i64, other: i64| {
@@ -107,7 +156,7 @@ fn a_type_change_stops_its_stream_only_and_says_what_to_do() {
     });
 
     // evo/other 1.1.0 makes `n` a string: that stream stops; evo.kept flows on.
-    schema(&repo, "evo/other", "1.1.0", "string");
+    schema(&setup.repo, "evo/other", "1.1.0", "string");
     append(&mut log, "evo.other", "/evo/other/1.1.0", 10, 15, text);
     append(&mut log, "evo.kept", "/evo/kept/1.0.0", 10, 30, int);
     wait_until("evo.other is stopped in both sinks", || {
@@ -161,33 +210,23 @@ fn a_type_change_stops_its_stream_only_and_says_what_to_do() {
 
 #[test]
 fn an_event_the_log_holds_twice_is_one_row() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    schema(&repo, "evo/twice", "1.0.0", "integer");
-    let streams = dir.path().join("streams.yaml");
-    std::fs::write(
-        &streams,
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  evo.twice:\n    schema_title: evo/twice\n",
-    )
-    .unwrap();
+    let setup = Setup::new(
+        "  evo.twice:\n    schema_title: evo/twice\n",
+        &["evo/twice"],
+    );
     let pg = PgDatabase::create("twice");
     let maria = MariaDatabase::create("twice");
-    let log_dir = dir.path().join("log");
-    let mut log = Log::open(&log_dir, LogOptions::default()).unwrap();
+    let mut log = Log::open(&setup.log_dir, LogOptions::default()).unwrap();
     let int = |i: u64| json!(i);
     // 0..100, then 50..150: 50 repeats of rows already written.
     append(&mut log, "evo.twice", "/evo/twice/1.0.0", 0, 100, int);
-    let config = dir.path().join("connect.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "streams = {streams:?}\nrepositories = [{repo:?}]\n[source]\nlog_dir = {log_dir:?}\n\
-             [[sink]]\nname = \"pg\"\nkind = \"postgres\"\nurl = {:?}\nstreams = [\"evo.twice\"]\nflush_interval_ms = 100\n\
-             [[sink]]\nname = \"maria\"\nkind = \"mysql\"\nurl = {:?}\nstreams = [\"evo.twice\"]\nflush_interval_ms = 100\n",
-            pg.url, maria.url
-        ),
-    )
-    .unwrap();
+    let config = setup.config(
+        "",
+        &[
+            sink("pg", "postgres", &pg.url, &["evo.twice"]),
+            sink("maria", "mysql", &maria.url, &["evo.twice"]),
+        ],
+    );
     let mut connect = start_connect_logging(&config, &[], std::process::Stdio::inherit());
     let at = |sql: &str, db: &dyn Fn(&str) -> i64| db(sql);
     let pg_count = |sql: &str| pg.count(sql);
@@ -223,33 +262,18 @@ fn an_event_the_log_holds_twice_is_one_row() {
 
 #[test]
 fn streams_a_pattern_enables_are_taken_as_their_topics_appear() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    schema(&repo, "evo/pat", "1.0.0", "integer");
-    let streams = dir.path().join("streams.yaml");
-    std::fs::write(
-        &streams,
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  evo.pat.kept:\n    schema_title: evo/pat\n  \
+    let setup = Setup::new(
+        "  evo.pat.kept:\n    schema_title: evo/pat\n  \
          /^evo\\.pat\\..+$/:\n    schema_title: evo/pat\n    consumers:\n      pg: {enabled: true}\n",
-    )
-    .unwrap();
+        &["evo/pat"],
+    );
     let pg = PgDatabase::create("pattern");
-    let log_dir = dir.path().join("log");
-    let mut log = Log::open(&log_dir, LogOptions::default()).unwrap();
+    let mut log = Log::open(&setup.log_dir, LogOptions::default()).unwrap();
     let int = |i: u64| json!(i);
     append(&mut log, "evo.pat.a", "/evo/pat/1.0.0", 0, 10, int);
     // Configured by exact name without the sink as a consumer: not taken.
     append(&mut log, "evo.pat.kept", "/evo/pat/1.0.0", 0, 5, int);
-    let config = dir.path().join("connect.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "streams = {streams:?}\nrepositories = [{repo:?}]\n[source]\nlog_dir = {log_dir:?}\n\
-             [[sink]]\nname = \"pg\"\nkind = \"postgres\"\nurl = {:?}\nflush_interval_ms = 100\n",
-            pg.url
-        ),
-    )
-    .unwrap();
+    let config = setup.config("", &[sink("pg", "postgres", &pg.url, &[])]);
     let mut connect = start_connect_logging(&config, &[], std::process::Stdio::inherit());
     wait_until("the first stream's 10 rows are written", || {
         pg.count("SELECT count(*) FROM evo_pat_a") == 10
@@ -319,30 +343,21 @@ fn on_kafka_a_pattern_subscribes_to_the_topics_it_matches_as_they_appear() {
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("local.evo.pat.a", 2, 1).unwrap();
     cluster.create_topic("local.evo.other", 1, 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    schema(&repo, "evo/pat", "1.0.0", "integer");
-    let streams = dir.path().join("streams.yaml");
-    std::fs::write(
-        &streams,
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  evo.other:\n    schema_title: evo/pat\n  \
+    let setup = Setup::new(
+        "  evo.other:\n    schema_title: evo/pat\n  \
          /^evo\\.pat\\..+$/:\n    schema_title: evo/pat\n    consumers:\n      pg: {enabled: true}\n",
-    )
-    .unwrap();
+        &["evo/pat"],
+    );
     let pg = PgDatabase::create("kpattern");
     produce(&brokers, "evo.pat.a", 0, 10);
     produce(&brokers, "evo.other", 0, 5);
-    let config = dir.path().join("connect.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "streams = {streams:?}\nrepositories = [{repo:?}]\n[source]\nbrokers = {brokers:?}\n\
-             kafka = {{ \"topic.metadata.refresh.interval.ms\" = \"1000\", \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}\n\
-             [[sink]]\nname = \"pg\"\nkind = \"postgres\"\nurl = {:?}\nflush_interval_ms = 100\n",
-            pg.url
+    let config = setup.config(
+        &format!(
+            "brokers = {brokers:?}\nkafka = {{ \"topic.metadata.refresh.interval.ms\" = \"1000\", \
+             \"session.timeout.ms\" = \"6000\", \"heartbeat.interval.ms\" = \"500\" }}"
         ),
-    )
-    .unwrap();
+        &[sink("pg", "postgres", &pg.url, &[])],
+    );
     let mut connect = start_connect_logging(&config, &[], std::process::Stdio::inherit());
     wait_until("the first stream's 10 rows are written", || {
         pg.count("SELECT count(*) FROM evo_pat_a") == 10
