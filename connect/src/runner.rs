@@ -369,7 +369,7 @@ impl Runner {
                 *backoff = (*backoff * 2).min(MAX_BACKOFF);
             }
             Stall::Store(StoreError::Fenced(why)) => {
-                tracing::warn!(sink = %self.config.name, %why, "Another process wrote a partition first; starting again from the store's positions.");
+                tracing::warn!(sink = %self.config.name, %why, "Another process got to a partition first, or the store rolled the batch back; starting again from the store's positions.");
             }
             Stall::Store(StoreError::Lost(why)) => {
                 tracing::error!(sink = %self.config.name, %why, "Writing to the store failed; reconnecting and starting again from its positions.");

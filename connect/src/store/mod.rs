@@ -95,8 +95,9 @@ pub enum StoreError {
     /// The connection failed or the store is away: reconnect, then start again from the stored positions.
     #[error("the store is unreachable or failed: {0}")]
     Lost(String),
-    /// Another process moved a position this batch expected: start again from the stored positions.
-    #[error("another process wrote this partition: {0}")]
+    /// Another process moved a position this batch expected, or the store rolled the batch
+    /// back in a conflict with another writer: start again from the stored positions.
+    #[error("another process wrote this partition, or the store rolled the batch back: {0}")]
     Fenced(String),
 }
 

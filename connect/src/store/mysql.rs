@@ -63,8 +63,15 @@ fn refused(e: &mysql::Error) -> bool {
     matches!(e, mysql::Error::MySqlError(m) if m.state.starts_with("22") || m.state.starts_with("23"))
 }
 
+/// The store's failure: a transaction the server rolled back (SQLSTATE class 40, a deadlock
+/// with another writer) is written again from the positions over the same connection.
 fn lost(e: mysql::Error) -> StoreError {
-    StoreError::Lost(e.to_string())
+    match &e {
+        mysql::Error::MySqlError(m) if m.state.starts_with("40") => {
+            StoreError::Fenced(format!("MariaDB rolled the batch back: {}", m.message))
+        }
+        _ => StoreError::Lost(e.to_string()),
+    }
 }
 
 fn columns_list(columns: &[Column]) -> String {

@@ -56,12 +56,17 @@ fn refused(e: &postgres::Error) -> bool {
         .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
 }
 
+/// The store's failure: a transaction the server rolled back (SQLSTATE class 40, a deadlock
+/// or serialization failure) is written again from the positions over the same connection.
 fn lost(e: postgres::Error) -> StoreError {
-    let text = match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    };
-    StoreError::Lost(text)
+    match e.as_db_error() {
+        Some(db) if db.code().code().starts_with("40") => StoreError::Fenced(format!(
+            "PostgreSQL rolled the batch back: {}",
+            db.message()
+        )),
+        Some(db) => StoreError::Lost(format!("{}: {}", db.code().code(), db.message())),
+        None => StoreError::Lost(e.to_string()),
+    }
 }
 
 /// The database's reason for refusing a row.
