@@ -38,6 +38,16 @@ struct Cursor {
     pos: u64,
 }
 
+impl Cursor {
+    /// Moves the file back to the start of the frame at `pos`, dropping what was read ahead.
+    fn back_to_frame(&mut self) -> Result<(), LogError> {
+        self.reader
+            .seek(SeekFrom::Start(self.pos))
+            .map_err(io_err("reading", &self.segment.path))?;
+        Ok(())
+    }
+}
+
 /// How a pass over the open segment ended.
 enum Ended {
     /// `max` records are out.
@@ -299,9 +309,7 @@ impl Reader {
         while *taken < max {
             if c.offset >= limit {
                 // Bytes read ahead past the limit may be cut off and written again: drop them.
-                c.reader
-                    .seek(SeekFrom::Start(c.pos))
-                    .map_err(io_err("reading", &c.segment.path))?;
+                c.back_to_frame()?;
                 return Ok(Ended::Unsynced);
             }
             let Some(out) = out.as_deref_mut() else {
@@ -318,9 +326,7 @@ impl Reader {
                     }
                     Ok(None) => return Ok(Ended::End(None)),
                     Err(FrameError::Torn(why)) => {
-                        c.reader
-                            .seek(SeekFrom::Start(c.pos))
-                            .map_err(io_err("reading", &c.segment.path))?;
+                        c.back_to_frame()?;
                         return Ok(Ended::End(Some(why)));
                     }
                     Err(FrameError::Io(e)) => return Err(io_err("reading", &c.segment.path)(e)),
@@ -331,9 +337,7 @@ impl Reader {
                 Ok(None) => return Ok(Ended::End(None)),
                 Err(FrameError::Torn(why)) => {
                     // Possibly a frame being written: read it again from its start next time.
-                    c.reader
-                        .seek(SeekFrom::Start(c.pos))
-                        .map_err(io_err("reading", &c.segment.path))?;
+                    c.back_to_frame()?;
                     return Ok(Ended::End(Some(why)));
                 }
                 Err(FrameError::Io(e)) => return Err(io_err("reading", &c.segment.path)(e)),
