@@ -255,3 +255,23 @@ pub fn post_batch(
     (status == 200).then_some(())?;
     sluice_shared::BatchAck::decode_for(&body, batch, &sluice_shared::WireLimits::default()).ok()
 }
+
+/// Posts `events` as one JSON array to an edge's `/v1/events` and asserts it answers 201.
+pub fn post_events_created(edge: SocketAddr, events: &[serde_json::Value]) {
+    let reply = http_call(
+        edge,
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "application/json")],
+        serde_json::Value::from(events.to_vec())
+            .to_string()
+            .as_bytes(),
+    )
+    .expect("the edge answers");
+    assert_eq!(
+        reply.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+}

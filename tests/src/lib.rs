@@ -19,8 +19,8 @@ pub mod workerd;
 pub use disk::SmallDisk;
 pub use events::{Delivery, numbered_event, send_counting, send_retrying, test_events_body};
 pub use http::{
-    HttpReply, http_call, http_get, http_post, http_request, metric, post_batch, raw_call,
-    write_whole_then_read,
+    HttpReply, http_call, http_get, http_post, http_request, metric, post_batch,
+    post_events_created, raw_call, write_whole_then_read,
 };
 pub use process::{FixedPorts, KillOnDrop, free_port, rss_mib, signal, terminate, wait_until};
 pub use services::{

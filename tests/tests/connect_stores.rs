@@ -6,8 +6,8 @@
 
 use serde_json::{Value, json};
 use sluice_tests::{
-    Edge, MariaDatabase, PgDatabase, Scratch, http_call, http_get, metric, redis_db, signal,
-    start_connect, terminate, wait_until,
+    Edge, MariaDatabase, PgDatabase, Scratch, http_get, metric, post_events_created, redis_db,
+    signal, start_connect, terminate, wait_until,
 };
 use std::path::Path;
 
@@ -73,23 +73,6 @@ fn widget(n: u64, minor: u32) -> Value {
     e
 }
 
-fn post(edge: std::net::SocketAddr, events: &[Value]) {
-    let reply = http_call(
-        edge,
-        "POST",
-        "/v1/events",
-        &[("Content-Type", "application/json")],
-        json!(events).to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(
-        reply.status,
-        201,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-}
-
 #[test]
 fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
     let pg = PgDatabase::create("stores");
@@ -142,7 +125,7 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
     let mut anonymous = widget(102, 0);
     anonymous.as_object_mut().unwrap().remove("performer");
     events.extend([nul, long_id, anonymous]);
-    post(edge, &events);
+    post_events_created(edge, &events);
 
     let table = "conn_widget";
     wait_until("PostgreSQL has 22 rows and 1 dead letter", || {
@@ -338,7 +321,7 @@ fn events_through_the_edge_become_typed_rows_new_columns_and_dead_letters() {
         child: mut edge_child,
         http: edge,
     } = scratch.edge(&aggregator, &[]);
-    post(edge, &(200..203).map(|n| widget(n, 1)).collect::<Vec<_>>());
+    post_events_created(edge, &(200..203).map(|n| widget(n, 1)).collect::<Vec<_>>());
     wait_until("PostgreSQL has the 3 new rows with their score", || {
         pg.count(&format!("SELECT count(score)::bigint FROM {table}")) == 3
     });

@@ -8,7 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
-use sluice_tests::{Edge, Scratch, Tansu, binary, http_call, terminate};
+use sluice_tests::{Edge, Scratch, Tansu, binary, post_events_created, terminate};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -44,20 +44,7 @@ fn events_from_the_edge_reach_kafka_with_topic_key_and_headers() {
                 })
             })
             .collect();
-        let reply = http_call(
-            edge,
-            "POST",
-            "/v1/events",
-            &[("Content-Type", "application/json")],
-            json!(events).to_string().as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(
-            reply.status,
-            201,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        post_events_created(edge, &events);
     }
 
     let consumer: BaseConsumer = ClientConfig::new()
