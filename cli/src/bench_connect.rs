@@ -407,6 +407,10 @@ fn connector(
         key: "sluice_bench:{meta.id}".to_owned(),
         value: RedisValue::Hash,
         ttl_secs: 0,
+        max_file_bytes: 128 << 20,
+        max_file_age_secs: 300,
+        hour_grace_secs: 600,
+        options: Default::default(),
     };
     let config = ConnectConfig {
         streams: inputs.streams.clone(),

@@ -3,6 +3,7 @@
 mod aggregator;
 mod bench;
 mod bench_connect;
+mod bench_lake;
 mod client;
 mod connect;
 mod edge;
@@ -42,7 +43,7 @@ enum Command {
     Up(up::UpArgs),
     /// Send events to an edge as an offline app flushes its queue, retrying what can be retried.
     Send(send::SendArgs),
-    /// Write streams into PostgreSQL, MariaDB or Redis, exactly once.
+    /// Write streams into PostgreSQL, MariaDB, Redis or a Parquet lake, exactly once.
     Connect(connect::ConnectArgs),
     /// Print a stream's events from the embedded log (or Kafka).
     Tail(tail::TailArgs),
@@ -56,6 +57,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Benchmark the connectors against each store's bulk loader on the same rows.
     BenchConnect(bench_connect::BenchConnectArgs),
+    /// Benchmark the Parquet sink against DuckDB turning the same events into Parquet.
+    BenchLake(bench_lake::BenchLakeArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Loadgen(args) => loadgen::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchConnect(args) => bench_connect::run(args),
+        Command::BenchLake(args) => bench_lake::run(args),
     };
     match result {
         Ok(code) => code,

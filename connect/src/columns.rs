@@ -7,8 +7,9 @@
 //! lowercased and every character outside `a-z 0-9 _` becomes `_` (so
 //! `$schema` is `_schema`), as Hive-backed Refine tables name them.
 //!
-//! The same walk gives the lake its Arrow schema; the SQL sinks use it here.
+//! The shapes come from [`crate::shape`], which gives the lake its Arrow schema too.
 
+use crate::shape::{Field, Shape, fields};
 use serde_json::Value;
 use std::fmt;
 
@@ -162,63 +163,27 @@ pub fn layout(schema: &Value) -> Result<Vec<Column>, LayoutError> {
 
 /// The leaves of `schema`'s properties, depth first, in key order.
 fn walk(schema: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, ColumnType)>) {
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
-        return;
-    };
-    for (key, sub) in props {
-        path.push(key.clone());
-        match kind_of(sub) {
-            Shape::Struct => walk(sub, path, out),
-            Shape::Leaf(kind) => out.push((path.clone(), kind)),
-        }
+    walk_fields(&fields(schema), path, out);
+}
+
+fn walk_fields(fields: &[Field], path: &mut Vec<String>, out: &mut Vec<(Vec<String>, ColumnType)>) {
+    for f in fields {
+        path.push(f.name.clone());
+        let kind = match &f.shape {
+            Shape::Struct(inner) => {
+                walk_fields(inner, path, out);
+                path.pop();
+                continue;
+            }
+            Shape::Text => ColumnType::Text,
+            Shape::Timestamp => ColumnType::Timestamp,
+            Shape::BigInt => ColumnType::BigInt,
+            Shape::Double => ColumnType::Double,
+            Shape::Boolean => ColumnType::Boolean,
+            Shape::Map(_) | Shape::List(_) | Shape::Json => ColumnType::Json,
+        };
+        out.push((path.clone(), kind));
         path.pop();
-    }
-}
-
-/// What a property becomes.
-enum Shape {
-    /// An object with fixed properties: flattened.
-    Struct,
-    /// One column.
-    Leaf(ColumnType),
-}
-
-fn kind_of(schema: &Value) -> Shape {
-    let ty = match schema.get("type") {
-        Some(Value::String(t)) => Some(t.as_str()),
-        // `[string, null]`: nullable; the one other type decides, more than one is JSON.
-        Some(Value::Array(types)) => {
-            let mut named = types
-                .iter()
-                .filter_map(Value::as_str)
-                .filter(|t| *t != "null");
-            match (named.next(), named.next()) {
-                (Some(t), None) => Some(t),
-                _ => return Shape::Leaf(ColumnType::Json),
-            }
-        }
-        _ => None,
-    };
-    let has_props = schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .is_some_and(|p| !p.is_empty());
-    let is_map = schema
-        .get("additionalProperties")
-        .is_some_and(Value::is_object);
-    match ty {
-        Some("string") => {
-            if schema.get("format").and_then(Value::as_str) == Some("date-time") {
-                Shape::Leaf(ColumnType::Timestamp)
-            } else {
-                Shape::Leaf(ColumnType::Text)
-            }
-        }
-        Some("integer") => Shape::Leaf(ColumnType::BigInt),
-        Some("number") => Shape::Leaf(ColumnType::Double),
-        Some("boolean") => Shape::Leaf(ColumnType::Boolean),
-        Some("object") | None if has_props && !is_map => Shape::Struct,
-        _ => Shape::Leaf(ColumnType::Json),
     }
 }
 

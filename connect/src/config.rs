@@ -49,6 +49,8 @@ pub enum SinkKind {
     Mysql,
     /// Redis: a key per event or per entity, or a Redis stream.
     Redis,
+    /// A lake of hourly-partitioned Parquet files on a filesystem or an object store.
+    Parquet,
 }
 
 /// How a Redis sink stores an event.
@@ -69,9 +71,10 @@ pub enum RedisValue {
 pub struct SinkConfig {
     /// The sink's name: its consumer group, its key in a stream's `consumers`, its rows in the positions table.
     pub name: String,
-    /// `postgres`, `mysql` or `redis`.
+    /// `postgres`, `mysql`, `redis` or `parquet`.
     pub kind: SinkKind,
-    /// Where the store is: `postgres://user@host:port/db`, `mysql://user:pass@host:port/db`, `redis://host:port/db`.
+    /// Where the store is: `postgres://user@host:port/db`, `mysql://user:pass@host:port/db`,
+    /// `redis://host:port/db`, `file:///path/to/lake` or `s3://bucket/prefix`.
     pub url: String,
     /// Streams taken, besides those whose config says `consumers.<name>.enabled: true`.
     #[serde(default)]
@@ -100,6 +103,31 @@ pub struct SinkConfig {
     /// Redis: seconds a key lives after its last write (0: no expiry).
     #[serde(default)]
     pub ttl_secs: u64,
+    /// Parquet: a file is closed and committed once it holds this many bytes; small files
+    /// of a complete hour are compacted into files of at least this size.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Parquet: a file is closed and committed this long after its first event at the latest.
+    #[serde(default = "default_max_file_age_secs")]
+    pub max_file_age_secs: u64,
+    /// Parquet: an hour is complete (marked `_SUCCESS`, compacted) this long after its end,
+    /// once every partition read has passed it.
+    #[serde(default = "default_hour_grace_secs")]
+    pub hour_grace_secs: u64,
+    /// Parquet: object store settings, e.g. `aws_endpoint`, `aws_region`, `aws_allow_http`
+    /// (the `AWS_*`, `GOOGLE_*` and `AZURE_*` environment variables are read too).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+fn default_max_file_bytes() -> u64 {
+    128 << 20
+}
+fn default_max_file_age_secs() -> u64 {
+    300
+}
+fn default_hour_grace_secs() -> u64 {
+    600
 }
 
 fn default_batch_size() -> usize {
@@ -196,6 +224,20 @@ impl ConnectConfig {
                     return Err(bad(format!(
                         "{what} `{name}` is not a plain table name (a-z 0-9 _, not starting with a digit)"
                     )));
+                }
+            }
+            if s.kind == SinkKind::Parquet {
+                if !(s.url.starts_with("file://") || s.url.contains("://")) {
+                    return Err(bad(format!(
+                        "url `{}` is not a URL: give `file:///path/to/lake` or `s3://bucket/prefix`",
+                        s.url
+                    )));
+                }
+                if s.max_file_bytes < 1 << 20 || s.max_file_age_secs == 0 {
+                    return Err(bad(
+                        "max_file_bytes must be at least 1 MiB and max_file_age_secs at least 1"
+                            .into(),
+                    ));
                 }
             }
             if !s.table.contains("{stream}") && s.kind != SinkKind::Redis {

@@ -1,6 +1,7 @@
 //! Sluice's connectors: every stream a sink takes becomes a table in
-//! PostgreSQL or MariaDB, laid out from the stream's schema, or keys in
-//! Redis, written exactly once.
+//! PostgreSQL or MariaDB, laid out from the stream's schema, keys in Redis,
+//! or an hourly-partitioned Parquet dataset in a lake ([`lake`]), written
+//! exactly once.
 //!
 //! A sink reads its streams' topics from Kafka (a consumer group per sink)
 //! or from the embedded log ([`source`]), lays each event out as a row by
@@ -12,11 +13,13 @@
 
 pub mod columns;
 pub mod config;
+pub mod lake;
 pub mod metrics;
 pub mod patterns;
 pub mod row;
 pub mod runner;
 pub mod schemas;
+pub mod shape;
 pub mod source;
 pub mod store;
 pub mod template;
@@ -119,8 +122,8 @@ fn plans(
         .collect()
 }
 
-fn store_for(sink: &SinkConfig) -> Box<dyn Store> {
-    match sink.kind {
+fn store_for(sink: &SinkConfig) -> Result<Box<dyn Store>, String> {
+    Ok(match sink.kind {
         SinkKind::Postgres => Box::new(PostgresStore::new(
             &sink.url,
             &sink.name,
@@ -139,7 +142,8 @@ fn store_for(sink: &SinkConfig) -> Box<dyn Store> {
             sink.value,
             sink.ttl_secs,
         )),
-    }
+        SinkKind::Parquet => Box::new(lake::LakeStore::new(lake::LakeSettings::of(sink))?),
+    })
 }
 
 /// Starts every sink of `config`; they run until `stop` is set.
@@ -220,7 +224,7 @@ fn open(
     patterns: &Patterns,
     metrics: &ConnectMetrics,
 ) -> Result<Runner, String> {
-    let store = Arc::new(Mutex::new(store_for(sink)));
+    let store = Arc::new(Mutex::new(store_for(sink)?));
     let lookup: Lookup = {
         let store = store.clone();
         Box::new(move |tps| {

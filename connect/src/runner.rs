@@ -65,6 +65,9 @@ pub struct Runner {
     writer: Writer,
     /// The batch being written while the next is laid out.
     inflight: Option<InFlight>,
+    /// The lake: events are decoded by the store, and it is given empty batches while the
+    /// source is quiet, so that its files are committed when they are due.
+    lake: bool,
 }
 
 /// The thread that writes batches, so that the next batch is read and laid out while
@@ -141,6 +144,7 @@ impl Runner {
             _ => None,
         };
         let writer = Writer::start(store.clone(), &config.name)?;
+        let lake = config.kind == SinkKind::Parquet;
         let mut runner = Runner {
             streams: plans
                 .iter()
@@ -158,6 +162,7 @@ impl Runner {
             newest: HashMap::new(),
             writer,
             inflight: None,
+            lake,
         };
         for p in plans {
             runner
@@ -230,15 +235,20 @@ impl Runner {
         if table.versions.contains(uri) || table.stopped.is_some() {
             return Ok(());
         }
-        let wanted = match layout(doc) {
-            Ok(c) => c,
-            Err(e) => {
-                self.stop(stream, format!("schema {uri}: {e}"));
-                return Ok(());
+        // The lake keeps the schema's own shape; only the SQL stores flatten it into columns.
+        let wanted = if self.lake {
+            Vec::new()
+        } else {
+            match layout(doc) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.stop(stream, format!("schema {uri}: {e}"));
+                    return Ok(());
+                }
             }
         };
         let name = table.name.clone();
-        let r = lock(&self.store).prepare(&name, &wanted, uri);
+        let r = lock(&self.store).prepare(&name, &wanted, uri, doc);
         match r {
             Ok(()) => {
                 let Some(table) = self.tables.get_mut(stream) else {
@@ -253,6 +263,10 @@ impl Runner {
                 Ok(())
             }
             Err(PrepareError::TypeChange(e)) => {
+                self.stop(stream, format!("table `{name}`: {e}"));
+                Ok(())
+            }
+            Err(PrepareError::Refused(e)) => {
                 self.stop(stream, format!("table `{name}`: {e}"));
                 Ok(())
             }
@@ -284,6 +298,7 @@ impl Runner {
         let mut pending: Vec<SourceRecord> = Vec::new();
         let mut first_at: Option<Instant> = None;
         let mut lag_at = Instant::now();
+        let mut tick_at = Instant::now();
         let mut backoff = Duration::from_millis(200);
         while !stop.load(Ordering::Relaxed) {
             let mut wait = match first_at {
@@ -326,7 +341,14 @@ impl Runner {
                 first_at = Some(Instant::now());
             }
             let due = first_at.is_some_and(|t| t.elapsed() >= flush)
-                || pending.len() >= self.config.batch_size;
+                || pending.len() >= self.config.batch_size
+                || (self.lake
+                    && pending.is_empty()
+                    && self.inflight.is_none()
+                    && tick_at.elapsed() >= flush);
+            if due {
+                tick_at = Instant::now();
+            }
             if due {
                 match self.flush(&pending) {
                     Ok(()) => backoff = Duration::from_millis(200),
@@ -355,6 +377,19 @@ impl Runner {
         };
         if let Err(e) = last.and_then(|()| self.settle(true)) {
             tracing::warn!(sink = %self.config.name, error = %e, "The last batch was not written; the next start reads it again.");
+            return Ok(());
+        }
+        let finished = lock(&self.store).finish();
+        match finished {
+            Ok(w) => {
+                for (stream, n) in &w.rows {
+                    let l = self.labels(stream);
+                    self.metrics.rows.get_or_create(&l).inc_by(*n);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(sink = %self.config.name, error = %e, "What was buffered was not committed; the next start reads it again.");
+            }
         }
         Ok(())
     }
@@ -432,6 +467,7 @@ impl Runner {
                         at: (tp.clone(), r.offset),
                         key,
                         event: event_text.clone(),
+                        dt_ms: r.timestamp_ms,
                     });
                 }
                 Ok(Laid::Stopped) => continue,
@@ -474,7 +510,7 @@ impl Runner {
             .collect();
         // This batch starts where the one in flight ends: if that one failed, this one is void.
         self.settle(true)?;
-        if batch.moves.is_empty() {
+        if batch.moves.is_empty() && !self.lake {
             return Ok(());
         }
         for m in &batch.moves {
@@ -541,6 +577,21 @@ impl Runner {
 
     /// An event's cells (and key), or why it goes to the dead letters.
     fn lay_out(&mut self, stream: &str, r: &SourceRecord) -> Result<Laid, Refuse> {
+        if self.lake {
+            // The lake decodes the event into Arrow arrays itself; only its schema is read here.
+            let uri = match &r.schema_uri {
+                Some(u) => u.clone(),
+                None => schema_of(&r.value)?,
+            };
+            self.ready(stream, &uri)?;
+            return Ok(match self.tables.get(stream) {
+                Some(t) if t.stopped.is_none() => Laid::Row {
+                    cells: Vec::new(),
+                    key: None,
+                },
+                _ => Laid::Stopped,
+            });
+        }
         let event: serde_json::Value = serde_json::from_slice(&r.value)
             .map_err(|e| Refuse::Dead(format!("the record is not a JSON event: {e}")))?;
         let uri = match &r.schema_uri {
@@ -555,14 +606,7 @@ impl Runner {
                     )
                 })?,
         };
-        // The edge validated the event against this schema, so the repositories here lag
-        // behind the aggregator's: wait for them rather than refuse the event.
-        let (uri, doc) = self.schemas.get(&uri).map_err(|miss| match miss {
-            SchemaMiss::Wrong(why) => Refuse::Dead(why),
-            SchemaMiss::Missing(why) => Refuse::Stall(Stall::Schema(why)),
-        })?;
-        self.prepare(stream, &uri, &doc)
-            .map_err(|e| Refuse::Stall(Stall::Store(e)))?;
+        self.ready(stream, &uri)?;
         let Some(table) = self.tables.get(stream) else {
             return Ok(Laid::Stopped);
         };
@@ -575,6 +619,18 @@ impl Runner {
             None => None,
         };
         Ok(Laid::Row { cells, key })
+    }
+
+    /// Makes the stream's table fit the schema at `uri`.
+    fn ready(&mut self, stream: &str, uri: &str) -> Result<(), Refuse> {
+        // The edge validated the event against this schema, so the repositories here lag
+        // behind the aggregator's: wait for them rather than refuse the event.
+        let (uri, doc) = self.schemas.get(uri).map_err(|miss| match miss {
+            SchemaMiss::Wrong(why) => Refuse::Dead(why),
+            SchemaMiss::Missing(why) => Refuse::Stall(Stall::Schema(why)),
+        })?;
+        self.prepare(stream, &uri, &doc)
+            .map_err(|e| Refuse::Stall(Stall::Store(e)))
     }
 
     fn measure_lag(&mut self) {
@@ -630,6 +686,20 @@ pub enum Stall {
     /// An event names a schema the repositories here do not hold (yet).
     #[error("{0}; waiting for it")]
     Schema(String),
+}
+
+/// The `$schema` of an event, read without building the event.
+fn schema_of(value: &[u8]) -> Result<String, Refuse> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "$schema")]
+        schema: Option<String>,
+    }
+    let head: Head = serde_json::from_slice(value)
+        .map_err(|e| Refuse::Dead(format!("the record is not a JSON event: {e}")))?;
+    head.schema.ok_or_else(|| {
+        Refuse::Dead("the event names no schema (no `$schema`, no schema_uri header)".into())
+    })
 }
 
 /// Sleeps `d`, or less when `stop` is set meanwhile.

@@ -10,6 +10,7 @@
 pub mod disk;
 pub mod events;
 pub mod http;
+pub mod lake;
 pub mod process;
 pub mod services;
 pub mod stores;
@@ -22,6 +23,7 @@ pub use http::{
     HttpReply, http_call, http_get, http_post, http_request, metric, post_batch,
     post_events_created, raw_call, write_whole_then_read,
 };
+pub use lake::{S3Server, dataset, duckdb, duckdb_count};
 pub use process::{FixedPorts, KillOnDrop, free_port, rss_mib, signal, terminate, wait_until};
 pub use services::{
     Aggregator, Edge, Scratch, log_events, start_aggregator, start_aggregator_logging, start_edge,

@@ -30,6 +30,8 @@ pub struct Row {
     pub key: Option<String>,
     /// The event as read, for dead letters and JSON values.
     pub event: String,
+    /// Its `meta.dt` (the record's timestamp), Unix milliseconds.
+    pub dt_ms: i64,
 }
 
 /// The rows of one stream.
@@ -107,6 +109,9 @@ pub enum PrepareError {
     /// A column would change type.
     #[error(transparent)]
     TypeChange(#[from] TypeChange),
+    /// The store cannot take the schema (the lake: a field changes type).
+    #[error("{0}")]
+    Refused(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -116,15 +121,23 @@ pub enum PrepareError {
 pub trait Store: Send {
     /// The positions held for `tps`.
     fn positions(&mut self, tps: &[Tp]) -> Result<Vec<Option<i64>>, StoreError>;
-    /// Creates `table` with `columns` when missing, or adds the columns it lacks.
+    /// Creates `table` with `columns` (laid out from `doc`, the schema at URI `schema`)
+    /// when missing, or adds the columns it lacks.
     fn prepare(
         &mut self,
         table: &str,
         columns: &[Column],
         schema: &str,
+        doc: &serde_json::Value,
     ) -> Result<(), PrepareError>;
-    /// Writes a batch, its dead letters and its moves in one transaction.
+    /// Writes a batch, its dead letters and its moves in one transaction. (The lake
+    /// buffers rows in open files and commits them when they are due: it is called with
+    /// empty batches too, so that files close on time.)
     fn write(&mut self, batch: &Batch) -> Result<Written, StoreError>;
+    /// Commits what is buffered, at a graceful stop.
+    fn finish(&mut self) -> Result<Written, StoreError> {
+        Ok(Written::default())
+    }
 }
 
 /// Adds one to `map[key]`.

@@ -395,6 +395,7 @@ impl Store for RedisStore {
         _table: &str,
         _columns: &[Column],
         _schema: &str,
+        _doc: &serde_json::Value,
     ) -> Result<(), PrepareError> {
         Ok(())
     }

@@ -165,6 +165,7 @@ impl<C: SqlConn> Store for SqlStore<C> {
         table: &str,
         columns: &[Column],
         schema: &str,
+        _doc: &serde_json::Value,
     ) -> Result<(), PrepareError> {
         let r = (|| self.conn()?.columns(table))();
         let existing = self.guard(r)?;
