@@ -1,5 +1,5 @@
 //! The connectors' metrics, per sink and stream, served on `/metrics` as
-//! `sluice_connect_*`: rows written, dead letters, lag in records and in
+//! `sluice_connect_*`: rows written, records read, dead letters, lag in records and in
 //! seconds, and whether a stream is stopped.
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,6 +24,9 @@ pub struct SinkStream {
 pub struct ConnectMetrics {
     /// Rows written (a repeat of a row already in the store is not counted).
     pub rows: Family<SinkStream, Counter>,
+    /// Records read and handed to the store (the lake holds them in open files until their
+    /// commit: read minus written is what waits there).
+    pub read: Family<SinkStream, Counter>,
     /// Events sent to the dead letters.
     pub dead_letters: Family<SinkStream, Counter>,
     /// Records in the source not yet written.
@@ -41,6 +44,11 @@ impl ConnectMetrics {
             "sluice_connect",
             &[
                 ("rows_written", "Rows written to the store.", &self.rows),
+                (
+                    "records_read",
+                    "Records read and handed to the store (the lake commits them with their file).",
+                    &self.read,
+                ),
                 (
                     "dead_letters",
                     "Events sent to the dead letters, with a reason.",

@@ -444,7 +444,10 @@ impl Runner {
             if self.tables.get(&stream).is_none_or(|t| t.stopped.is_some()) {
                 continue;
             }
-            let event_text = String::from_utf8_lossy(&r.value).into_owned();
+            let event_text = match std::str::from_utf8(&r.value) {
+                Ok(text) => text.to_owned(),
+                Err(_) => String::from_utf8_lossy(&r.value).into_owned(),
+            };
             let dead = |reason: String| DeadLetter {
                 stream: stream.clone(),
                 at: (tp.clone(), r.offset),
@@ -519,6 +522,13 @@ impl Runner {
         let mut newest: HashMap<Tp, i64> = HashMap::new();
         for r in records {
             newest.insert((r.topic.clone(), r.partition), r.timestamp_ms);
+        }
+        for t in &batch.tables {
+            let l = self.labels(&t.stream);
+            self.metrics
+                .read
+                .get_or_create(&l)
+                .inc_by(t.rows.len() as u64);
         }
         let inflight = InFlight {
             done: batch.moves.iter().map(|m| (m.tp.clone(), m.to)).collect(),

@@ -15,6 +15,10 @@ use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+/// Bytes read from a segment at a time: large reads keep system calls few when a reader
+/// catches up through a backlog.
+const READ_BUFFER: usize = 256 << 10;
+
 /// Where a reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -157,7 +161,7 @@ impl Reader {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, seg.base)),
             Err(e) => return Err(io_err("reading", &seg.path)(e)),
         };
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::with_capacity(READ_BUFFER, file);
         let (mut offset, mut pos) = (seg.base, 0);
         loop {
             match skim_frame(&mut reader, self.max_record_bytes, pos) {
@@ -288,7 +292,7 @@ impl Reader {
         self.cursor = Some(Cursor {
             offset: segment.base,
             segment,
-            reader: BufReader::new(file),
+            reader: BufReader::with_capacity(READ_BUFFER, file),
             pos: 0,
         });
         Ok(true)

@@ -198,13 +198,9 @@ fn a_stream_through_the_edge_lands_in_hourly_parquet_that_duckdb_reads() {
         duckdb_count(&format!("SELECT count(DISTINCT meta.id) FROM {ds}")),
         71
     );
-    assert_eq!(
-        metric(
-            connect.metrics,
-            &format!("sluice_connect_rows_written_total{{sink=\"lake\",stream=\"{STREAM}\"}}")
-        ),
-        71.0
-    );
+    wait_until("the metric counts 71 rows", || {
+        rows_written(connect.metrics) == 71.0
+    });
     terminate(&mut connect.child);
     terminate(&mut edge_child);
     terminate(&mut aggregator.child);

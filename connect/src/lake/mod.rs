@@ -701,3 +701,106 @@ fn open_store(
         .map_err(|e| format!("the lake URL `{url}`: {e}"))?;
     Ok((Arc::from(store), root))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Move, Row, TableRows};
+    use serde_json::json;
+
+    fn settings(dir: &std::path::Path) -> LakeSettings {
+        LakeSettings {
+            url: format!("file://{}", dir.display()),
+            options: BTreeMap::new(),
+            sink: "lake".into(),
+            dead_letter_table: "dead".into(),
+            max_file_bytes: 128 << 20,
+            // Every write commits.
+            max_file_age: Duration::ZERO,
+            grace: Duration::from_secs(3600),
+        }
+    }
+
+    fn batch(tp: &Tp, from: Option<i64>, to: i64) -> Batch {
+        let start = from.unwrap_or(0);
+        let rows = (start..to)
+            .map(|i| Row {
+                cells: Vec::new(),
+                at: (tp.clone(), i),
+                key: None,
+                event: json!({"meta": {"id": format!("e{i}")}, "n": i}).to_string(),
+                dt_ms: 1_796_428_800_000,
+            })
+            .collect();
+        Batch {
+            tables: vec![TableRows {
+                stream: "s".into(),
+                table: "t".into(),
+                columns: Vec::new(),
+                rows,
+            }],
+            dead: Vec::new(),
+            moves: vec![Move {
+                tp: tp.clone(),
+                from,
+                to,
+            }],
+        }
+    }
+
+    fn visible_rows(dir: &std::path::Path) -> usize {
+        let hour = dir.join("t").join(hour_dir(1_796_428_800_000));
+        std::fs::read_dir(hour)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+                    .map(|e| {
+                        let f = std::fs::File::open(e.path()).unwrap();
+                        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+                            .unwrap()
+                            .build()
+                            .unwrap()
+                            .map(|b| b.unwrap().num_rows())
+                            .sum::<usize>()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn two_writers_of_one_partition_commit_once_and_the_loser_resumes_after_the_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = json!({"properties": {"meta": {"properties": {"id": {"type": "string"}}},
+                                        "n": {"type": "integer"}}});
+        let tp: Tp = (Arc::from("topic"), 0);
+        let mut a = LakeStore::new(settings(dir.path())).unwrap();
+        let mut b = LakeStore::new(settings(dir.path())).unwrap();
+        for s in [&mut a, &mut b] {
+            s.prepare("t", &[], "/t/1.0.0", &doc).unwrap();
+            assert_eq!(s.positions(std::slice::from_ref(&tp)).unwrap(), vec![None]);
+        }
+        let written = a.write(&batch(&tp, None, 10)).unwrap();
+        assert_eq!(written.rows.get("s"), Some(&10));
+        assert_eq!(visible_rows(dir.path()), 10);
+        // B read the same records from the same position: its commit is refused, nothing shows.
+        assert!(matches!(
+            b.write(&batch(&tp, None, 10)),
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(visible_rows(dir.path()), 10);
+        // Starting again from what the lake holds, B goes on after A's records.
+        assert_eq!(
+            b.positions(std::slice::from_ref(&tp)).unwrap(),
+            vec![Some(10)]
+        );
+        b.write(&batch(&tp, Some(10), 15)).unwrap();
+        assert_eq!(visible_rows(dir.path()), 15);
+        // A's next batch from where it left off is now refused in turn.
+        assert!(matches!(
+            a.write(&batch(&tp, Some(10), 15)),
+            Err(StoreError::Fenced(_))
+        ));
+        assert_eq!(visible_rows(dir.path()), 15);
+    }
+}
