@@ -10,7 +10,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_connect::config::{RedisValue, SinkConfig, SinkKind, SourceConfig};
+use sluice_connect::config::{RedisValue, SinkConfig, SinkKind};
 use sluice_connect::metrics::SinkStream;
 use sluice_connect::store::{MariaConn, PgConn, SqlConn};
 use sluice_connect::{ConnectConfig, ConnectMetrics};
@@ -140,7 +140,8 @@ struct Inputs {
     streams: PathBuf,
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
+/// A progress bar of `len` steps labelled `what`.
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len).with_message(what.to_owned());
     bar.set_style(
         ProgressStyle::with_template("{msg:28} [{bar:30}] {pos}/{len} {elapsed}")
@@ -395,34 +396,21 @@ fn connector(
     batch_size: usize,
 ) -> anyhow::Result<Duration> {
     let sink = SinkConfig {
-        name: SINK.to_owned(),
-        kind,
-        url: url.to_owned(),
         streams: vec![STREAM.to_owned()],
         batch_size,
-        flush_interval_ms: 1000,
         table: TABLE.to_owned(),
         dead_letter_table: DEAD.to_owned(),
         positions_table: POSITIONS.to_owned(),
         key: "sluice_bench:{meta.id}".to_owned(),
         value: RedisValue::Hash,
-        ttl_secs: 0,
-        max_file_bytes: 128 << 20,
-        max_file_age_secs: 300,
-        hour_grace_secs: 600,
-        options: Default::default(),
+        ..SinkConfig::new(SINK, kind, url)
     };
-    let config = ConnectConfig {
-        streams: inputs.streams.clone(),
-        repositories: vec![inputs.repo.clone()],
-        source: SourceConfig {
-            log_dir: inputs.log.clone(),
-            brokers: String::new(),
-            kafka: Default::default(),
-        },
-        sinks: vec![sink],
-        ..ConnectConfig::default()
-    };
+    let config = ConnectConfig::on_log(
+        inputs.streams.clone(),
+        inputs.repo.clone(),
+        inputs.log.clone(),
+        vec![sink],
+    );
     let metrics = ConnectMetrics::default();
     let stop = Arc::new(AtomicBool::new(false));
     let labels = SinkStream {

@@ -7,10 +7,11 @@
 //! gracefully, committed them all in the lake.
 //! Prints events/s and bytes of Parquet side by side.
 
+use crate::bench_connect::bar;
 use anyhow::{Context, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use sluice_connect::config::{RedisValue, SinkConfig, SinkKind, SourceConfig};
+use indicatif::ProgressBar;
+use sluice_connect::config::{SinkConfig, SinkKind};
 use sluice_connect::metrics::SinkStream;
 use sluice_connect::{ConnectConfig, ConnectMetrics};
 use sluice_log::{Log, LogOptions, NewRecord};
@@ -109,15 +110,6 @@ fn event(i: u64) -> (i64, String) {
         "ms": (i % 10_000) as f64 / 8.0,
     });
     (ms, e.to_string())
-}
-
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len).with_message(what.to_owned());
-    bar.set_style(
-        ProgressStyle::with_template("{msg:28} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
 }
 
 /// The same events in a log and in an NDJSON file.
@@ -233,34 +225,21 @@ fn parquet_bytes(dir: &Path) -> (u64, u64) {
 fn connector(inputs: &Inputs, args: &BenchLakeArgs) -> anyhow::Result<(Duration, u64, u64)> {
     let lake = inputs.dir.path().join("lake");
     let sink = SinkConfig {
-        name: SINK.to_owned(),
-        kind: SinkKind::Parquet,
-        url: format!("file://{}", lake.display()),
         streams: vec![STREAM.to_owned()],
         batch_size: args.batch_size,
-        flush_interval_ms: 1000,
         table: TABLE.to_owned(),
-        dead_letter_table: "sluice_dead_letters".to_owned(),
-        positions_table: "sluice_positions".to_owned(),
-        key: "{stream}:{meta.id}".to_owned(),
-        value: RedisValue::Hash,
-        ttl_secs: 0,
-        max_file_bytes: 128 << 20,
-        max_file_age_secs: 300,
-        hour_grace_secs: 600,
-        options: Default::default(),
+        ..SinkConfig::new(
+            SINK,
+            SinkKind::Parquet,
+            &format!("file://{}", lake.display()),
+        )
     };
-    let config = ConnectConfig {
-        streams: inputs.streams.clone(),
-        repositories: vec![inputs.repo.clone()],
-        source: SourceConfig {
-            log_dir: inputs.log.clone(),
-            brokers: String::new(),
-            kafka: Default::default(),
-        },
-        sinks: vec![sink],
-        ..ConnectConfig::default()
-    };
+    let config = ConnectConfig::on_log(
+        inputs.streams.clone(),
+        inputs.repo.clone(),
+        inputs.log.clone(),
+        vec![sink],
+    );
     let metrics = ConnectMetrics::default();
     let stop = Arc::new(AtomicBool::new(false));
     let labels = SinkStream {

@@ -185,6 +185,26 @@ pub enum ConfigError {
 }
 
 impl ConnectConfig {
+    /// `sinks` reading the embedded log at `log_dir`, with one schema repository.
+    pub fn on_log(
+        streams: PathBuf,
+        repo: PathBuf,
+        log_dir: PathBuf,
+        sinks: Vec<SinkConfig>,
+    ) -> ConnectConfig {
+        ConnectConfig {
+            streams,
+            repositories: vec![repo],
+            source: SourceConfig {
+                log_dir,
+                brokers: String::new(),
+                kafka: Default::default(),
+            },
+            sinks,
+            ..ConnectConfig::default()
+        }
+    }
+
     /// Defaults, then `file`, then `SLUICE_CONNECT_*`; checked.
     pub fn load(file: Option<&Path>) -> Result<ConnectConfig, ConfigError> {
         let config: ConnectConfig =
@@ -263,6 +283,28 @@ pub fn sql_name(name: &str) -> bool {
 }
 
 impl SinkConfig {
+    /// A sink of `kind` named `name` writing `url`, every other setting its default.
+    pub fn new(name: &str, kind: SinkKind, url: &str) -> SinkConfig {
+        SinkConfig {
+            name: name.to_owned(),
+            kind,
+            url: url.to_owned(),
+            streams: Vec::new(),
+            batch_size: default_batch_size(),
+            flush_interval_ms: default_flush_interval_ms(),
+            table: default_table(),
+            dead_letter_table: default_dead_letter_table(),
+            positions_table: default_positions_table(),
+            key: default_key(),
+            value: default_value(),
+            ttl_secs: 0,
+            max_file_bytes: default_max_file_bytes(),
+            max_file_age_secs: default_max_file_age_secs(),
+            hour_grace_secs: default_hour_grace_secs(),
+            options: Default::default(),
+        }
+    }
+
     /// The table of `stream`.
     pub fn table_of(&self, stream: &str) -> String {
         let plain: String = stream

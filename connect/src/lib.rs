@@ -224,7 +224,15 @@ fn open(
     patterns: &Patterns,
     metrics: &ConnectMetrics,
 ) -> Result<Runner, String> {
-    let store = Arc::new(Mutex::new(store_for(sink)?));
+    let (store, lake_schemas) = match sink.kind {
+        SinkKind::Parquet => {
+            let lake = lake::LakeStore::new(lake::LakeSettings::of(sink))?;
+            let schemas = lake.schemas();
+            (Box::new(lake) as Box<dyn Store>, Some(schemas))
+        }
+        _ => (store_for(sink)?, None),
+    };
+    let store = Arc::new(Mutex::new(store));
     let lookup: Lookup = {
         let store = store.clone();
         Box::new(move |tps| {
@@ -263,7 +271,7 @@ fn open(
             .map_err(|e| e.to_string())?,
         )
     };
-    Runner::new(
+    let mut runner = Runner::new(
         sink.clone(),
         plans,
         patterns.clone(),
@@ -271,7 +279,11 @@ fn open(
         source,
         schemas,
         metrics.clone(),
-    )
+    )?;
+    if let Some(s) = lake_schemas {
+        runner.decode_for(s);
+    }
+    Ok(runner)
 }
 
 /// Serves `/metrics` at `listen` until `stop` resolves.

@@ -68,6 +68,8 @@ pub struct Runner {
     /// The lake: events are decoded by the store, and it is given empty batches while the
     /// source is quiet, so that its files are committed when they are due.
     lake: bool,
+    /// The lake's table schemas, to decode events before they go to the writer thread.
+    lake_schemas: Option<crate::lake::TableSchemas>,
 }
 
 /// The thread that writes batches, so that the next batch is read and laid out while
@@ -163,6 +165,7 @@ impl Runner {
             writer,
             inflight: None,
             lake,
+            lake_schemas: None,
         };
         for p in plans {
             runner
@@ -170,6 +173,11 @@ impl Runner {
                 .map_err(|e| format!("stream {}: {e}", p.stream))?;
         }
         Ok(runner)
+    }
+
+    /// Decodes the lake's events on this thread, by the schemas the lake store keeps.
+    pub fn decode_for(&mut self, schemas: crate::lake::TableSchemas) {
+        self.lake_schemas = Some(schemas);
     }
 
     /// Sets a stream's table up from the latest version of its schema.
@@ -464,6 +472,7 @@ impl Runner {
                             table: t.map(|t| t.name.clone()).unwrap_or_default(),
                             columns: Vec::new(),
                             rows: Vec::new(),
+                            staged: Vec::new(),
                         });
                     entry.rows.push(Row {
                         cells,
@@ -498,6 +507,16 @@ impl Runner {
             t.columns = table.columns.clone();
             for row in &mut t.rows {
                 row.cells.resize(t.columns.len(), crate::row::Cell::Null);
+            }
+            // The lake's events are decoded here, while the writer thread encodes the last batch.
+            let schema = self.lake_schemas.as_ref().and_then(|s| {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&t.table)
+                    .cloned()
+            });
+            if let Some(schema) = schema {
+                t.staged = crate::lake::stage(&schema, &t).unwrap_or_default();
             }
             batch.tables.push(t);
         }

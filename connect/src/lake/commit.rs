@@ -119,19 +119,7 @@ pub async fn publish(
     m: &Manifest,
 ) -> Result<(), StoreError> {
     for f in &m.files {
-        let from = stored(&f.staging);
-        let to = stored(&f.path);
-        match store.rename(&from, &to).await {
-            Ok(()) => {}
-            Err(object_store::Error::NotFound { .. }) => {
-                // Moved before a crash: it must be where it goes.
-                store
-                    .head(&to)
-                    .await
-                    .map_err(|e| lost(&format!("committed file {to} is in neither place"), e))?;
-            }
-            Err(e) => return Err(lost("moving a committed file into its hour", e)),
-        }
+        move_in(store, &f.staging, &f.path).await?;
     }
     if m.seq > 1 {
         match store.delete(&layout.commit(tp, m.seq - 1)).await {
@@ -140,6 +128,21 @@ pub async fn publish(
         }
     }
     Ok(())
+}
+
+/// Renames a finished file from its staging name to where readers find it; a file already
+/// moved (before a crash) must be there.
+pub async fn move_in(store: &dyn ObjectStore, staging: &str, path: &str) -> Result<(), StoreError> {
+    let (from, to) = (stored(staging), stored(path));
+    match store.rename(&from, &to).await {
+        Ok(()) => Ok(()),
+        Err(object_store::Error::NotFound { .. }) => store
+            .head(&to)
+            .await
+            .map(|_| ())
+            .map_err(|e| lost(&format!("file {to} is in neither place"), e)),
+        Err(e) => Err(lost(&format!("moving {from} to {to}"), e)),
+    }
 }
 
 /// How old a staging file must be before a sweep deletes it: a file another process just

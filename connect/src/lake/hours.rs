@@ -189,17 +189,7 @@ async fn fetch(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bytes::Bytes
 /// Moves a compaction's outputs in and deletes its inputs (each step skipped when done).
 async fn finish(store: &dyn ObjectStore, c: &Compaction) -> Result<(), StoreError> {
     for (staging, path) in &c.outputs {
-        let (from, to) = (stored(staging), stored(path));
-        match store.rename(&from, &to).await {
-            Ok(()) => {}
-            Err(object_store::Error::NotFound { .. }) => {
-                store
-                    .head(&to)
-                    .await
-                    .map_err(|e| lost(&format!("compacted file {to} is in neither place"), e))?;
-            }
-            Err(e) => return Err(lost("moving a compacted file in", e)),
-        }
+        super::commit::move_in(store, staging, path).await?;
     }
     for input in &c.inputs {
         match store.delete(&stored(input)).await {

@@ -35,7 +35,7 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bytes of encoded data a row group holds at most: large enough to scan well, small
@@ -187,8 +187,8 @@ pub struct LakeStore {
     rt: Arc<tokio::runtime::Runtime>,
     settings: LakeSettings,
     opened: Option<Opened>,
-    /// Each table's schema (all versions seen, widened) and its stream.
-    tables: HashMap<String, SchemaRef>,
+    /// Each table's schema (all versions seen, widened), shared with the runner that decodes.
+    tables: TableSchemas,
     parts: HashMap<Tp, Part>,
     /// Hours written that have no marker yet, over every partition.
     unmarked: BTreeSet<(String, Hour)>,
@@ -210,12 +210,21 @@ impl LakeStore {
             rt: Arc::new(rt),
             settings,
             opened: None,
-            tables: HashMap::new(),
+            tables: TableSchemas::default(),
             parts: HashMap::new(),
             unmarked: BTreeSet::new(),
             hours_at: Instant::now(),
             recovered: false,
         })
+    }
+
+    /// The tables' schemas, for a runner to decode events ahead of the store ([`stage`]).
+    pub fn schemas(&self) -> TableSchemas {
+        self.tables.clone()
+    }
+
+    fn table_schema(&self, table: &str) -> Option<SchemaRef> {
+        lock(&self.tables).get(table).cloned()
     }
 
     fn open(&mut self) -> Result<(Arc<dyn ObjectStore>, Layout), StoreError> {
@@ -264,7 +273,7 @@ impl LakeStore {
     ) -> Result<(), PrepareError> {
         let (fields, left_out) = arrow_fields(&crate::shape::fields(doc));
         let new = Schema::new(fields);
-        let old = match self.tables.get(table) {
+        let old = match self.table_schema(table) {
             Some(s) => Some(s.as_ref().clone()),
             None => self.stored_schema(table).await?,
         };
@@ -285,7 +294,7 @@ impl LakeStore {
                 .map_err(|e| lost("writing a table schema", e))?;
             tracing::info!(%table, schema = %uri, "The table's schema takes a new version.");
         }
-        self.tables.insert(table.to_owned(), Arc::new(merged));
+        lock(&self.tables).insert(table.to_owned(), Arc::new(merged));
         Ok(())
     }
 
@@ -350,23 +359,19 @@ impl LakeStore {
             }
         }
         for t in &batch.tables {
-            let schema =
-                self.tables.get(&t.table).cloned().ok_or_else(|| {
-                    StoreError::Lost(format!("table `{}` was not prepared", t.table))
-                })?;
-            // Rows by partition and hour, in the order read.
-            let mut groups: BTreeMap<(Tp, Hour), Vec<usize>> = BTreeMap::new();
-            for (i, row) in t.rows.iter().enumerate() {
-                groups
-                    .entry((row.at.0.clone(), hour_of(row.dt_ms)))
-                    .or_default()
-                    .push(i);
-            }
-            for ((tp, hour), idx) in groups {
-                let events: Vec<&[u8]> = idx.iter().map(|&i| t.rows[i].event.as_bytes()).collect();
-                let (decoded, bad) = decode(&schema, &events).map_err(|e| lost("decoding", e))?;
-                for (i, why) in bad {
-                    let row = &t.rows[idx[i]];
+            let schema = self
+                .table_schema(&t.table)
+                .ok_or_else(|| StoreError::Lost(format!("table `{}` was not prepared", t.table)))?;
+            // Decoded by the runner while the last batch was written, unless the table's
+            // schema widened since.
+            let staged = if !t.staged.is_empty() && t.staged.iter().all(|g| g.schema == schema) {
+                t.staged.clone()
+            } else {
+                stage(&schema, t).map_err(|e| lost("decoding", e))?
+            };
+            for g in staged {
+                for (i, why) in g.misfits {
+                    let row = &t.rows[g.rows[i]];
                     let reason = match why {
                         Misfit::NotJson(e) => format!("the record is not a JSON event: {e}"),
                         Misfit::Type(e) => {
@@ -380,8 +385,8 @@ impl LakeStore {
                         event: row.event.clone(),
                     });
                 }
-                if let Some(rb) = decoded {
-                    self.append(&tp, &t.stream, &t.table, hour, &schema, &rb)
+                if let Some(rb) = g.batch {
+                    self.append(&g.tp, &t.stream, &t.table, g.hour, &schema, &rb)
                         .await?;
                 }
             }
@@ -621,6 +626,56 @@ impl Store for LakeStore {
     }
 }
 
+/// Each table's schema, shared by a lake store and the runner that decodes for it.
+pub type TableSchemas = Arc<Mutex<HashMap<String, SchemaRef>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The rows of one source partition and hour of a table, decoded into Arrow arrays.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The partition.
+    pub tp: Tp,
+    /// The hour.
+    pub hour: Hour,
+    /// The rows, as indexes into their [`TableRows`](crate::store::TableRows).
+    pub rows: Vec<usize>,
+    /// The schema they were decoded by.
+    pub schema: SchemaRef,
+    /// Those that fit.
+    pub batch: Option<RecordBatch>,
+    /// Those that do not, as indexes into `rows`, with why.
+    pub misfits: Vec<(usize, Misfit)>,
+}
+
+/// A table's rows grouped by partition and hour (in the order read) and decoded by `schema`.
+pub fn stage(schema: &SchemaRef, t: &crate::store::TableRows) -> Result<Vec<Staged>, String> {
+    let mut groups: BTreeMap<(Tp, Hour), Vec<usize>> = BTreeMap::new();
+    for (i, row) in t.rows.iter().enumerate() {
+        groups
+            .entry((row.at.0.clone(), hour_of(row.dt_ms)))
+            .or_default()
+            .push(i);
+    }
+    groups
+        .into_iter()
+        .map(|((tp, hour), rows)| {
+            let events: Vec<&[u8]> = rows.iter().map(|&i| t.rows[i].event.as_bytes()).collect();
+            let (batch, misfits) = decode(schema, &events)?;
+            Ok(Staged {
+                tp,
+                hour,
+                rows,
+                schema: schema.clone(),
+                batch,
+                misfits,
+            })
+        })
+        .collect()
+}
+
 /// The dead letters' table: where each event was read, why it was set aside, and the event.
 fn dead_letter_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -738,6 +793,7 @@ mod tests {
                 table: "t".into(),
                 columns: Vec::new(),
                 rows,
+                staged: Vec::new(),
             }],
             dead: Vec::new(),
             moves: vec![Move {

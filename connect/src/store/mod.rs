@@ -45,6 +45,9 @@ pub struct TableRows {
     pub columns: Vec<Column>,
     /// The rows.
     pub rows: Vec<Row>,
+    /// The lake: the rows already decoded into Arrow arrays by the runner (empty: the
+    /// store decodes them, as every other store lays out its own).
+    pub staged: Vec<crate::lake::Staged>,
 }
 
 /// An event that cannot be written, with why.
