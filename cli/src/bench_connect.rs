@@ -156,17 +156,28 @@ fn resp_arg(out: &mut Vec<u8>, arg: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn prepare_inputs(rows: u64) -> anyhow::Result<Inputs> {
+/// A scratch folder with a schema repository holding `title` 1.0.0 (`schema`) and a stream
+/// config giving it to `stream`: (folder, repository, stream config).
+pub(crate) fn scratch(
+    title: &str,
+    schema: &serde_json::Value,
+    stream: &str,
+) -> anyhow::Result<(tempfile::TempDir, PathBuf, PathBuf)> {
     let dir = tempfile::tempdir().context("cannot make a scratch folder")?;
     let repo = dir.path().join("repo");
-    let schema_dir = repo.join("jsonschema/bench/row");
+    let schema_dir = repo.join("jsonschema").join(title);
     std::fs::create_dir_all(&schema_dir)?;
-    std::fs::write(schema_dir.join("1.0.0.yaml"), schema().to_string())?;
+    std::fs::write(schema_dir.join("1.0.0.yaml"), schema.to_string())?;
     let streams = dir.path().join("streams.yaml");
     std::fs::write(
         &streams,
-        format!("streams:\n  {STREAM}:\n    schema_title: bench/row\n"),
+        format!("streams:\n  {stream}:\n    schema_title: {title}\n"),
     )?;
+    Ok((dir, repo, streams))
+}
+
+fn prepare_inputs(rows: u64) -> anyhow::Result<Inputs> {
+    let (dir, repo, streams) = scratch("bench/row", &schema(), STREAM)?;
     let (pg, maria, resp, log_dir) = (
         dir.path().join("rows.pg.tsv"),
         dir.path().join("rows.mariadb.tsv"),

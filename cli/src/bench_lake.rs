@@ -122,16 +122,7 @@ struct Inputs {
 }
 
 fn prepare(events: u64) -> anyhow::Result<Inputs> {
-    let dir = tempfile::tempdir().context("cannot make a scratch folder")?;
-    let repo = dir.path().join("repo");
-    let schema_dir = repo.join("jsonschema/bench/page_view");
-    std::fs::create_dir_all(&schema_dir)?;
-    std::fs::write(schema_dir.join("1.0.0.yaml"), schema().to_string())?;
-    let streams = dir.path().join("streams.yaml");
-    std::fs::write(
-        &streams,
-        format!("streams:\n  {STREAM}:\n    schema_title: bench/page_view\n"),
-    )?;
+    let (dir, repo, streams) = crate::bench_connect::scratch("bench/page_view", &schema(), STREAM)?;
     let (log_dir, ndjson) = (dir.path().join("log"), dir.path().join("events.ndjson"));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&ndjson)?);
     let mut log = Log::open(&log_dir, LogOptions::default())

@@ -122,8 +122,9 @@ fn plans(
         .collect()
 }
 
-fn store_for(sink: &SinkConfig) -> Result<Box<dyn Store>, String> {
-    Ok(match sink.kind {
+/// The store of `sink`, and for the lake the table schemas its runner decodes by.
+fn store_for(sink: &SinkConfig) -> Result<(Box<dyn Store>, Option<lake::TableSchemas>), String> {
+    let store: Box<dyn Store> = match sink.kind {
         SinkKind::Postgres => Box::new(PostgresStore::new(
             &sink.url,
             &sink.name,
@@ -142,8 +143,13 @@ fn store_for(sink: &SinkConfig) -> Result<Box<dyn Store>, String> {
             sink.value,
             sink.ttl_secs,
         )),
-        SinkKind::Parquet => Box::new(lake::LakeStore::new(lake::LakeSettings::of(sink))?),
-    })
+        SinkKind::Parquet => {
+            let lake = lake::LakeStore::new(lake::LakeSettings::of(sink))?;
+            let schemas = lake.schemas();
+            return Ok((Box::new(lake), Some(schemas)));
+        }
+    };
+    Ok((store, None))
 }
 
 /// Starts every sink of `config`; they run until `stop` is set.
@@ -224,14 +230,7 @@ fn open(
     patterns: &Patterns,
     metrics: &ConnectMetrics,
 ) -> Result<Runner, String> {
-    let (store, lake_schemas) = match sink.kind {
-        SinkKind::Parquet => {
-            let lake = lake::LakeStore::new(lake::LakeSettings::of(sink))?;
-            let schemas = lake.schemas();
-            (Box::new(lake) as Box<dyn Store>, Some(schemas))
-        }
-        _ => (store_for(sink)?, None),
-    };
+    let (store, lake_schemas) = store_for(sink)?;
     let store = Arc::new(Mutex::new(store));
     let lookup: Lookup = {
         let store = store.clone();
