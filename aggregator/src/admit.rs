@@ -8,7 +8,9 @@
 //! [`Admit::InFlight`], not a duplicate: it is answered by the first copy's
 //! fate, never acknowledged ahead of it.
 
-use sluice_shared::{Batch, BatchEvent, DedupeSet, Quota, RateLimiter, StreamConfig, Timestamp};
+use crate::window::{DedupeWindow, RunError, WindowOptions, WindowStats};
+use sluice_shared::{Batch, BatchEvent, Quota, RateLimiter, StreamConfig, Timestamp};
+use std::path::Path;
 
 /// The verdict of admission on one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +32,56 @@ pub enum Admit {
 /// Dedupe and rate-limit state.
 #[derive(Debug)]
 pub struct Admission {
-    dedupe: DedupeSet,
+    dedupe: DedupeWindow,
     limiter: RateLimiter,
     /// Ids admitted for writing whose write is not yet confirmed.
     pending: std::collections::HashSet<u128, foldhash::fast::FixedState>,
 }
 
 impl Admission {
-    /// State for a dedupe window of `window_nanos`, tracking at most `max_rate_keys`
-    /// rate-limit keys; `seed` keys the hashes of client-chosen ids and keys.
+    /// State for a dedupe window of `window_nanos` held in memory, tracking at most
+    /// `max_rate_keys` rate-limit keys; `seed` keys the hashes of client-chosen ids and keys.
     pub fn new(window_nanos: i64, max_rate_keys: usize, seed: u64) -> Self {
+        let dedupe = DedupeWindow::in_memory(WindowOptions {
+            window_ms: window_nanos / 1_000_000,
+            seed,
+            ..WindowOptions::default()
+        });
+        Admission::with_window(dedupe, max_rate_keys, seed)
+    }
+
+    /// State whose dedupe window saves its closed slices in `dir`, loading those
+    /// saved before (see [`DedupeWindow`]).
+    pub fn open(
+        window_nanos: i64,
+        max_rate_keys: usize,
+        seed: u64,
+        dir: &Path,
+        now: Timestamp,
+    ) -> Result<Self, RunError> {
+        let dedupe = DedupeWindow::open(
+            WindowOptions {
+                window_ms: window_nanos / 1_000_000,
+                dir: Some(dir.to_owned()),
+                seed,
+                ..WindowOptions::default()
+            },
+            now.unix_millis(),
+        )?;
+        Ok(Admission::with_window(dedupe, max_rate_keys, seed))
+    }
+
+    fn with_window(dedupe: DedupeWindow, max_rate_keys: usize, seed: u64) -> Self {
         Admission {
-            dedupe: DedupeSet::new(window_nanos, seed),
+            dedupe,
             limiter: RateLimiter::new(max_rate_keys, seed.rotate_left(17)),
             pending: Default::default(),
         }
+    }
+
+    /// From when the log must be read again to rebuild the window (`None`: all of it).
+    pub fn rebuild_since_ms(&self) -> Option<i64> {
+        self.dedupe.covered_until_ms()
     }
 
     /// Decides every event of `batch` at `now`, in order.
@@ -88,7 +125,7 @@ impl Admission {
         }
         if event.dedupe {
             // Found absent above, and nothing was inserted since.
-            self.dedupe.insert_new(id, now);
+            self.dedupe.insert_new(id, now.unix_millis());
             self.pending.insert(id);
         }
         Admit::Write
@@ -133,7 +170,8 @@ impl Admission {
 
     /// Remembers an id as seen at `at`, e.g. when rebuilding the window after a restart.
     pub fn remember(&mut self, id: [u8; 16], at: Timestamp) {
-        self.dedupe.restore(u128::from_be_bytes(id), at);
+        self.dedupe
+            .remember(u128::from_be_bytes(id), at.unix_millis());
     }
 
     /// Ids held in the dedupe window.
@@ -146,10 +184,20 @@ impl Admission {
         self.dedupe.memory_bytes()
     }
 
+    /// Closed slices of the dedupe window saved on disk.
+    pub fn dedupe_runs(&self) -> usize {
+        self.dedupe.runs()
+    }
+
+    /// What the dedupe window's lookups cost so far.
+    pub fn dedupe_stats(&self) -> WindowStats {
+        self.dedupe.stats()
+    }
+
     /// Drops idle rate-limit keys.
     pub fn purge(&mut self, now: Timestamp) {
         self.limiter.purge(now);
-        self.dedupe.rotate(now);
+        self.dedupe.maintain(now.unix_millis(), &self.pending);
     }
 }
 

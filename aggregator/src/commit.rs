@@ -40,6 +40,8 @@ pub struct CommitOptions {
     pub seed: u64,
     /// The error stream that edges' error reports go to.
     pub errors: ErrorStreamOptions,
+    /// Where the dedupe window saves its closed slices; `None` keeps them in memory.
+    pub dedupe_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CommitOptions {
@@ -52,6 +54,7 @@ impl Default for CommitOptions {
             max_rate_keys: 1_000_000,
             seed: 0,
             errors: ErrorStreamOptions::default(),
+            dedupe_dir: None,
         }
     }
 }
@@ -103,13 +106,35 @@ impl CommitLoop {
         metrics: Metrics,
     ) -> CommitLoop {
         let (tx, rx) = mpsc::sync_channel(options.queue.max(1));
-        let mut admission = Admission::new(
-            options.dedupe_window_nanos,
-            options.max_rate_keys,
-            options.seed,
-        );
-        // Retries after a crash must still dedupe: remember what the sink took in the last window.
-        let since_ms = now().add_nanos(-options.dedupe_window_nanos).unix_millis();
+        let started = std::time::Instant::now();
+        let mut admission = match &options.dedupe_dir {
+            None => Admission::new(
+                options.dedupe_window_nanos,
+                options.max_rate_keys,
+                options.seed,
+            ),
+            Some(dir) => Admission::open(
+                options.dedupe_window_nanos,
+                options.max_rate_keys,
+                options.seed,
+                dir,
+                now(),
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "Cannot open the dedupe window's saved slices; the window is kept in memory.");
+                Admission::new(
+                    options.dedupe_window_nanos,
+                    options.max_rate_keys,
+                    options.seed,
+                )
+            }),
+        };
+        // Retries after a crash must still dedupe: remember what the sink took in the last
+        // window, since the newest slice saved on disk.
+        let window_start = now().add_nanos(-options.dedupe_window_nanos).unix_millis();
+        let since_ms = admission
+            .rebuild_since_ms()
+            .map_or(window_start, |t| t.max(window_start));
         let mut remembered = 0u64;
         let rebuilt = sink.recall(since_ms, &mut |id, at_ms| {
             admission.remember(id, Timestamp::from_unix_millis(at_ms));
@@ -117,7 +142,13 @@ impl CommitLoop {
         });
         let source = sink.source();
         match rebuilt {
-            Ok(()) => tracing::info!(ids = remembered, source, "Dedupe window rebuilt."),
+            Ok(()) => tracing::info!(
+                ids = remembered,
+                held = admission.dedupe_len(),
+                source,
+                ms = started.elapsed().as_millis() as u64,
+                "Dedupe window rebuilt."
+            ),
             Err(e) => {
                 tracing::error!(error = %e, source, "Could not rebuild the dedupe window; repeats of old events may be written again.")
             }
@@ -265,4 +296,13 @@ pub(crate) fn set_dedupe_gauges(metrics: &Metrics, admission: &Admission) {
     metrics
         .dedupe_bytes
         .set(i64::try_from(admission.dedupe_bytes()).unwrap_or(i64::MAX));
+    // The counters follow the window's own (only this thread moves either).
+    let stats = admission.dedupe_stats();
+    let lookups = &metrics.dedupe_disk_lookups;
+    lookups.inc_by(stats.disk_lookups.saturating_sub(lookups.get()));
+    let misses = &metrics.dedupe_false_positives;
+    misses.inc_by(stats.false_positives.saturating_sub(misses.get()));
+    metrics
+        .dedupe_runs
+        .set(i64::try_from(admission.dedupe_runs()).unwrap_or(i64::MAX));
 }

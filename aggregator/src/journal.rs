@@ -62,7 +62,10 @@ impl DedupeJournal {
         mut f: impl FnMut([u8; 16], i64),
     ) -> Result<(), LogError> {
         const CHUNK: usize = 1_000;
-        let mut from = 0;
+        // Segments last written before `since_ms` hold no id admitted since: skip them.
+        let since =
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(since_ms).unwrap_or(0));
+        let mut from = self.log.first_offset_written_since(TOPIC, since)?;
         loop {
             let records = self.log.read(TOPIC, from, CHUNK)?;
             let Some(last) = records.last() else {

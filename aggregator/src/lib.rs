@@ -1,7 +1,8 @@
 //! The Sluice aggregator: where events become durable. It takes batch
 //! frames ([`sluice_shared::Batch`]) from edges over QUIC ([`quic`]) and
 //! HTTP ([`http`]), drops repeats and applies per-stream and per-client
-//! limits ([`admit`], on the core's dedupe and rate-limit algorithms), and
+//! limits ([`admit`], on the core's rate-limit algorithm and the dedupe
+//! [`window`], exact in a few bytes an id with its slices saved on disk), and
 //! commits them in groups ([`commit`]) to a [`Sink`]: the embedded log
 //! ([`log_sink`], on `sluice-log`) or Kafka ([`kafka`]). Each batch is
 //! answered with a [`sluice_shared::BatchAck`] once its events are durable.
@@ -23,6 +24,7 @@ pub mod quic;
 pub mod schemas;
 pub mod server;
 pub mod sink;
+pub mod window;
 
 pub use admit::{Admission, Admit};
 pub use commit::{CommitLoop, CommitOptions, SubmitError};
@@ -37,3 +39,4 @@ pub use server::{ServerError, run};
 pub use sink::Sink;
 pub use sluice_shared::Live;
 pub use sluice_shared::{Batch, BatchAck, DedupeSet, RateLimiter};
+pub use window::{DedupeWindow, WindowOptions, WindowStats};

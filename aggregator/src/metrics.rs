@@ -33,6 +33,12 @@ pub struct Metrics {
     pub dedupe_ids: Gauge,
     /// Bytes held by the dedupe window.
     pub dedupe_bytes: Gauge,
+    /// Dedupe filter hits confirmed against a run on disk.
+    pub dedupe_disk_lookups: Counter,
+    /// Of those, ids the run did not hold: the filters' false positives.
+    pub dedupe_false_positives: Counter,
+    /// Closed slices of the dedupe window saved on disk.
+    pub dedupe_runs: Gauge,
     /// Error reports from edges, by outcome: `admitted` to the error stream or `dropped` over its bound.
     pub error_reports: Family<OutcomeLabels, Counter>,
     /// Writes of the dedupe journal that failed (Kafka sink only): ids that a restart will not remember.
@@ -56,6 +62,9 @@ impl Metrics {
             queue_depth: Gauge::default(),
             dedupe_ids: Gauge::default(),
             dedupe_bytes: Gauge::default(),
+            dedupe_disk_lookups: Counter::default(),
+            dedupe_false_positives: Counter::default(),
+            dedupe_runs: Gauge::default(),
             error_reports: Family::default(),
             journal_failures: Counter::default(),
             writable: Arc::new(AtomicBool::new(true)),
@@ -83,6 +92,21 @@ impl Metrics {
                     "dedupe_bytes",
                     "Bytes held by the dedupe window",
                     &m.dedupe_bytes,
+                ),
+                (
+                    "dedupe_disk_lookups",
+                    "Dedupe filter hits confirmed against the ids saved on disk",
+                    &m.dedupe_disk_lookups,
+                ),
+                (
+                    "dedupe_false_positives",
+                    "Dedupe filter hits the ids on disk did not confirm (false positives)",
+                    &m.dedupe_false_positives,
+                ),
+                (
+                    "dedupe_runs",
+                    "Closed slices of the dedupe window saved on disk",
+                    &m.dedupe_runs,
                 ),
                 (
                     "error_reports",

@@ -192,6 +192,7 @@ pub async fn run(
             .unwrap_or(i64::MAX),
             seed: std::process::id().into(),
             errors: config.error_stream.options(),
+            dedupe_dir: Some(config.data_dir.join("dedupe-slices")),
             ..CommitOptions::default()
         },
         metrics,

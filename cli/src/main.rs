@@ -3,6 +3,7 @@
 mod aggregator;
 mod bench;
 mod bench_connect;
+mod bench_dedupe;
 mod bench_lake;
 mod client;
 mod connect;
@@ -57,6 +58,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Benchmark the connectors against each store's bulk loader on the same rows.
     BenchConnect(bench_connect::BenchConnectArgs),
+    /// Benchmark the aggregator's dedupe window: ids/s, memory per held id, exactness, restart.
+    BenchDedupe(bench_dedupe::BenchDedupeArgs),
     /// Benchmark the Parquet sink against DuckDB turning the same events into Parquet.
     BenchLake(bench_lake::BenchLakeArgs),
 }
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::BenchConnect(args) => bench_connect::run(args),
         Command::BenchLake(args) => bench_lake::run(args),
+        Command::BenchDedupe(args) => bench_dedupe::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,19 +1,24 @@
 //! The Cloudflare Worker host: the same intake as the native edge, run per
 //! request in a Worker isolate. Schemas and stream config are embedded at
-//! build time (see `build.rs`) and, when `AGGREGATOR_URL` is set, refreshed
-//! from the aggregator's `/v1/bundle` every `BUNDLE_REFRESH_SECS` (default
-//! 60). Accepted events go to the aggregator's `POST /v1/batches` over
-//! HTTPS with the `AGGREGATOR_TOKEN` secret, one batch per request: a
-//! Worker can open no UDP socket, so no QUIC here. Hasty requests are
-//! answered at once and forwarded under `waitUntil`.
+//! build time (see `build.rs`) and, when aggregators are listed, refreshed
+//! from the first one's `/v1/bundle` every `BUNDLE_REFRESH_SECS` (default
+//! 60). Accepted events go to the `POST /v1/batches` of the aggregator that
+//! owns each event's id (rendezvous hashing over the list, as at native
+//! edges; an unreachable owner's events go to their next-ranked aggregator)
+//! over HTTPS with the `AGGREGATOR_TOKEN` secret: a Worker can open no UDP
+//! socket, so no QUIC here. Hasty requests are answered at once and
+//! forwarded under `waitUntil`.
 //!
-//! Variables: `AGGREGATOR_URL`, `CORS_ORIGINS` (comma-separated, `*` for
+//! Variables: `AGGREGATORS` (comma-separated `name=https://...` entries; the
+//! names must match the native edges' for both to agree on owners) or
+//! `AGGREGATOR_URL` for one, `CORS_ORIGINS` (comma-separated, `*` for
 //! any), `MAX_BODY_BYTES`, `MAX_EVENT_BYTES`, `BUNDLE_REFRESH_SECS`; secret
 //! `AGGREGATOR_TOKEN`.
 
 use crate::pipeline::{self, Taken};
 use crate::request::{self, Query};
 use crate::respond::{self, Forwarded, Reply};
+use sluice_shared::forward::{Owners, PartOutcome, Scatter, aggregator_name};
 use sluice_shared::{
     Batch, BatchAck, BodyLimits, Bundle, EventIds, Intake, IntakeOptions, RequestMeta, Timestamp,
     WireLimits,
@@ -101,7 +106,7 @@ async fn intake(env: &Env, now_ms: u64) -> Result<(Rc<Intake>, BodyLimits), Stri
             (intake, limits, None)
         }
     };
-    let Some(base) = var(env, "AGGREGATOR_URL") else {
+    let Some((_, base)) = aggregators(env).into_iter().next() else {
         return Ok((intake, limits));
     };
     // Due for a refresh: a conditional GET; any failure keeps the pipeline in use.
@@ -176,22 +181,33 @@ fn random_u128() -> u128 {
     (u128::from(random_u64()) << 64) | u128::from(random_u64())
 }
 
-/// Sends one batch to the aggregator and maps its answer.
-async fn forward(env: &Env, batch: Batch) -> Forwarded {
-    let unavailable = |message: String, retry: u32, events| Forwarded::Unavailable {
-        message,
-        retry_after_secs: retry,
-        events,
-    };
-    let (Some(base), Ok(token)) = (var(env, "AGGREGATOR_URL"), env.secret("AGGREGATOR_TOKEN"))
-    else {
-        return unavailable(
-            "this Worker has no AGGREGATOR_URL or AGGREGATOR_TOKEN configured".into(),
-            60,
-            batch.events,
-        );
-    };
-    let frame = batch.encode(true);
+/// The aggregators, as `(name, base URL)`: `AGGREGATORS` (comma-separated entries,
+/// `name=https://...` or the URL alone), else `AGGREGATOR_URL` alone.
+fn aggregators(env: &Env) -> Vec<(String, String)> {
+    let list = var(env, "AGGREGATORS").or_else(|| var(env, "AGGREGATOR_URL"));
+    list.iter()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, url) = aggregator_name(e);
+            (name.to_owned(), url.trim_end_matches('/').to_owned())
+        })
+        .collect()
+}
+
+/// How one aggregator took a part of a batch.
+enum Posted {
+    Ack(BatchAck),
+    /// Not reached (no connection, or a 502/504 from the way there): try the next-ranked.
+    Unreachable(String),
+    /// Answered without taking it: the request is answered 503 with this wait.
+    Refused(String, u32),
+}
+
+/// Posts one part to the aggregator at `base`.
+async fn post(base: &str, token: &str, part: &Batch) -> Posted {
+    let frame = part.encode(true);
     let headers = Headers::new();
     let _ = headers.set("Authorization", &format!("Bearer {token}"));
     let _ = headers.set("Content-Type", FRAME_MEDIA_TYPE);
@@ -200,22 +216,19 @@ async fn forward(env: &Env, batch: Batch) -> Forwarded {
     init.with_method(Method::Post)
         .with_headers(headers)
         .with_body(Some(body.into()));
-    let url = format!("{}/v1/batches", base.trim_end_matches('/'));
+    let url = format!("{base}/v1/batches");
     let sent = match Request::new_with_init(&url, &init) {
         Ok(req) => Fetch::Request(req).send().await,
         Err(e) => Err(e),
     };
     let mut resp = match sent {
         Ok(r) => r,
-        Err(e) => {
-            return unavailable(
-                format!("the aggregator cannot be reached: {e}"),
-                5,
-                batch.events,
-            );
-        }
+        Err(e) => return Posted::Unreachable(format!("{base} cannot be reached: {e}")),
     };
     let status = resp.status_code();
+    if status == 502 || status == 504 {
+        return Posted::Unreachable(format!("{base} answered {status}"));
+    }
     if status != 200 {
         let retry = resp
             .headers()
@@ -224,30 +237,81 @@ async fn forward(env: &Env, batch: Batch) -> Forwarded {
             .flatten()
             .and_then(|v| v.parse().ok())
             .unwrap_or(5);
-        return unavailable(
-            format!("the aggregator answered {status}"),
-            retry,
-            batch.events,
-        );
+        return Posted::Refused(format!("the aggregator {base} answered {status}"), retry);
     }
     let bytes = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => {
+        Err(e) => return Posted::Unreachable(format!("{base}'s answer broke off: {e}")),
+    };
+    match BatchAck::decode_for(&bytes, part, &WireLimits::default()) {
+        Ok(ack) => Posted::Ack(ack),
+        Err(e) => Posted::Refused(format!("{base}'s answer does not decode: {e}"), 5),
+    }
+}
+
+/// Sends one batch, each event to the aggregator that owns its id (the core's
+/// [`Scatter`], as the native edge does over QUIC), and maps the answers.
+async fn forward(env: &Env, batch: Batch) -> Forwarded {
+    let unavailable = |message: String, retry: u32, events| Forwarded::Unavailable {
+        message,
+        retry_after_secs: retry,
+        events,
+    };
+    let list = aggregators(env);
+    let token = match env.secret("AGGREGATOR_TOKEN") {
+        Ok(t) if !list.is_empty() => t.to_string(),
+        _ => {
             return unavailable(
-                format!("the aggregator's answer broke off: {e}"),
-                5,
+                "this Worker has no AGGREGATORS (or AGGREGATOR_URL) or AGGREGATOR_TOKEN configured"
+                    .into(),
+                60,
                 batch.events,
             );
         }
     };
-    match BatchAck::decode_for(&bytes, &batch, &WireLimits::default()) {
-        Ok(ack) => Forwarded::Verdicts(batch.events.into_iter().zip(ack.verdicts).collect()),
-        Err(e) => unavailable(
-            format!("the aggregator's answer does not decode: {e}"),
-            5,
-            batch.events,
-        ),
+    let owners = Owners::new(&list.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>());
+    let mut scatter = Scatter::new(&batch, list.len());
+    let mut refused: Option<(String, u32)> = None;
+    let mut last = String::new();
+    while !scatter.done() {
+        let Some(parts) = scatter.round(&owners, &batch, |_| true) else {
+            return unavailable(format!("no aggregator answers: {last}"), 5, batch.events);
+        };
+        let posts = parts
+            .iter()
+            .map(|p| post(&list[p.aggregator].1, &token, &p.batch));
+        let answers = futures_util::future::join_all(posts).await;
+        for (part, answer) in parts.into_iter().zip(answers) {
+            let outcome = match answer {
+                Posted::Ack(ack) => PartOutcome::Acknowledged(ack.verdicts),
+                Posted::Unreachable(why) => {
+                    worker::console_warn!(
+                        "{why}; its {} events go to their next-ranked aggregator",
+                        part.batch.events.len()
+                    );
+                    last = why;
+                    PartOutcome::Unreachable
+                }
+                Posted::Refused(why, retry) => {
+                    refused.get_or_insert((why, retry));
+                    PartOutcome::Refused
+                }
+            };
+            if part.moved > 0 {
+                worker::console_log!(
+                    "{} events moved to {}, their owner being unreachable",
+                    part.moved,
+                    list[part.aggregator].0
+                );
+            }
+            scatter.answered(part, outcome);
+        }
     }
+    if let Some((why, retry)) = refused {
+        return unavailable(why, retry, batch.events);
+    }
+    let ack = scatter.finish(batch.id);
+    Forwarded::Verdicts(batch.events.into_iter().zip(ack.verdicts).collect())
 }
 
 /// CORS headers for `origin` under the `CORS_ORIGINS` setting (default any).

@@ -65,7 +65,7 @@ pub use wire::{Batch, BatchAck, BatchError, BatchEvent, EventAck, WireError, Wir
 mod dedupe;
 mod rate_limit;
 mod timestamp;
-pub use dedupe::{DedupeSet, Seen};
+pub use dedupe::{BlockedBloom, DedupeSet, FrozenIds, IdSet, Seen, SortedIds};
 pub use rate_limit::{Quota, RateLimiter};
 pub use timestamp::{Timestamp, TimestampError};
 

@@ -134,3 +134,59 @@ fn the_worker_validates_and_forwards_to_a_real_aggregator() {
     got.sort();
     assert_eq!(got, vec!["w-beacon", "w-beside-bad", "w-hasty", "w-one"]);
 }
+
+#[test]
+fn the_worker_sends_each_event_to_its_owner_and_moves_off_a_dead_one() {
+    let streams = std::fs::read_to_string(workspace().join("schemas/streams.yaml")).unwrap();
+    let scratch = Scratch::with_streams(&streams);
+    let other = scratch.root.join("data-b");
+    let mut a = scratch.aggregator(TOKEN, &[]);
+    let mut b = scratch.aggregator(TOKEN, &[("SLUICE_AGGREGATOR_DATA_DIR", other.as_os_str())]);
+    let list = format!("a=http://{},b=http://{}", a.http, b.http);
+    let worker = Workerd::start(&[("AGGREGATORS", &list), ("AGGREGATOR_TOKEN", TOKEN)]);
+    let owners = sluice_shared::forward::Owners::new(&["a", "b"]);
+    let id = |n: u64| uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &n.to_be_bytes());
+    let numbered = |n: u64| {
+        let mut e = event(&format!("w-{n}"));
+        e["meta"]["id"] = json!(id(n).to_string());
+        e
+    };
+    let post = |range: std::ops::Range<u64>| {
+        let events: Vec<Value> = range.map(numbered).collect();
+        let r = http_call(
+            worker.http,
+            "POST",
+            "/v1/events",
+            &[("Content-Type", "application/json")],
+            json!(events).to_string().as_bytes(),
+        )
+        .expect("the Worker answers");
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    };
+    for start in (0..200).step_by(50) {
+        post(start..start + 50);
+    }
+    let on_b = (0..200u64)
+        .filter(|&n| owners.rank(id(n).as_bytes())[0] == 1)
+        .count();
+    let accepted = |at| {
+        sluice_tests::metric(
+            at,
+            "sluice_aggregator_events_total{stream=\"sluice.test.event\",outcome=\"accepted\"}",
+        ) as usize
+    };
+    // Each took exactly the ids it owns, both a good share.
+    assert_eq!(accepted(b.http), on_b);
+    assert_eq!(accepted(a.http), 200 - on_b);
+    assert!((40..160).contains(&on_b), "{on_b} of 200 on b");
+    // With b gone, its ids go to a; nothing is refused.
+    b.child.0.kill().unwrap();
+    let _ = b.child.0.wait();
+    post(200..300);
+    assert_eq!(accepted(a.http), 300 - on_b);
+    drop(worker);
+    assert!(terminate(&mut a.child).success());
+    let in_a = log_events(&scratch.data, "local.sluice.test.event").len();
+    let in_b = log_events(&other, "local.sluice.test.event").len();
+    assert_eq!((in_a, in_b), (300 - on_b, on_b));
+}

@@ -1,13 +1,20 @@
-//! The QUIC link from a native edge to its aggregators: one reused
-//! connection, batches sent one per bidirectional stream (the protocol of
-//! [`sluice_shared::link`], over `sluice-host`'s endpoint), and the core's
-//! [`Failover`] choosing which aggregator to connect to and when.
+//! The QUIC links from a native edge to its aggregators. Every listed
+//! aggregator is in use: each event goes to the owner of its id, chosen by
+//! the core's rendezvous hashing ([`Owners`]) over the aggregators that are
+//! up, so that an id is deduplicated in one place. A batch is split into one
+//! sub-batch per owner, sent on that owner's reused connection (one
+//! bidirectional stream per batch, the protocol of [`sluice_shared::link`])
+//! and answered from all owners' verdicts. An aggregator whose connection
+//! fails is down, with the core's [`Failover`] backoff, until a later batch
+//! reaches it again; meanwhile its ids go to their next-ranked aggregator
+//! (counted as owner moves).
 
+use super::metrics::Metrics;
 use bytes::Bytes;
 use sluice_host::quic::send_frame;
-use sluice_shared::forward::{Attempt, Failover};
+use sluice_shared::forward::{Attempt, Failover, Owners, PartOutcome, Scatter, aggregator_name};
 use sluice_shared::{Batch, LinkReply, WireLimits};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// No aggregator could be reached; try again after `retry_after`.
@@ -23,124 +30,147 @@ pub struct LinkDown {
     pub retry_after: Duration,
 }
 
-struct State {
-    /// The connection in use, and the index of its aggregator.
-    conn: Option<(quinn::Connection, usize)>,
+/// One aggregator: its connection and whether it is up.
+struct Peer {
+    name: String,
+    address: String,
+    /// The connection in use; held while connecting, so that one task connects at a time.
+    conn: tokio::sync::Mutex<Option<quinn::Connection>>,
+    /// Backoff after failures (a list of one: the core's policy for one aggregator).
+    health: Mutex<Health>,
+}
+
+struct Health {
     failover: Failover,
     last_error: String,
 }
 
-/// Clears the connecting flag when the attempt ends, finished or cancelled.
-struct Connecting<'a>(&'a AtomicBool);
+impl Peer {
+    /// Whether a batch may be sent here at `now`: not waiting out a backoff.
+    fn up(&self, now: Instant) -> bool {
+        self.health
+            .lock()
+            .is_ok_and(|h| matches!(h.failover.attempt(now), Attempt::Try(_)))
+    }
 
-impl Drop for Connecting<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+    fn failed(&self, why: String) -> Duration {
+        match self.health.lock() {
+            Ok(mut h) => {
+                h.last_error = why;
+                h.failover.on_all_failed(Instant::now())
+            }
+            Err(_) => Duration::from_millis(100),
+        }
+    }
+
+    fn wait(&self, now: Instant) -> Option<Duration> {
+        match self.health.lock().ok()?.failover.attempt(now) {
+            Attempt::Wait(d) => Some(d),
+            Attempt::Try(_) => None,
+        }
+    }
+
+    fn last_error(&self) -> String {
+        self.health
+            .lock()
+            .map(|h| h.last_error.clone())
+            .unwrap_or_default()
     }
 }
 
-/// Connections to a list of aggregators, one in use at a time.
+/// Connections to every listed aggregator.
 pub struct Link {
     endpoint: quinn::Endpoint,
-    aggregators: Vec<String>,
+    peers: Vec<Peer>,
+    owners: Owners,
     server_name: String,
     token: Option<String>,
     limits: WireLimits,
-    state: tokio::sync::Mutex<State>,
-    /// A task is connecting: others do not wait behind it.
-    connecting: AtomicBool,
+    metrics: Metrics,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an aggregator may take to answer a batch before it is taken for down (its
+/// events then go to their next-ranked aggregator). Aggregators answer at once when
+/// busy, so a silent one is gone.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How one owner's sub-batch ended.
+enum Sent {
+    Reply(LinkReply),
+    /// The connection failed: the aggregator is down for now.
+    Down(String),
+}
 
 impl Link {
-    /// A link over `endpoint` to `aggregators` (`host:port`), whose certificates name `server_name`.
+    /// A link over `endpoint` to `aggregators` (`host:port`, or `name=host:port` where
+    /// edges reach one aggregator at different addresses), whose certificates name `server_name`.
     pub fn new(
         endpoint: quinn::Endpoint,
         aggregators: Vec<String>,
         server_name: String,
         token: Option<String>,
         limits: WireLimits,
+        metrics: Metrics,
     ) -> Self {
-        let failover = Failover::new(aggregators.len(), fastrand::u64(..));
+        let peers: Vec<Peer> = aggregators
+            .iter()
+            .map(|entry| {
+                let (name, address) = aggregator_name(entry);
+                Peer {
+                    name: name.to_owned(),
+                    address: address.to_owned(),
+                    conn: tokio::sync::Mutex::new(None),
+                    health: Mutex::new(Health {
+                        failover: Failover::new(1, fastrand::u64(..)),
+                        last_error: String::new(),
+                    }),
+                }
+            })
+            .collect();
+        let owners = Owners::new(&peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>());
         Link {
             endpoint,
-            aggregators,
+            peers,
+            owners,
             server_name,
             token,
             limits,
-            state: tokio::sync::Mutex::new(State {
-                conn: None,
-                failover,
-                last_error: String::new(),
-            }),
-            connecting: AtomicBool::new(false),
+            metrics,
         }
     }
 
-    /// The connection in use, or a new one to the first aggregator that answers.
-    async fn connection(&self) -> Result<(quinn::Connection, usize), LinkDown> {
-        let mut state = self.state.lock().await;
-        if let Some((conn, index)) = &state.conn {
-            if conn.close_reason().is_none() {
-                return Ok((conn.clone(), *index));
-            }
-            state.conn = None;
-        }
-        let order = match state.failover.attempt(Instant::now()) {
-            Attempt::Wait(retry_after) => {
-                return Err(LinkDown {
-                    last: state.last_error.clone(),
-                    connecting: false,
-                    retry_after,
-                });
-            }
-            Attempt::Try(order) => order,
+    /// The connection to `peer`, reused or new.
+    async fn connection(&self, peer: &Peer) -> Result<quinn::Connection, String> {
+        let recovering = peer.health.lock().is_ok_and(|h| h.failover.failing());
+        let mut conn = if recovering {
+            // One batch probes an aggregator coming back; the others go to the next-ranked
+            // meanwhile rather than wait out its handshake.
+            peer.conn
+                .try_lock()
+                .map_err(|_| format!("{} is being reconnected", peer.name))?
+        } else {
+            peer.conn.lock().await
         };
-        if self.connecting.swap(true, Ordering::AcqRel) {
-            return Err(LinkDown {
-                last: "connecting to an aggregator".into(),
-                connecting: true,
-                retry_after: Duration::from_millis(50),
-            });
-        }
-        // A request that gives up (its timeout) drops this future mid-attempt; the guard lets the next one try.
-        let _connecting = Connecting(&self.connecting);
-        let recovering = state.failover.failing();
-        drop(state);
-        let mut failures = Vec::new();
-        let mut found = None;
-        for (k, &i) in order.iter().enumerate() {
-            let target = &self.aggregators[i];
-            match self.connect(target).await {
-                Ok(conn) => {
-                    found = Some((i, k, conn));
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(aggregator = %target, error = %e, "Cannot reach an aggregator.");
-                    failures.push(format!("{target}: {e}"));
-                }
+        if let Some(c) = conn.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
             }
+            *conn = None;
         }
-        let mut state = self.state.lock().await;
-        if let Some(last) = failures.last() {
-            state.last_error.clone_from(last);
+        // Another task may have failed to connect while this one waited for the lock.
+        if !peer.up(Instant::now()) {
+            return Err(peer.last_error());
         }
-        if let Some((i, k, conn)) = found {
-            if recovering || k > 0 {
-                tracing::info!(aggregator = %self.aggregators[i], "Connected to an aggregator.");
-            }
-            state.failover.on_connected(i);
-            state.conn = Some((conn.clone(), i));
-            return Ok((conn, i));
+        let c = self.connect(&peer.address).await?;
+        if recovering {
+            tracing::info!(aggregator = %peer.name, "Connected to an aggregator again.");
         }
-        let retry_after = state.failover.on_all_failed(Instant::now());
-        Err(LinkDown {
-            last: state.last_error.clone(),
-            connecting: false,
-            retry_after,
-        })
+        if let Ok(mut h) = peer.health.lock() {
+            h.failover.on_connected(0);
+        }
+        *conn = Some(c.clone());
+        Ok(c)
     }
 
     async fn connect(&self, target: &str) -> Result<quinn::Connection, String> {
@@ -163,45 +193,120 @@ impl Link {
         }
     }
 
-    /// Forgets `conn` if it is the one in use, and moves on to the next aggregator.
-    async fn drop_connection(&self, conn: &quinn::Connection, index: usize, why: String) {
-        let mut state = self.state.lock().await;
-        if state
-            .conn
-            .as_ref()
-            .is_some_and(|(c, _)| c.stable_id() == conn.stable_id())
-        {
-            tracing::warn!(error = %why, "Lost the aggregator connection; failing over.");
-            state.conn = None;
-            state.failover.on_lost(index);
-            state.last_error = why;
-        }
-    }
-
-    /// Sends one batch and returns the aggregator's answer; a connection that
-    /// fails is replaced (on the next aggregator) and the batch sent again once.
-    pub async fn send(&self, batch: &Batch, frame: &Bytes) -> Result<LinkReply, LinkDown> {
+    /// Sends `frame` to `peer`; a connection that fails is dropped and the send
+    /// tried once more on a new one (an aggregator restarted since the last batch).
+    async fn send_to(&self, peer: &Peer, batch: &Batch, frame: Bytes) -> Sent {
         let mut last = String::new();
         for _ in 0..2 {
-            let (conn, index) = self.connection().await?;
-            match send_frame(&conn, frame.clone(), self.token.as_deref(), &self.limits).await {
+            let conn = match self.connection(peer).await {
+                Ok(c) => c,
+                Err(e) => return Sent::Down(e),
+            };
+            let sent = tokio::time::timeout(
+                ANSWER_TIMEOUT,
+                send_frame(&conn, frame.clone(), self.token.as_deref(), &self.limits),
+            )
+            .await;
+            let Ok(sent) = sent else {
+                // A killed aggregator's connection looks alive until QUIC's idle timeout:
+                // close it, so that every batch waiting on it moves on now.
+                conn.close(0u32.into(), b"no answer");
+                return Sent::Down(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()));
+            };
+            match sent {
                 Ok(answer) => {
-                    return LinkReply::decode(&answer, batch, &self.limits).map_err(|e| LinkDown {
-                        last: e.to_string(),
-                        connecting: false,
-                        retry_after: Duration::from_millis(100),
-                    });
+                    return match LinkReply::decode(&answer, batch, &self.limits) {
+                        Ok(reply) => Sent::Reply(reply),
+                        Err(e) => Sent::Reply(LinkReply::BadRequest(e.to_string())),
+                    };
                 }
                 Err(e) => {
                     last = e.to_string();
-                    self.drop_connection(&conn, index, last.clone()).await;
+                    let mut held = peer.conn.lock().await;
+                    if held
+                        .as_ref()
+                        .is_some_and(|c| c.stable_id() == conn.stable_id())
+                    {
+                        *held = None;
+                    }
                 }
             }
         }
-        Err(LinkDown {
+        Sent::Down(last)
+    }
+
+    /// Sends one batch, each event to its owner, and returns the answer for the whole
+    /// batch: an acknowledgement with every event's verdict once every owner acknowledged
+    /// its part. An owner that cannot be reached is marked down and its events go to
+    /// their next-ranked aggregator in the same call ([`Scatter`]). Any other refusal
+    /// (busy, failed, unauthorized) is the batch's answer: sent again, the events an owner
+    /// already took come back duplicates from it.
+    pub async fn send(
+        &self,
+        batch: &Batch,
+        encode: impl Fn(&Batch) -> Bytes,
+    ) -> Result<LinkReply, LinkDown> {
+        let mut scatter = Scatter::new(batch, self.peers.len());
+        let mut refusal: Option<LinkReply> = None;
+        let mut last_down = String::new();
+        while !scatter.done() {
+            let now = Instant::now();
+            let Some(parts) = scatter.round(&self.owners, batch, |a| self.peers[a].up(now)) else {
+                return Err(self.all_down(last_down));
+            };
+            let sends = parts.iter().map(|part| {
+                let peer = &self.peers[part.aggregator];
+                self.metrics
+                    .placed(&peer.name, part.batch.events.len(), part.moved);
+                self.send_to(peer, &part.batch, encode(&part.batch))
+            });
+            let results = futures_util::future::join_all(sends).await;
+            for (part, sent) in parts.into_iter().zip(results) {
+                let outcome = match sent {
+                    Sent::Reply(LinkReply::Ack(ack)) => PartOutcome::Acknowledged(ack.verdicts),
+                    Sent::Reply(other) => {
+                        refusal.get_or_insert(other);
+                        PartOutcome::Refused
+                    }
+                    Sent::Down(why) => {
+                        let peer = &self.peers[part.aggregator];
+                        let wait = peer.failed(why.clone());
+                        tracing::warn!(aggregator = %peer.name, error = %why, retry_in_ms = wait.as_millis() as u64, "Cannot reach an aggregator; its events go to the next-ranked one meanwhile.");
+                        last_down = format!("{}: {why}", peer.name);
+                        PartOutcome::Unreachable
+                    }
+                };
+                scatter.answered(part, outcome);
+            }
+        }
+        match refusal {
+            Some(refused) => Ok(refused),
+            None => Ok(LinkReply::Ack(scatter.finish(batch.id))),
+        }
+    }
+
+    /// Every aggregator is down (or failed in this call): when to try again.
+    fn all_down(&self, last: String) -> LinkDown {
+        let now = Instant::now();
+        let retry_after = self
+            .peers
+            .iter()
+            .filter_map(|p| p.wait(now))
+            .min()
+            .unwrap_or(Duration::from_millis(100));
+        let last = if last.is_empty() {
+            self.peers
+                .iter()
+                .map(Peer::last_error)
+                .find(|e| !e.is_empty())
+                .unwrap_or_else(|| "every aggregator is backing off".into())
+        } else {
+            last
+        };
+        LinkDown {
             last,
             connecting: false,
-            retry_after: Duration::from_millis(100),
-        })
+            retry_after,
+        }
     }
 }

@@ -16,6 +16,13 @@ pub struct StatusLabels {
     pub status: u16,
 }
 
+/// Labels of the per-aggregator counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AggregatorLabels {
+    /// The aggregator's name in the edge's list.
+    pub aggregator: String,
+}
+
 /// Every metric the edge exports; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -32,6 +39,10 @@ pub struct Metrics {
     pub hasty_dropped: Family<OutcomeLabels, Counter>,
     /// Batches sent to aggregators, by result.
     pub batches: Family<OutcomeLabels, Counter>,
+    /// Events sent to each aggregator (each event to the owner of its id).
+    pub aggregator_events: Family<AggregatorLabels, Counter>,
+    /// Events sent to an aggregator other than their id's owner, because the owner was down.
+    pub owner_moves: Counter,
     /// Bytes in the spool.
     pub spool_bytes: Gauge,
     /// Time of a spool group's append and sync, from the writer taking it to the `fsync`'s return.
@@ -49,6 +60,8 @@ impl Default for Metrics {
             events: Family::default(),
             hasty_dropped: Family::default(),
             batches: Family::default(),
+            aggregator_events: Family::default(),
+            owner_moves: Counter::default(),
             spool_bytes: Gauge::default(),
             spool_sync_seconds: Histogram::new(LATENCY_BUCKETS),
             request_seconds: Histogram::new(LATENCY_BUCKETS),
@@ -67,6 +80,16 @@ impl Default for Metrics {
                     "batches",
                     "Batches sent to aggregators, by result",
                     &m.batches,
+                ),
+                (
+                    "aggregator_events",
+                    "Events sent to each aggregator, each to the owner of its id",
+                    &m.aggregator_events,
+                ),
+                (
+                    "owner_moves",
+                    "Events sent to the next-ranked aggregator because their owner was down",
+                    &m.owner_moves,
                 ),
                 ("spool_bytes", "Bytes held in the spool", &m.spool_bytes),
                 (
@@ -98,6 +121,16 @@ impl Metrics {
     /// Counts a batch sent to aggregators, with its result.
     pub fn batch(&self, outcome: Outcome) {
         self.batches.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts `n` events sent to `aggregator`, `moved` of them off their down owner.
+    pub fn placed(&self, aggregator: &str, n: usize, moved: usize) {
+        self.aggregator_events
+            .get_or_create(&AggregatorLabels {
+                aggregator: aggregator.to_owned(),
+            })
+            .inc_by(n as u64);
+        self.owner_moves.inc_by(moved as u64);
     }
 
     /// Counts `n` hasty events answered 202 and then dropped, by reason.

@@ -79,14 +79,15 @@ pub async fn run(
     };
     let limits = WireLimits::default();
     let endpoint = client_endpoint(ca, identity)?;
+    let metrics = Metrics::default();
     let link = Arc::new(Link::new(
         endpoint.clone(),
         config.aggregators.clone(),
         config.server_name.clone(),
         token,
         limits,
+        metrics.clone(),
     ));
-    let metrics = Metrics::default();
     let spool = Arc::new(Spool::open(
         &config.data_dir.join("spool"),
         config.spool.max_bytes,

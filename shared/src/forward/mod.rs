@@ -3,7 +3,8 @@
 //! limit on batches in flight ([`Batcher`]), the choice of aggregator with
 //! failover and backoff with jitter ([`Failover`]), what to do after each
 //! attempt to deliver a batch ([`Delivery`]), when compressing is worth it
-//! ([`CompressionGate`]), which spooled records are done and may be trimmed
+//! ([`CompressionGate`]), which aggregator owns each event ([`Owners`]),
+//! which spooled records are done and may be trimmed
 //! ([`DoneWindow`]), and what an acknowledgement's verdicts come to.
 //! The native edge's tokio shell drives them; tests drive them step by step.
 
@@ -11,12 +12,16 @@ mod batcher;
 mod compression;
 mod delivery;
 mod failover;
+mod owners;
+mod scatter;
 mod window;
 
 pub use batcher::{BatchLimits, Batcher};
 pub use compression::CompressionGate;
 pub use delivery::{Attempted, Delivery, Next};
 pub use failover::{Attempt, Failover};
+pub use owners::{Owners, Placement, aggregator_name};
+pub use scatter::{Part, PartOutcome, Scatter};
 pub use window::DoneWindow;
 
 use crate::wire::{BatchEvent, EventAck};

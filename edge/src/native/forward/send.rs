@@ -42,13 +42,13 @@ fn describe(reply: &Result<LinkReply, LinkDown>) -> String {
 pub(super) async fn send_guaranteed(ctx: &Ctx, mut items: Vec<Item>) {
     let counts: Vec<usize> = items.iter().map(|i| i.events.len()).collect();
     let batch = build(&mut items);
-    let frame = ctx.encode(&batch);
     let delivery = Delivery::guaranteed(std::time::Instant::now(), ctx.options.forward_timeout);
     let deadline = delivery
         .deadline()
         .map_or_else(Instant::now, Instant::from_std);
     let (message, wait) = loop {
-        let sent = tokio::time::timeout_at(deadline, ctx.link.send(&batch, &frame)).await;
+        let sent =
+            tokio::time::timeout_at(deadline, ctx.link.send(&batch, |b| ctx.encode(b))).await;
         let Ok(sent) = sent else {
             break (
                 "no aggregator answered in time".to_owned(),

@@ -269,11 +269,10 @@ fn build_spooled(records: Vec<Spooled>) -> Batch {
 /// the aggregator failed are sent again (five times, then counted and dropped).
 async fn send_spooled(ctx: &Ctx, records: Vec<Spooled>) {
     let mut batch = build_spooled(records);
-    let mut frame = ctx.encode(&batch);
     let delivery = Delivery::spooled();
     let mut failures = 0u32;
     loop {
-        let reply = ctx.link.send(&batch, &frame).await;
+        let reply = ctx.link.send(&batch, |b| ctx.encode(b)).await;
         let wait = match reply {
             Ok(LinkReply::Ack(ack)) => {
                 ctx.metrics.batch(Outcome::Acknowledged);
@@ -292,7 +291,6 @@ async fn send_spooled(ctx: &Ctx, records: Vec<Spooled>) {
                     return;
                 }
                 batch = retry_batch(retry);
-                frame = ctx.encode(&batch);
                 Duration::from_secs(1)
             }
             other => {
