@@ -50,19 +50,20 @@ impl Admission {
         Admission::with_window(dedupe, max_rate_keys, seed)
     }
 
-    /// State whose dedupe window saves its closed slices in `dir`, loading those
-    /// saved before (see [`DedupeWindow`]).
+    /// State whose dedupe window saves its closed slices (of at least `slice_ids` ids)
+    /// in `dir`, loading those saved before (see [`DedupeWindow`]).
     pub fn open(
         window_nanos: i64,
         max_rate_keys: usize,
         seed: u64,
-        dir: &Path,
+        (dir, slice_ids): (&Path, usize),
         now: Timestamp,
     ) -> Result<Self, RunError> {
         let dedupe = DedupeWindow::open(
             WindowOptions {
                 window_ms: window_nanos / 1_000_000,
                 dir: Some(dir.to_owned()),
+                min_slice_ids: slice_ids,
                 seed,
                 ..WindowOptions::default()
             },

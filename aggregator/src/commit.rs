@@ -42,6 +42,8 @@ pub struct CommitOptions {
     pub errors: ErrorStreamOptions,
     /// Where the dedupe window saves its closed slices; `None` keeps them in memory.
     pub dedupe_dir: Option<std::path::PathBuf>,
+    /// Fewest ids at which the window's newest slice closes.
+    pub dedupe_slice_ids: usize,
 }
 
 impl Default for CommitOptions {
@@ -55,6 +57,7 @@ impl Default for CommitOptions {
             seed: 0,
             errors: ErrorStreamOptions::default(),
             dedupe_dir: None,
+            dedupe_slice_ids: 1 << 20,
         }
     }
 }
@@ -117,7 +120,7 @@ impl CommitLoop {
                 options.dedupe_window_nanos,
                 options.max_rate_keys,
                 options.seed,
-                dir,
+                (dir, options.dedupe_slice_ids),
                 now(),
             )
             .unwrap_or_else(|e| {
@@ -130,11 +133,12 @@ impl CommitLoop {
             }),
         };
         // Retries after a crash must still dedupe: remember what the sink took in the last
-        // window, since the newest slice saved on disk.
+        // window, since the newest slice saved on disk (less the sink's margin).
         let window_start = now().add_nanos(-options.dedupe_window_nanos).unix_millis();
+        let margin = sink.recall_margin_ms();
         let since_ms = admission
             .rebuild_since_ms()
-            .map_or(window_start, |t| t.max(window_start));
+            .map_or(window_start, |t| t.saturating_sub(margin).max(window_start));
         let mut remembered = 0u64;
         let rebuilt = sink.recall(since_ms, &mut |id, at_ms| {
             admission.remember(id, Timestamp::from_unix_millis(at_ms));

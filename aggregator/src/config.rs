@@ -29,6 +29,9 @@ pub struct AggregatorConfig {
     pub quic: QuicConfig,
     /// How long repeated event ids are recognized, in seconds.
     pub dedupe_window_secs: u64,
+    /// The dedupe window's newest slice is saved to disk at no fewer ids than this
+    /// (or at a sixteenth of the window's time).
+    pub dedupe_slice_ids: usize,
     /// Batches that may wait for the sink before senders get 503.
     pub sink_queue: usize,
     /// Event bytes that may be queued or being written before senders get 503.
@@ -122,6 +125,7 @@ impl Default for AggregatorConfig {
                 max_streams_per_connection: 64,
             },
             dedupe_window_secs: 3600,
+            dedupe_slice_ids: 1 << 20,
             sink_queue: 1024,
             max_in_flight_bytes: 256 * 1024 * 1024,
             segment_bytes: 256 * 1024 * 1024,

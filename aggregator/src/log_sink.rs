@@ -64,6 +64,13 @@ impl Sink for LogSink {
         recent_ids(&self.log, since_ms, f)
     }
 
+    /// The log dates records by the edges' receive time, which trails admission by
+    /// clock skew and by however long a spool held an event: ten minutes covers both
+    /// but a spool drained after a long outage.
+    fn recall_margin_ms(&self) -> i64 {
+        10 * 60 * 1000
+    }
+
     fn begin(&mut self, finisher: Finisher) {
         self.finisher = Some(finisher);
     }

@@ -193,6 +193,7 @@ pub async fn run(
             seed: std::process::id().into(),
             errors: config.error_stream.options(),
             dedupe_dir: Some(config.data_dir.join("dedupe-slices")),
+            dedupe_slice_ids: config.dedupe_slice_ids,
             ..CommitOptions::default()
         },
         metrics,

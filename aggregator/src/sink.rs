@@ -27,6 +27,12 @@ pub trait Sink: Send + 'static {
     /// event the sink holds that was received at or after `since_ms`.
     fn recall(&self, since_ms: i64, f: &mut dyn FnMut([u8; 16], i64)) -> Result<(), SinkError>;
 
+    /// How far before the newest saved dedupe slice a restart must recall: the times
+    /// [`Sink::recall`] gives can trail the admission times the slices keep.
+    fn recall_margin_ms(&self) -> i64 {
+        0
+    }
+
     /// Starts whatever answers batches beside the loop, through `finisher`.
     fn begin(&mut self, finisher: Finisher);
 

@@ -113,8 +113,11 @@ fn three_aggregators_share_the_ids_and_a_killed_one_loses_no_acknowledged_event(
     let tansu = Tansu::start();
     tansu.create_topic(TOPIC, 3);
     let scratch = Scratch::new(STREAM);
-    let kafka: [(&str, &std::ffi::OsStr); 1] =
-        [("SLUICE_AGGREGATOR_KAFKA__BROKERS", tansu.brokers.as_ref())];
+    // Small dedupe slices, so that each aggregator saves several to disk during the test.
+    let kafka: [(&str, &std::ffi::OsStr); 2] = [
+        ("SLUICE_AGGREGATOR_KAFKA__BROKERS", tansu.brokers.as_ref()),
+        ("SLUICE_AGGREGATOR_DEDUPE_SLICE_IDS", "1000".as_ref()),
+    ];
     // The first aggregator makes the development PKI; the others are given the same one.
     let first = scratch.aggregator(TOKEN, &kafka);
     let mut aggregators: Vec<Aggregator> = vec![first];
@@ -322,6 +325,14 @@ fn three_aggregators_share_the_ids_and_a_killed_one_loses_no_acknowledged_event(
     }
     let its_own = (from..from + 1_000).filter(|&n| owner(n) == 1).count() as u64;
     assert_eq!(accepted(back.http, "accepted") - before, its_own);
+    // Its dedupe window came back from the slices it saved and the journal since: the
+    // steady run's events are duplicates to it still.
+    assert!(metric(back.http, "sluice_aggregator_dedupe_runs") >= 1.0);
+    for start in (0..STEADY).step_by(PER_REQUEST as usize) {
+        let events: Vec<_> = (start..start + PER_REQUEST).map(event).collect();
+        post_events_created(edges[0].http, &events);
+    }
+    assert_eq!(accepted(back.http, "duplicate"), owned[1]);
     println!(
         "killed {} mid-load: {} events acknowledged of {} sent after the steady run, all in Kafka; {} client retries; {} events moved to their next-ranked aggregator; {} of the {} events the killed one owned written twice",
         NAMES[1],
