@@ -14,9 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use serde_json::json;
 use sluice_shared::forward::Owners;
-use sluice_tests::{
-    Aggregator, Edge, Scratch, Tansu, http_call, metric, post_events_created, start_edge,
-};
+use sluice_tests::{Aggregator, Edge, Scratch, Tansu, http_call, metric, post_events_created};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,14 +123,10 @@ fn three_aggregators_share_the_ids_and_a_killed_one_loses_no_acknowledged_event(
         let data = scratch.root.join(format!("data-{k}"));
         let tls = data.join("tls");
         std::fs::create_dir_all(&tls).expect("a data folder");
-        for f in [
-            "ca.pem",
-            "server.pem",
-            "server.key.pem",
-            "edge.pem",
-            "edge.key.pem",
-        ] {
-            std::fs::copy(scratch.data.join("tls").join(f), tls.join(f)).expect("the PKI copies");
+        for f in std::fs::read_dir(scratch.data.join("tls")).expect("the PKI") {
+            let f = f.expect("a PKI file").path();
+            let name = f.file_name().expect("a file name");
+            std::fs::copy(&f, tls.join(name)).expect("the PKI copies");
         }
         let mut env = kafka.to_vec();
         env.push(("SLUICE_AGGREGATOR_DATA_DIR", data.as_os_str()));
@@ -146,24 +140,16 @@ fn three_aggregators_share_the_ids_and_a_killed_one_loses_no_acknowledged_event(
             .collect();
         format!("[{}]", entries.join(","))
     };
-    let bundle = format!("http://{}/v1/bundle", aggregators[0].http);
-    let tls = scratch.data.join("tls");
     let edge_at = |k: usize, order: [usize; 3]| -> Edge {
         let data = scratch.root.join(format!("edge-{k}"));
         let listed = list(order);
-        let (ca, cert, key) = (
-            tls.join("ca.pem"),
-            tls.join("edge.pem"),
-            tls.join("edge.key.pem"),
-        );
-        start_edge(&[
-            ("SLUICE_EDGE_DATA_DIR", data.as_os_str()),
-            ("SLUICE_EDGE_AGGREGATORS", listed.as_ref()),
-            ("SLUICE_EDGE_BUNDLE__URL", bundle.as_ref()),
-            ("SLUICE_EDGE_TLS__CA", ca.as_os_str()),
-            ("SLUICE_EDGE_TLS__CERT", cert.as_os_str()),
-            ("SLUICE_EDGE_TLS__KEY", key.as_os_str()),
-        ])
+        scratch.edge(
+            &aggregators[0],
+            &[
+                ("SLUICE_EDGE_DATA_DIR", data.as_os_str()),
+                ("SLUICE_EDGE_AGGREGATORS", listed.as_ref()),
+            ],
+        )
     };
     let edges = [edge_at(1, [0, 1, 2]), edge_at(2, [2, 0, 1])];
     let owners = Owners::new(&NAMES);

@@ -87,7 +87,25 @@ struct Closing {
     max_at_ms: i64,
 }
 
-type Sealed = Result<Run, (u64, RunError)>;
+/// Work for the writer thread.
+#[derive(Debug)]
+enum Job {
+    /// Write a closed slice as a run.
+    Seal(Arc<Slice>),
+    /// Merge two adjacent runs into one.
+    Merge(Arc<Run>, Arc<Run>),
+}
+
+/// What the writer thread did.
+#[derive(Debug)]
+enum Done {
+    Sealed(Result<Run, (u64, RunError)>),
+    Merged(Result<Run, RunError>),
+}
+
+/// More runs than this, and adjacent ones are merged (up to an eighth of the window's
+/// time each), so that a lookup checks few filters.
+const MAX_RUNS: usize = 8;
 
 /// The window.
 #[derive(Debug)]
@@ -99,9 +117,13 @@ pub struct DedupeWindow {
     open_max_ms: i64,
     closing: VecDeque<Closing>,
     sealing: Vec<Arc<Slice>>,
-    runs: Vec<Run>,
+    runs: Vec<Arc<Run>>,
+    /// Ids the open slice closes at (from [`DedupeWindow::slice_ids`], kept current).
+    slice_cap: usize,
+    /// A merge is under way.
+    merging: bool,
     next_seq: u64,
-    sealer: Option<(Sender<Arc<Slice>>, Receiver<Sealed>)>,
+    sealer: Option<(Sender<Job>, Receiver<Done>)>,
     sealer_thread: Option<std::thread::JoinHandle<()>>,
     stats: WindowStats,
     covered_until_ms: Option<i64>,
@@ -145,6 +167,8 @@ impl DedupeWindow {
             closing: VecDeque::new(),
             sealing: Vec::new(),
             runs: Vec::new(),
+            slice_cap: options.min_slice_ids.max(1),
+            merging: false,
             next_seq: 0,
             sealer: None,
             sealer_thread: None,
@@ -173,7 +197,7 @@ impl DedupeWindow {
                 let _ = std::fs::remove_file(&path);
             } else if name.ends_with(".run") {
                 match Run::open(&path) {
-                    Ok(run) => window.runs.push(run),
+                    Ok(run) => window.runs.push(Arc::new(run)),
                     Err(e) => {
                         tracing::warn!(error = %e, "A dedupe run is damaged; it is deleted and its ids are read again from the log.");
                         let _ = std::fs::remove_file(&path);
@@ -182,22 +206,36 @@ impl DedupeWindow {
                 }
             }
         }
-        window.runs.sort_by_key(|r| r.meta.seq);
+        // A merge that a crash cut short between writing its run and deleting its
+        // inputs leaves both: the inputs go.
+        window
+            .runs
+            .sort_by_key(|r| (r.meta.first_seq, std::cmp::Reverse(r.meta.seq)));
+        let mut kept: Vec<Arc<Run>> = Vec::with_capacity(window.runs.len());
+        for run in std::mem::take(&mut window.runs) {
+            match kept.last() {
+                Some(last) if run.meta.seq <= last.meta.seq => {
+                    let _ = run.delete();
+                }
+                _ => kept.push(run),
+            }
+        }
+        window.runs = kept;
         let contiguous = window
             .runs
             .windows(2)
-            .all(|w| w[1].meta.seq == w[0].meta.seq + 1);
+            .all(|w| w[1].meta.first_seq == w[0].meta.seq + 1);
         window.next_seq = window.runs.last().map_or(0, |r| r.meta.seq + 1);
         if !damaged && contiguous {
             window.covered_until_ms = window.runs.iter().map(|r| r.meta.max_at_ms).max();
         }
         window.expire(now_ms);
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Arc<Slice>>();
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let bits = window.options.bits_per_key;
+        let (bits, seed) = (window.options.bits_per_key, window.seed);
         let thread = std::thread::Builder::new()
             .name("sluice-dedupe".into())
-            .spawn(move || seal_slices(&dir, bits, jobs_rx, done_tx))
+            .spawn(move || write_runs(&dir, bits, seed, jobs_rx, done_tx))
             .map_err(|e| io("starting the dedupe writer for", Path::new("dedupe"))(e))?;
         window.sealer = Some((jobs_tx, done_rx));
         window.sealer_thread = Some(thread);
@@ -246,7 +284,7 @@ impl DedupeWindow {
         self.open.insert(id, h);
         self.open_min_ms = self.open_min_ms.min(at_ms);
         self.open_max_ms = self.open_max_ms.max(at_ms);
-        if self.open.len() >= self.slice_ids() {
+        if self.open.len() >= self.slice_cap {
             self.close_open();
         }
     }
@@ -266,7 +304,7 @@ impl DedupeWindow {
         self.open.remove(id, h) || self.closing.iter_mut().any(|s| s.ids.remove(id, h))
     }
 
-    /// Ids a slice closes at.
+    /// Ids a slice closes at: a sixteenth of those held, at least `min_slice_ids`.
     fn slice_ids(&self) -> usize {
         self.options
             .min_slice_ids
@@ -288,6 +326,7 @@ impl DedupeWindow {
             max_at_ms: self.open_max_ms,
         });
         self.next_seq += 1;
+        self.slice_cap = self.slice_ids();
         self.open_min_ms = i64::MAX;
         self.open_max_ms = i64::MIN;
     }
@@ -317,29 +356,77 @@ impl DedupeWindow {
                 max_at_ms: c.max_at_ms,
             });
             if let Some((jobs, _)) = &self.sealer
-                && jobs.send(slice.clone()).is_err()
+                && jobs.send(Job::Seal(slice.clone())).is_err()
             {
                 tracing::error!("The dedupe writer has stopped; closed slices stay in memory.");
             }
             self.sealing.push(slice);
         }
-        let done: Vec<Sealed> = match &self.sealer {
+        let done: Vec<Done> = match &self.sealer {
             Some((_, results)) => results.try_iter().collect(),
             None => Vec::new(),
         };
-        for sealed in done {
-            match sealed {
-                Ok(run) => {
-                    self.sealing.retain(|s| s.seq != run.meta.seq);
-                    let at = self.runs.partition_point(|r| r.meta.seq < run.meta.seq);
-                    self.runs.insert(at, run);
-                }
-                Err((seq, e)) => {
-                    tracing::error!(seq, error = %e, "Could not save a dedupe slice; it stays in memory and a restart reads its ids from the log again.");
-                }
+        for d in done {
+            self.take_in(d);
+        }
+        self.merge_some();
+        self.expire(now_ms);
+        self.slice_cap = self.slice_ids();
+    }
+
+    /// Takes in what the writer did.
+    fn take_in(&mut self, done: Done) {
+        match done {
+            Done::Sealed(Ok(run)) => {
+                self.sealing.retain(|s| s.seq != run.meta.seq);
+                let at = self.runs.partition_point(|r| r.meta.seq < run.meta.seq);
+                self.runs.insert(at, Arc::new(run));
+            }
+            Done::Sealed(Err((seq, e))) => {
+                tracing::error!(seq, error = %e, "Could not save a dedupe slice; it stays in memory and a restart reads its ids from the log again.");
+            }
+            Done::Merged(Ok(run)) => {
+                self.merging = false;
+                let (first, last) = (run.meta.first_seq, run.meta.seq);
+                self.runs
+                    .retain(|r| r.meta.seq < first || r.meta.first_seq > last);
+                let at = self.runs.partition_point(|r| r.meta.seq < first);
+                self.runs.insert(at, Arc::new(run));
+            }
+            Done::Merged(Err(e)) => {
+                self.merging = false;
+                tracing::warn!(error = %e, "Could not merge two dedupe runs; both stay.");
             }
         }
-        self.expire(now_ms);
+    }
+
+    /// Over [`MAX_RUNS`] runs, hands the writer the adjacent pair with the fewest ids
+    /// whose ids together span at most an eighth of the window.
+    fn merge_some(&mut self) {
+        if self.merging || self.runs.len() <= MAX_RUNS {
+            return;
+        }
+        let Some((jobs, _)) = &self.sealer else {
+            return;
+        };
+        let span = self.options.window_ms / 8;
+        let pair = self
+            .runs
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| {
+                w[1].meta.first_seq == w[0].meta.seq + 1
+                    && w[1].meta.max_at_ms.saturating_sub(w[0].meta.min_at_ms) <= span
+            })
+            .min_by_key(|(_, w)| w[0].meta.count + w[1].meta.count)
+            .map(|(i, _)| i);
+        if let Some(i) = pair
+            && jobs
+                .send(Job::Merge(self.runs[i].clone(), self.runs[i + 1].clone()))
+                .is_ok()
+        {
+            self.merging = true;
+        }
     }
 
     /// Drops slices and runs whose every id is older than the window.
@@ -347,7 +434,7 @@ impl DedupeWindow {
         let cutoff = now_ms.saturating_sub(self.options.window_ms);
         self.sealing.retain(|s| s.max_at_ms >= cutoff);
         self.closing.retain(|s| s.max_at_ms >= cutoff);
-        let (keep, old): (Vec<Run>, Vec<Run>) = std::mem::take(&mut self.runs)
+        let (keep, old): (Vec<Arc<Run>>, Vec<Arc<Run>>) = std::mem::take(&mut self.runs)
             .into_iter()
             .partition(|r| r.meta.max_at_ms >= cutoff);
         self.runs = keep;
@@ -388,7 +475,7 @@ impl DedupeWindow {
                 .iter()
                 .map(|s| s.ids.memory_bytes())
                 .sum::<usize>()
-            + self.runs.iter().map(Run::memory_bytes).sum::<usize>()
+            + self.runs.iter().map(|r| r.memory_bytes()).sum::<usize>()
     }
 
     /// Runs on disk.
@@ -406,26 +493,20 @@ impl DedupeWindow {
         self.stats
     }
 
-    /// Waits until every slice handed to the writer is saved (for tests and benchmarks).
+    /// Waits until every slice handed to the writer is saved and no merge is due
+    /// (for tests and benchmarks).
     pub fn flush(&mut self, now_ms: i64) {
         let empty: HashSet<u128> = HashSet::new();
         self.maintain(now_ms, &empty);
-        while !self.sealing.is_empty() {
+        while !self.sealing.is_empty() || self.merging {
             let Some((_, results)) = &self.sealer else {
                 return;
             };
             match results.recv() {
-                Ok(Ok(run)) => {
-                    self.sealing.retain(|s| s.seq != run.meta.seq);
-                    let at = self.runs.partition_point(|r| r.meta.seq < run.meta.seq);
-                    self.runs.insert(at, run);
-                }
-                Ok(Err((seq, e))) => {
-                    tracing::error!(seq, error = %e, "Could not save a dedupe slice.");
-                    return;
-                }
+                Ok(done) => self.take_in(done),
                 Err(_) => return,
             }
+            self.merge_some();
         }
     }
 
@@ -445,20 +526,62 @@ impl Drop for DedupeWindow {
     }
 }
 
-/// The writer thread: each slice handed over becomes a run.
-fn seal_slices(dir: &Path, bits: usize, jobs: Receiver<Arc<Slice>>, done: Sender<Sealed>) {
-    for slice in jobs {
-        let meta = RunMeta {
-            count: slice.ids.len() as u64,
-            seq: slice.seq,
-            min_at_ms: slice.min_at_ms,
-            max_at_ms: slice.max_at_ms,
+/// The writer thread: each slice handed over becomes a run; each pair of runs, one.
+fn write_runs(dir: &Path, bits: usize, seed: u64, jobs: Receiver<Job>, done: Sender<Done>) {
+    let hasher = IdSet::new(0, seed);
+    for job in jobs {
+        let result = match job {
+            Job::Seal(slice) => {
+                let meta = RunMeta {
+                    count: slice.ids.len() as u64,
+                    first_seq: slice.seq,
+                    seq: slice.seq,
+                    min_at_ms: slice.min_at_ms,
+                    max_at_ms: slice.max_at_ms,
+                };
+                let ids = slice.ids.sorted().map(Ok);
+                Done::Sealed(Run::write(dir, meta, ids, bits).map_err(|e| (slice.seq, e)))
+            }
+            Job::Merge(a, b) => Done::Merged(merge(dir, bits, &hasher, &a, &b)),
         };
-        let written = Run::write(dir, meta, slice.ids.sorted(), bits).map_err(|e| (slice.seq, e));
-        if done.send(written).is_err() {
+        if done.send(result).is_err() {
             return;
         }
     }
+}
+
+/// Merges runs `a` and `b` (adjacent, `a` first) into one run, an id in both once, then
+/// deletes their files (still readable by the window until it takes the merged run in).
+fn merge(dir: &Path, bits: usize, hasher: &IdSet, a: &Run, b: &Run) -> Result<Run, RunError> {
+    let meta = RunMeta {
+        count: a.meta.count + b.meta.count,
+        first_seq: a.meta.first_seq,
+        seq: b.meta.seq,
+        min_at_ms: a.meta.min_at_ms.min(b.meta.min_at_ms),
+        max_at_ms: a.meta.max_at_ms.max(b.meta.max_at_ms),
+    };
+    let hash = |id| hasher.hash(id);
+    let mut left = a.ids(hash).peekable();
+    let mut right = b.ids(hash).peekable();
+    let merged = std::iter::from_fn(move || {
+        let (pick_left, same) = match (left.peek(), right.peek()) {
+            (None, None) => return None,
+            (Some(Err(_)), _) | (Some(_), None) => (true, false),
+            (None, Some(_)) | (_, Some(Err(_))) => (false, false),
+            (Some(Ok(l)), Some(Ok(r))) => (l <= r, l == r),
+        };
+        if same {
+            right.next();
+        }
+        if pick_left { left.next() } else { right.next() }
+    });
+    let run = Run::write(dir, meta, merged, bits)?;
+    for input in [a, b] {
+        if let Err(e) = input.delete() {
+            tracing::warn!(error = %e, "Could not delete a merged dedupe run.");
+        }
+    }
+    Ok(run)
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@
 //! so a run on disk is whole; a checksum covers the header, fences and
 //! filter.
 //!
-//! Layout: a 64-byte header (magic `SLDDRUN1`, count, first and last slice
-//! sequence numbers, the earliest and latest admission times in Unix ms,
-//! filter bytes, CRC-32), then `count` ids of 16 bytes (little endian), the
+//! Layout: a 64-byte header (magic `SLDDRUN1`, count, last slice's sequence
+//! number, the earliest and latest admission times in Unix ms,
+//! filter bytes, first slice's sequence number, CRC-32), then `count` ids of 16 bytes (little endian), the
 //! fences (8 bytes each), the filter.
 
 use sluice_shared::BlockedBloom;
@@ -29,7 +29,9 @@ const ID_BYTES: usize = 16;
 pub struct RunMeta {
     /// Ids in the run.
     pub count: u64,
-    /// The slice's sequence number.
+    /// The sequence number of its first slice (runs of adjacent slices are merged).
+    pub first_seq: u64,
+    /// The sequence number of its last slice.
     pub seq: u64,
     /// The earliest admission time of its ids, Unix ms.
     pub min_at_ms: i64,
@@ -83,9 +85,9 @@ pub(super) fn io<'a>(
     }
 }
 
-/// The file name of the run of slice `seq`.
-pub fn file_name(seq: u64) -> String {
-    format!("slice-{seq:016}.run")
+/// The file name of the run of slices `first` to `last`.
+pub fn file_name(first: u64, last: u64) -> String {
+    format!("slice-{first:016}-{last:016}.run")
 }
 
 fn header_bytes(meta: &RunMeta, filter_bytes: u64) -> [u8; HEADER as usize] {
@@ -96,8 +98,12 @@ fn header_bytes(meta: &RunMeta, filter_bytes: u64) -> [u8; HEADER as usize] {
     h[24..32].copy_from_slice(&meta.min_at_ms.to_le_bytes());
     h[32..40].copy_from_slice(&meta.max_at_ms.to_le_bytes());
     h[40..48].copy_from_slice(&filter_bytes.to_le_bytes());
+    h[48..56].copy_from_slice(&meta.first_seq.to_le_bytes());
     h
 }
+
+/// Bytes of the header the checksum covers; the CRC-32 follows them.
+const SUMMED: usize = 56;
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
@@ -106,16 +112,18 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 impl Run {
-    /// Writes the run of `ids` (ascending `(hash, id)`, exactly `meta.count` of them)
-    /// into `dir`, with a filter of `bits_per_key` bits an id, and opens it.
+    /// Writes the run of `ids` (ascending `(hash, id)`, at most `meta.count` of them,
+    /// which sizes the filter; the header says how many came) into `dir`, with a filter
+    /// of `bits_per_key` bits an id, and opens it.
     pub fn write(
         dir: &Path,
-        meta: RunMeta,
-        ids: impl Iterator<Item = (u64, u128)>,
+        mut meta: RunMeta,
+        ids: impl Iterator<Item = Result<(u64, u128), RunError>>,
         bits_per_key: usize,
     ) -> Result<Run, RunError> {
-        let path = dir.join(file_name(meta.seq));
-        let tmp = dir.join(format!("{}.tmp", file_name(meta.seq)));
+        let name = file_name(meta.first_seq, meta.seq);
+        let path = dir.join(&name);
+        let tmp = dir.join(format!("{name}.tmp"));
         let count = usize::try_from(meta.count).unwrap_or(usize::MAX);
         let mut filter = BlockedBloom::new(count, bits_per_key);
         let mut fences = Vec::with_capacity(count.div_ceil(PAGE_IDS));
@@ -131,7 +139,8 @@ impl Run {
         out.write_all(&[0u8; HEADER as usize])
             .map_err(io("writing", &tmp))?;
         let mut written = 0usize;
-        for (hash, id) in ids.take(count) {
+        for item in ids.take(count) {
+            let (hash, id) = item?;
             if written.is_multiple_of(PAGE_IDS) {
                 fences.push(hash);
             }
@@ -140,12 +149,7 @@ impl Run {
                 .map_err(io("writing", &tmp))?;
             written += 1;
         }
-        if written != count {
-            return Err(RunError::Damaged {
-                path: tmp,
-                why: format!("{written} ids given for a run of {count}"),
-            });
-        }
+        meta.count = written as u64;
         let filter_bytes = filter.to_bytes();
         let mut crc = crc32fast::Hasher::new();
         let mut tail = Vec::with_capacity(fences.len() * 8);
@@ -155,10 +159,10 @@ impl Run {
         out.write_all(&tail).map_err(io("writing", &tmp))?;
         out.write_all(&filter_bytes).map_err(io("writing", &tmp))?;
         let mut header = header_bytes(&meta, filter_bytes.len() as u64);
-        crc.update(&header[..48]);
+        crc.update(&header[..SUMMED]);
         crc.update(&tail);
         crc.update(&filter_bytes);
-        header[48..52].copy_from_slice(&crc.finalize().to_le_bytes());
+        header[SUMMED..SUMMED + 4].copy_from_slice(&crc.finalize().to_le_bytes());
         let mut file = out
             .into_inner()
             .map_err(|e| io("writing", &tmp)(e.into_error()))?;
@@ -197,6 +201,7 @@ impl Run {
             seq: u64_at(&header, 16),
             min_at_ms: u64_at(&header, 24) as i64,
             max_at_ms: u64_at(&header, 32) as i64,
+            first_seq: u64_at(&header, 48),
         };
         let filter_len = u64_at(&header, 40);
         let pages = meta.count.div_ceil(PAGE_IDS as u64);
@@ -212,9 +217,9 @@ impl Run {
         let mut tail = vec![0u8; usize::try_from(pages * 8 + filter_len).unwrap_or(0)];
         file.read_exact(&mut tail).map_err(io("reading", path))?;
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&header[..48]);
+        crc.update(&header[..SUMMED]);
         crc.update(&tail);
-        if crc.finalize().to_le_bytes() != header[48..52] {
+        if crc.finalize().to_le_bytes() != header[SUMMED..SUMMED + 4] {
             return Err(damaged("checksum mismatch".into()));
         }
         let (fence_bytes, filter_bytes) = tail.split_at(usize::try_from(pages * 8).unwrap_or(0));
@@ -262,13 +267,48 @@ impl Run {
         Ok(false)
     }
 
+    /// Every id of the run, in its `(hash, id)` order, read sequentially (for a merge).
+    pub fn ids<'a>(
+        &'a self,
+        hash: impl Fn(u128) -> u64 + 'a,
+    ) -> impl Iterator<Item = Result<(u64, u128), RunError>> + 'a {
+        const CHUNK_IDS: u64 = 4096;
+        let mut buf = Vec::new();
+        let mut next = 0u64;
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            if at * ID_BYTES == buf.len() {
+                if next >= self.meta.count {
+                    return None;
+                }
+                let n = (self.meta.count - next).min(CHUNK_IDS);
+                buf.resize(usize::try_from(n).unwrap_or(0) * ID_BYTES, 0);
+                if let Err(e) = self
+                    .file
+                    .read_exact_at(&mut buf, HEADER + next * ID_BYTES as u64)
+                {
+                    next = self.meta.count;
+                    buf.clear();
+                    return Some(Err(io("reading", &self.path)(e)));
+                }
+                next += n;
+                at = 0;
+            }
+            let mut b = [0u8; ID_BYTES];
+            b.copy_from_slice(&buf[at * ID_BYTES..(at + 1) * ID_BYTES]);
+            at += 1;
+            let id = u128::from_le_bytes(b);
+            Some(Ok((hash(id), id)))
+        })
+    }
+
     /// Bytes of memory the run holds (fences and filter).
     pub fn memory_bytes(&self) -> usize {
         self.fences.len() * 8 + self.filter.memory_bytes()
     }
 
-    /// Deletes the run's file.
-    pub fn delete(self) -> Result<(), RunError> {
+    /// Deletes the run's file (it stays readable while open).
+    pub fn delete(&self) -> Result<(), RunError> {
         std::fs::remove_file(&self.path).map_err(io("deleting", &self.path))
     }
 }
@@ -288,12 +328,13 @@ mod tests {
         }
         let meta = RunMeta {
             count: set.len() as u64,
+            first_seq: 3,
             seq: 3,
             min_at_ms: 10,
             max_at_ms: 20,
         };
         let frozen = set.clone().freeze();
-        let run = Run::write(dir.path(), meta, frozen.sorted(), 12).unwrap();
+        let run = Run::write(dir.path(), meta, frozen.sorted().map(Ok), 12).unwrap();
         let check = |run: &Run| {
             for i in 0..10_000 {
                 let h = set.hash(id(i));
@@ -306,10 +347,13 @@ mod tests {
         };
         check(&run);
         drop(run);
-        let path = dir.path().join(file_name(3));
+        let path = dir.path().join(file_name(3, 3));
         let reopened = Run::open(&path).unwrap();
         assert_eq!(reopened.meta, meta);
         check(&reopened);
+        // Read back in order, each id with its hash.
+        let back: Vec<(u64, u128)> = reopened.ids(|i| set.hash(i)).map(Result::unwrap).collect();
+        assert_eq!(back, frozen.sorted().collect::<Vec<_>>());
         // A flipped byte in the filter is found.
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
