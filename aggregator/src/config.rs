@@ -30,7 +30,7 @@ pub struct AggregatorConfig {
     /// How long repeated event ids are recognized, in seconds.
     pub dedupe_window_secs: u64,
     /// The dedupe window's newest slice is saved to disk at no fewer ids than this
-    /// (or at a sixteenth of the window's time).
+    /// (or at a thirty-second of the window's time).
     pub dedupe_slice_ids: usize,
     /// Batches that may wait for the sink before senders get 503.
     pub sink_queue: usize,

@@ -1,8 +1,8 @@
 //! The dedupe window: exact answers for every id admitted in the last
 //! `window`, in a few bytes of memory per id. New ids go into the open
 //! slice, an exact in-memory table ([`IdSet`]). A slice closes when it holds
-//! a sixteenth of the window's ids (at least `min_slice_ids`) or spans a
-//! sixteenth of its time; once none of its ids waits for its write to be
+//! a thirty-second of the window's ids (at least `min_slice_ids`) or spans
+//! a thirty-second of its time; once none of its ids waits for its write to be
 //! confirmed (a failed write must be able to forget its id), a background
 //! thread writes it to disk as a [`Run`]: ids sorted by hash, page fences
 //! and a Bloom filter. Then only the fences and the filter stay in memory
@@ -56,7 +56,7 @@ impl Default for WindowOptions {
 }
 
 /// Slices a window is cut into: by time, or by count when ids come faster than that.
-const SLICES: i64 = 16;
+const SLICES: i64 = 32;
 
 /// Counts of what lookups cost, since the window opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -304,7 +304,7 @@ impl DedupeWindow {
         self.open.remove(id, h) || self.closing.iter_mut().any(|s| s.ids.remove(id, h))
     }
 
-    /// Ids a slice closes at: a sixteenth of those held, at least `min_slice_ids`.
+    /// Ids a slice closes at: a thirty-second of those held, at least `min_slice_ids`.
     fn slice_ids(&self) -> usize {
         self.options
             .min_slice_ids

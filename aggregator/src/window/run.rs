@@ -150,18 +150,23 @@ impl Run {
             written += 1;
         }
         meta.count = written as u64;
-        let filter_bytes = filter.to_bytes();
-        let mut crc = crc32fast::Hasher::new();
         let mut tail = Vec::with_capacity(fences.len() * 8);
         for f in &fences {
             tail.extend_from_slice(&f.to_le_bytes());
         }
         out.write_all(&tail).map_err(io("writing", &tmp))?;
-        out.write_all(&filter_bytes).map_err(io("writing", &tmp))?;
-        let mut header = header_bytes(&meta, filter_bytes.len() as u64);
+        // The filter goes out a block at a time: a copy of a large one is memory the
+        // window would hold twice for a moment.
+        let mut summed = crc32fast::Hasher::new();
+        for block in filter.blocks_le() {
+            summed.update(&block);
+            out.write_all(&block).map_err(io("writing", &tmp))?;
+        }
+        let mut header = header_bytes(&meta, filter.memory_bytes() as u64);
+        let mut crc = crc32fast::Hasher::new();
         crc.update(&header[..SUMMED]);
         crc.update(&tail);
-        crc.update(&filter_bytes);
+        crc.combine(&summed);
         header[SUMMED..SUMMED + 4].copy_from_slice(&crc.finalize().to_le_bytes());
         let mut file = out
             .into_inner()

@@ -109,8 +109,8 @@ fn slices_wait_for_pending_writes_and_forgotten_ids_are_new_again() {
     assert!(w.contains(id(8)));
     // A slice also closes when its time is up, however few its ids.
     w.insert_new(id(5_000), T0 + 3);
-    w.maintain(T0 + 3 + 3_600_000 / 16, &pending);
-    w.flush(T0 + 4 + 3_600_000 / 16);
+    w.maintain(T0 + 3 + 3_600_000 / 32, &pending);
+    w.flush(T0 + 4 + 3_600_000 / 32);
     assert_eq!(w.runs(), 2);
 }
 

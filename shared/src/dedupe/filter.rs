@@ -72,13 +72,18 @@ impl BlockedBloom {
 
     /// The saved form.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.memory_bytes());
-        for block in &self.blocks {
-            for w in block {
-                out.extend_from_slice(&w.to_le_bytes());
+        self.blocks_le().flatten().collect()
+    }
+
+    /// The saved form a block at a time, for writing a large filter without a copy.
+    pub fn blocks_le(&self) -> impl Iterator<Item = [u8; BLOCK_BYTES]> + '_ {
+        self.blocks.iter().map(|block| {
+            let mut out = [0u8; BLOCK_BYTES];
+            for (o, w) in out.chunks_exact_mut(4).zip(block) {
+                o.copy_from_slice(&w.to_le_bytes());
             }
-        }
-        out
+            out
+        })
     }
 
     /// A filter from its saved form; `None` unless it is a whole number of blocks.
