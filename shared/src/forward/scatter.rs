@@ -70,7 +70,11 @@ impl Scatter {
         batch: &Batch,
         up: impl Fn(usize) -> bool,
     ) -> Option<Vec<Part>> {
-        let up = |a: usize| !self.out.get(a).copied().unwrap_or(true) && up(a);
+        // Asked once per aggregator a round, not once per event: a host's answer may take a lock.
+        let up: Vec<bool> = (0..owners.len())
+            .map(|a| !self.out.get(a).copied().unwrap_or(true) && up(a))
+            .collect();
+        let up = |a: usize| up[a];
         let mut placement = owners.place(self.pending.iter().map(|&n| &batch.events[n].id), up);
         if !placement.unplaced.is_empty() {
             return None;
