@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 client for the commands that talk to a running edge or
-//! aggregator (`send`, `canary`, `streams`): one keep-alive connection,
+//! aggregator (`canary`, `streams`): one keep-alive connection,
 //! reopened when it breaks. Plain `http://` only; put TLS in front of the
 //! edge with its proxy.
 
@@ -12,8 +12,6 @@ use std::time::Duration;
 pub struct Answer {
     /// The status code.
     pub status: u16,
-    /// `Retry-After`, in seconds, when given.
-    pub retry_after: Option<u64>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -96,16 +94,7 @@ impl Client {
             }
         };
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
         let body = resp.into_body().collect().await?.to_bytes().to_vec();
-        Ok(Answer {
-            status,
-            retry_after,
-            body,
-        })
+        Ok(Answer { status, body })
     }
 }

@@ -195,16 +195,35 @@ pub fn answer(outcomes: &[EventOutcome], forwarded: Forwarded) -> Reply {
 }
 
 /// The answer to `GET /v1/streams?<query>`: the stream config as EventStreamConfig
-/// gives it (see [`StreamsQuery`]); browsers get only each stream's `sample` and
-/// `producers` unless they ask for `all_settings=true`. 400 for a malformed constraint.
-pub fn streams(config: &StreamConfig, query: Option<&str>) -> Reply {
+/// gives it (see [`StreamsQuery`]); browsers get only the settings clients apply
+/// unless they ask for `all_settings=true`. 400 for a malformed constraint. With
+/// the answer, its `ETag`; a request whose `If-None-Match` names it gets 304 and
+/// no body, so clients that poll the config pay little while it is unchanged.
+pub fn streams(
+    config: &StreamConfig,
+    query: Option<&str>,
+    if_none_match: Option<&str>,
+) -> (Reply, Option<String>) {
     match StreamsQuery::parse(query) {
-        Ok(q) => Reply {
-            status: 200,
-            retry_after_secs: None,
-            body: Some(config.answer(&q, false)),
-        },
-        Err(e) => Reply::message(400, &e.to_string()),
+        Ok(q) => {
+            let body = config.answer(&q, false);
+            let tag = format!(
+                "\"{:016x}\"",
+                sluice_shared::fnv1a(body.to_string().as_bytes())
+            );
+            let unchanged = if_none_match.is_some_and(|h| {
+                h.split(',')
+                    .map(|t| t.trim().trim_start_matches("W/"))
+                    .any(|t| t == tag || t == "*")
+            });
+            let reply = Reply {
+                status: if unchanged { 304 } else { 200 },
+                retry_after_secs: None,
+                body: (!unchanged).then_some(body),
+            };
+            (reply, Some(tag))
+        }
+        Err(e) => (Reply::message(400, &e.to_string()), None),
     }
 }
 

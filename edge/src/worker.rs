@@ -315,19 +315,24 @@ async fn forward(env: &Env, batch: Batch) -> Forwarded {
 }
 
 /// CORS headers for `origin` under the `CORS_ORIGINS` setting (default any).
+/// An allowed origin is echoed with `Access-Control-Allow-Credentials: true`,
+/// as credentialed requests (beacons) need; `*` only answers requests that
+/// name no origin.
 fn cors(env: &Env, origin: Option<&str>, headers: &Headers) {
     let allowed = var(env, "CORS_ORIGINS").unwrap_or_else(|| "*".to_owned());
-    let allow = if allowed.split(',').any(|o| o.trim() == "*") {
-        Some("*".to_owned())
-    } else {
-        origin
-            .filter(|o| allowed.split(',').any(|a| a.trim() == *o))
-            .map(str::to_owned)
+    let any = allowed.split(',').any(|o| o.trim() == "*");
+    let allow = match origin {
+        Some(o) if any || allowed.split(',').any(|a| a.trim() == o) => Some(o),
+        None if any => Some("*"),
+        _ => None,
     };
     if let Some(allow) = allow {
-        let _ = headers.set("Access-Control-Allow-Origin", &allow);
+        let _ = headers.set("Access-Control-Allow-Origin", allow);
+        if allow != "*" {
+            let _ = headers.set("Access-Control-Allow-Credentials", "true");
+        }
         let _ = headers.set("Vary", "Origin");
-        let _ = headers.set("Access-Control-Expose-Headers", "x-request-id, retry-after");
+        let _ = headers.set("Access-Control-Expose-Headers", "x-request-id, retry-after, etag");
     }
 }
 
@@ -487,7 +492,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
                 .set("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
             let _ = r
                 .headers()
-                .set("Access-Control-Allow-Headers", "content-type, x-request-id");
+                .set("Access-Control-Allow-Headers", "content-type, if-none-match, x-request-id");
             let _ = r.headers().set("Access-Control-Max-Age", "86400");
             r
         }
@@ -518,7 +523,18 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
         }
         (Method::Get, "/v1/streams") => match intake(&env, Date::now().as_millis()).await {
             Ok((intake, _)) => {
-                to_response(&respond::streams(intake.streams(), raw_query.as_deref()))?
+                let if_none_match = req.headers().get("If-None-Match").ok().flatten();
+                let (reply, tag) = respond::streams(
+                    intake.streams(),
+                    raw_query.as_deref(),
+                    if_none_match.as_deref(),
+                );
+                let r = to_response(&reply)?;
+                if let Some(tag) = tag {
+                    let _ = r.headers().set("ETag", &tag);
+                    let _ = r.headers().set("Cache-Control", "no-cache");
+                }
+                r
             }
             Err(e) => to_response(&Reply::message(500, &e))?,
         },

@@ -32,6 +32,8 @@ mod field_path;
 mod stream_config;
 mod streams_api;
 mod windows;
+mod produce;
+pub use produce::Withheld;
 pub use stream_config::{StreamConfig, StreamConfigError, StreamEntry, merge};
 pub use streams_api::{StreamsQuery, StreamsQueryError};
 
@@ -72,3 +74,11 @@ pub use timestamp::{Timestamp, TimestampError};
 // Hosts' shared state.
 mod live;
 pub use live::Live;
+
+/// FNV-1a, 64 bits: a small, fixed hash, the same on every platform and in
+/// every process (aggregator names' keys, ETags of served config).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -50,6 +50,24 @@ mod tests {
         assert_eq!(in_sample("00000000", 0.0), Some(false));
     }
 
+    /// The vectors `@sluice/client` is tested on too, so that browsers and edges agree.
+    #[test]
+    fn the_shared_client_vectors_decide_alike() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../clients/vectors.json")).unwrap();
+        let cases = doc["sampling"].as_array().unwrap();
+        assert!(cases.len() >= 40);
+        for case in cases {
+            let id = case["id"].as_str().unwrap();
+            let rate = case["rate"].as_f64().unwrap();
+            assert_eq!(
+                in_sample(id, rate),
+                case["in_sample"].as_bool(),
+                "id {id:?} at rate {rate}"
+            );
+        }
+    }
+
     #[test]
     fn ids_without_a_hex_head_have_no_position() {
         assert_eq!(unit_position("xyz"), None);

@@ -26,8 +26,18 @@ pub enum StreamsQueryError {
     Constraint(String),
 }
 
-/// The settings a browser needs of each stream, what `all_settings=false` keeps.
-const CLIENT_SETTINGS: [&str; 2] = ["sample", "producers"];
+/// The settings a browser needs of each stream, what `all_settings=false` keeps:
+/// EventStreamConfig's client settings (`schema_title`, `destination_event_service`,
+/// `sample`, `producers`) and Sluice's `enabled` and `windows`, which clients apply
+/// before they send.
+const CLIENT_SETTINGS: [&str; 6] = [
+    "schema_title",
+    "destination_event_service",
+    "sample",
+    "producers",
+    "enabled",
+    "windows",
+];
 
 impl StreamsQuery {
     /// Parses a query string (without the `?`), form-encoded.
@@ -147,6 +157,10 @@ streams:
     producers: {eventgate: {enrich_fields_from_http_headers: {}}}
   other.test:
     schema_title: other/event
+    enabled: false
+    windows: [{hours: '08:00-20:00'}]
+    rate_limit: {events_per_second: 10}
+    topic_prefixes: [dc1.]
 "#;
 
     #[test]
@@ -165,15 +179,24 @@ streams:
         assert_eq!(s.len(), 1);
         let mut keys: Vec<&String> = s["edge.test"].as_object().unwrap().keys().collect();
         keys.sort();
-        assert_eq!(keys, ["producers", "sample"]);
+        assert_eq!(keys, ["producers", "sample", "schema_title"]);
         // Without all_settings, each host's default; with it, everything.
         let none = StreamsQuery::parse(None).unwrap();
-        assert!(c.answer(&none, true)["streams"]["other.test"]["schema_title"].is_string());
-        assert!(c.answer(&none, false)["streams"]["other.test"]["schema_title"].is_null());
+        let services = &c.answer(&none, true)["streams"]["other.test"];
+        assert_eq!(services["rate_limit"]["events_per_second"], 10);
+        assert!(services["topics"].is_array());
+        let mut keys: Vec<String> = c.answer(&none, false)["streams"]["other.test"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["enabled", "schema_title", "windows"]);
         let all = StreamsQuery::parse(Some("all_settings=true")).unwrap();
         assert_eq!(
-            c.answer(&all, false)["streams"]["other.test"]["schema_title"],
-            "other/event"
+            c.answer(&all, false)["streams"]["other.test"]["rate_limit"]["events_per_second"],
+            10
         );
         assert_eq!(
             StreamsQuery::parse(Some("constraints=oops")),

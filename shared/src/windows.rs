@@ -169,6 +169,24 @@ mod tests {
         ));
     }
 
+    /// The vectors `@sluice/client` is tested on too, so that browsers and edges agree.
+    #[test]
+    fn the_shared_client_vectors_decide_alike() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../clients/vectors.json")).unwrap();
+        let cases = doc["windows"].as_array().unwrap();
+        assert!(cases.len() >= 20);
+        for case in cases {
+            let windows: Vec<Window> = serde_json::from_value(case["windows"].clone()).unwrap();
+            let at = case["at"].as_str().unwrap();
+            assert_eq!(
+                is_open(&windows, super::Timestamp::parse_rfc3339(at).unwrap()),
+                case["open"].as_bool().unwrap(),
+                "{case}"
+            );
+        }
+    }
+
     #[test]
     fn bad_windows_say_what_is_wrong() {
         let e = serde_yaml_ng::from_str::<Window>("{hours: '8-20'}").unwrap_err();

@@ -280,6 +280,14 @@ fn statuses_bodies_limits_and_cors() {
         r.header("access-control-allow-origin"),
         Some("https://allowed.example")
     );
+    // A beacon is a credentialed request: credentials are allowed, the origin varies.
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert!(
+        r.header("vary")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("origin")),
+        "{:?}",
+        r.header("vary")
+    );
     assert!(
         r.header("access-control-allow-methods")
             .unwrap()
@@ -306,7 +314,7 @@ fn statuses_bodies_limits_and_cors() {
         204
     );
 
-    // /v1/streams gives browsers only sample and producers; /healthz answers.
+    // /v1/streams gives browsers only the settings clients apply; /healthz answers.
     let r = http_call(edge, "GET", "/v1/streams", &[], b"").unwrap();
     let streams = r.json();
     let interaction_keys: Vec<&String> = streams["streams"]["edge.interaction"]
@@ -314,7 +322,14 @@ fn statuses_bodies_limits_and_cors() {
         .unwrap()
         .keys()
         .collect();
-    assert_eq!(interaction_keys, vec!["producers", "sample"]);
+    assert_eq!(interaction_keys, vec!["producers", "sample", "schema_title"]);
+    // Conditional requests: the ETag names the answer; asking with it costs a 304.
+    let tag = r.header("etag").expect("an ETag").to_owned();
+    let again = http_call(edge, "GET", "/v1/streams", &[("If-None-Match", &tag)], b"").unwrap();
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    let other = http_call(edge, "GET", "/v1/streams", &[("If-None-Match", "\"x\"")], b"").unwrap();
+    assert_eq!(other.status, 200);
     let r = http_call(
         edge,
         "GET",

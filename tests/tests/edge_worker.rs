@@ -93,7 +93,13 @@ fn the_worker_validates_and_forwards_to_a_real_aggregator() {
     )
     .unwrap();
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    // Echoed, with credentials allowed: a beacon is a credentialed request.
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://site.example")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    assert_eq!(r.header("vary"), Some("Origin"));
     assert!(
         r.header("access-control-allow-methods")
             .unwrap()
@@ -115,7 +121,10 @@ fn the_worker_validates_and_forwards_to_a_real_aggregator() {
         .keys()
         .cloned()
         .collect();
-    assert_eq!(keys, vec!["producers", "sample"]);
+    assert_eq!(keys, vec!["producers", "sample", "schema_title"]);
+    let tag = r.header("etag").expect("an ETag").to_owned();
+    let again = http_call(at, "GET", "/v1/streams", &[("If-None-Match", &tag)], b"").unwrap();
+    assert_eq!(again.status, 304);
 
     // Hasty events are sent after the answer, under waitUntil; wait for the aggregator to have them.
     let http = aggregator.http;

@@ -65,8 +65,11 @@ pub struct HttpOptions {
 
 /// The edge's routes and layers.
 pub fn router(state: EdgeState, options: &HttpOptions) -> Router {
+    // Browsers send beacons (and fetches with `credentials: "include"`) as credentialed
+    // requests, which refuse `Access-Control-Allow-Origin: *`: an allowed origin is echoed,
+    // with `Access-Control-Allow-Credentials: true` and `Vary: Origin`.
     let origins = if options.cors_origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
+        AllowOrigin::mirror_request()
     } else {
         AllowOrigin::list(
             options
@@ -80,12 +83,15 @@ pub fn router(state: EdgeState, options: &HttpOptions) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([
             header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
             header::HeaderName::from_static("x-request-id"),
         ])
         .expose_headers([
             header::HeaderName::from_static("x-request-id"),
             header::RETRY_AFTER,
+            header::ETAG,
         ])
+        .allow_credentials(true)
         .max_age(Duration::from_secs(86_400));
     let limit = options.max_body_bytes;
     Router::new()
@@ -373,11 +379,26 @@ async fn beacon(
 /// `/v1/streams`: the stream config as EventStreamConfig answers it. By default
 /// only `sample` and `producers` of each stream, as browsers need (EventLogging's
 /// `all_settings=false`); `?all_settings=true` gives everything; `?streams=a|b` selects.
-async fn streams(State(state): State<EdgeState>, RawQuery(query): RawQuery) -> Response {
-    to_response(&respond::streams(
+async fn streams(
+    State(state): State<EdgeState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let (reply, tag) = respond::streams(
         state.0.intake.get().streams(),
         query.as_deref(),
-    ))
+        if_none_match,
+    );
+    let mut r = to_response(&reply);
+    if let Some(tag) = tag.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        r.headers_mut().insert(header::ETAG, tag);
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    r
 }
 
 async fn metrics(State(state): State<EdgeState>) -> Response {

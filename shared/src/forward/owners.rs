@@ -27,7 +27,7 @@ impl Owners {
     /// The owners over `names`, in list order (an entry's name: see [`aggregator_name`]).
     pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
         Owners {
-            keys: names.iter().map(|n| fnv1a(n.as_ref().as_bytes())).collect(),
+            keys: names.iter().map(|n| crate::fnv1a(n.as_ref().as_bytes())).collect(),
         }
     }
 
@@ -122,13 +122,6 @@ pub fn aggregator_name(entry: &str) -> (&str, &str) {
         }
         _ => (entry.trim(), entry.trim()),
     }
-}
-
-/// FNV-1a, 64 bits: a name's key.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// MurmurHash3's 64-bit finalizer: every input bit moves every output bit.
