@@ -112,7 +112,12 @@ fn generated(client: &Client, args: &SendArgs, count: usize) -> anyhow::Result<V
         .get("examples")
         .and_then(|e| e.get(0))
         .cloned()
-        .with_context(|| format!("{} has no example to make events of; pass --file", schema.uri))?;
+        .with_context(|| {
+            format!(
+                "{} has no example to make events of; pass --file",
+                schema.uri
+            )
+        })?;
     let obj = example
         .as_object_mut()
         .with_context(|| format!("the example of {} is not an object", schema.uri))?;
@@ -127,7 +132,8 @@ fn generated(client: &Client, args: &SendArgs, count: usize) -> anyhow::Result<V
 }
 
 fn from_file(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut events = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;

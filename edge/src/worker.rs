@@ -332,7 +332,10 @@ fn cors(env: &Env, origin: Option<&str>, headers: &Headers) {
             let _ = headers.set("Access-Control-Allow-Credentials", "true");
         }
         let _ = headers.set("Vary", "Origin");
-        let _ = headers.set("Access-Control-Expose-Headers", "x-request-id, retry-after, etag");
+        let _ = headers.set(
+            "Access-Control-Expose-Headers",
+            "x-request-id, retry-after, etag",
+        );
     }
 }
 
@@ -490,9 +493,10 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
             let _ = r
                 .headers()
                 .set("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-            let _ = r
-                .headers()
-                .set("Access-Control-Allow-Headers", "content-type, if-none-match, x-request-id");
+            let _ = r.headers().set(
+                "Access-Control-Allow-Headers",
+                "content-type, if-none-match, x-request-id",
+            );
             let _ = r.headers().set("Access-Control-Max-Age", "86400");
             r
         }

@@ -29,10 +29,10 @@ pub use validation::Violations;
 
 // Stream configuration.
 mod field_path;
+mod produce;
 mod stream_config;
 mod streams_api;
 mod windows;
-mod produce;
 pub use produce::Withheld;
 pub use stream_config::{StreamConfig, StreamConfigError, StreamEntry, merge};
 pub use streams_api::{StreamsQuery, StreamsQueryError};

@@ -56,7 +56,8 @@ impl StreamConfig {
             return Err(Withheld::Closed);
         }
         if let Some(sample) = &entry.settings.sample {
-            let position_of = |v: Option<&Value>| v.and_then(Value::as_str).and_then(sampling::unit_position);
+            let position_of =
+                |v: Option<&Value>| v.and_then(Value::as_str).and_then(sampling::unit_position);
             let position = position_of(entry.sample_path().and_then(|p| p.get(event)))
                 .or_else(|| position_of(event.pointer("/meta/id")))
                 .unwrap_or(0.0);
@@ -95,13 +96,24 @@ streams:
         let noon = Timestamp::parse_rfc3339("2026-12-06T12:00:00Z").unwrap();
         let night = Timestamp::parse_rfc3339("2026-12-06T23:00:00Z").unwrap();
         let device = |id: &str| json!({"agent": {"app_install_id": id}, "meta": {"id": "00000000-0000-4000-8000-000000000000"}});
-        assert!(c.produce_verdict("app.events", &device("7fffffff00"), noon).is_ok());
+        assert!(
+            c.produce_verdict("app.events", &device("7fffffff00"), noon)
+                .is_ok()
+        );
         assert_eq!(
-            c.produce_verdict("app.events", &device("80000000aa"), noon).err(),
+            c.produce_verdict("app.events", &device("80000000aa"), noon)
+                .err(),
             Some(Withheld::OutOfSample)
         );
         // No device id: the event's id decides (in sample here).
-        assert!(c.produce_verdict("app.events", &json!({"meta": {"id": "10000000-0000-4000-8000-000000000000"}}), noon).is_ok());
+        assert!(
+            c.produce_verdict(
+                "app.events",
+                &json!({"meta": {"id": "10000000-0000-4000-8000-000000000000"}}),
+                noon
+            )
+            .is_ok()
+        );
         assert_eq!(
             c.produce_verdict("app.nope", &json!({}), noon).err(),
             Some(Withheld::UnknownStream)
@@ -116,11 +128,22 @@ streams:
         );
         assert!(c.produce_verdict("app.nights", &json!({}), night).is_ok());
         let by_event = |id: &str| json!({"meta": {"id": id}});
-        assert!(c.produce_verdict("app.by_event.x", &by_event("3fffffff-0000-4000-8000-000000000000"), noon).is_ok());
+        assert!(
+            c.produce_verdict(
+                "app.by_event.x",
+                &by_event("3fffffff-0000-4000-8000-000000000000"),
+                noon
+            )
+            .is_ok()
+        );
         assert_eq!(
-            c.produce_verdict("app.by_event.x", &by_event("40000000-0000-4000-8000-000000000000"), noon)
-                .err()
-                .map(Withheld::as_str),
+            c.produce_verdict(
+                "app.by_event.x",
+                &by_event("40000000-0000-4000-8000-000000000000"),
+                noon
+            )
+            .err()
+            .map(Withheld::as_str),
             Some("out_of_sample")
         );
     }

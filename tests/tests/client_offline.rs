@@ -38,7 +38,10 @@ fn wait_for_line(child: &mut KillOnDrop, prefix: &str) -> String {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "no line `{prefix}…`");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "no line `{prefix}…`"
+        );
         if line.starts_with(prefix) {
             return line;
         }
@@ -71,27 +74,46 @@ fn a_killed_client_delivers_every_queued_event_exactly_once() {
     let mut first = start(send(
         &edge_url,
         &queue,
-        &["--count", &EVENTS.to_string(), "--schema", "/sluice/test/event/1.0.0", "--batch", "200"],
+        &[
+            "--count",
+            &EVENTS.to_string(),
+            "--schema",
+            "/sluice/test/event/1.0.0",
+            "--batch",
+            "200",
+        ],
     ));
     let line = wait_for_line(&mut first, "queued ");
-    assert!(line.starts_with(&format!("queued {EVENTS} events")), "{line}");
+    assert!(
+        line.starts_with(&format!("queued {EVENTS} events")),
+        "{line}"
+    );
     wait_until("the edge has answered 503 twice", || {
         metric(edge, "sluice_edge_requests_total{status=\"503\"}") >= 2.0
     });
     sigkill(&mut first);
-    assert_eq!(metric(edge, "sluice_edge_events_total{outcome=\"delivered\"}"), 0.0);
+    assert_eq!(
+        metric(edge, "sluice_edge_events_total{outcome=\"delivered\"}"),
+        0.0
+    );
 
     // Second run: the aggregator is back; killed once a part has been taken.
     let mut aggregator = scratch.aggregator(TOKEN, &fixed);
     let mut second = start(send(&edge_url, &queue, &["--batch", "10"]));
     let line = wait_for_line(&mut second, "queued ");
-    assert!(line.starts_with(&format!("queued {EVENTS} events")), "{line}");
+    assert!(
+        line.starts_with(&format!("queued {EVENTS} events")),
+        "{line}"
+    );
     wait_until("2,000 events are delivered", || {
         metric(edge, "sluice_edge_events_total{outcome=\"delivered\"}") >= 2_000.0
     });
     sigkill(&mut second);
     let delivered = metric(edge, "sluice_edge_events_total{outcome=\"delivered\"}") as usize;
-    assert!(delivered < EVENTS, "the second run finished before it was killed");
+    assert!(
+        delivered < EVENTS,
+        "the second run finished before it was killed"
+    );
 
     // Third run: the rest.
     let output = send(&edge_url, &queue, &["--batch", "500"])
@@ -120,8 +142,8 @@ fn a_killed_client_delivers_every_queued_event_exactly_once() {
 /// example: all of them valid; an invalid event's reason is printed.
 #[test]
 fn generated_events_follow_the_streams_schema_and_refusals_say_why() {
-    let streams = std::fs::read_to_string(sluice_tests::workspace().join("schemas/streams.yaml"))
-        .unwrap();
+    let streams =
+        std::fs::read_to_string(sluice_tests::workspace().join("schemas/streams.yaml")).unwrap();
     let scratch = Scratch::with_streams(&streams);
     let mut aggregator = scratch.aggregator(TOKEN, &[]);
     let Edge {
@@ -130,7 +152,15 @@ fn generated_events_follow_the_streams_schema_and_refusals_say_why() {
     } = scratch.edge(&aggregator, &[]);
     let edge_url = format!("http://{edge}");
     let output = Command::new(binary("sluice"))
-        .args(["send", "--stream", "sluice.server.event", "--count", "10", "--edge", &edge_url])
+        .args([
+            "send",
+            "--stream",
+            "sluice.server.event",
+            "--count",
+            "10",
+            "--edge",
+            &edge_url,
+        ])
         .current_dir(sluice_tests::workspace())
         .output()
         .unwrap();
@@ -145,7 +175,14 @@ fn generated_events_follow_the_streams_schema_and_refusals_say_why() {
     )
     .unwrap();
     let output = Command::new(binary("sluice"))
-        .args(["send", "--stream", "sluice.test.event", "--edge", &edge_url, "--file"])
+        .args([
+            "send",
+            "--stream",
+            "sluice.test.event",
+            "--edge",
+            &edge_url,
+            "--file",
+        ])
         .arg(&bad)
         .current_dir(sluice_tests::workspace())
         .output()
@@ -154,13 +191,22 @@ fn generated_events_follow_the_streams_schema_and_refusals_say_why() {
     let errors = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "{summary}");
     assert!(summary.contains("accepted=0 invalid=1"), "{summary}");
-    assert!(errors.contains("invalid: ") && errors.contains("count"), "{errors}");
+    assert!(
+        errors.contains("invalid: ") && errors.contains("count"),
+        "{errors}"
+    );
 
     assert!(terminate(&mut edge_child).success());
     assert!(terminate(&mut aggregator.child).success());
     let events = log_events(&scratch.data, "local.sluice.server.event");
     assert_eq!(events.len(), 10);
     for e in &events {
-        assert!(e["$schema"].as_str().unwrap().starts_with("/sluice/server/event/"), "{e}");
+        assert!(
+            e["$schema"]
+                .as_str()
+                .unwrap()
+                .starts_with("/sluice/server/event/"),
+            "{e}"
+        );
     }
 }

@@ -30,7 +30,10 @@ fn bindgen_and_library() -> (PathBuf, PathBuf) {
             .current_dir(workspace())
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building sluice-client's library and bindgen failed");
+        assert!(
+            status.success(),
+            "building sluice-client's library and bindgen failed"
+        );
     }
     (bindgen, library)
 }
@@ -73,7 +76,13 @@ fn the_python_binding_sends_and_flushes() {
 
     let bindings = scratch.root.join("python");
     let status = Command::new(&bindgen)
-        .args(["generate", "--language", "python", "--no-format", "--library"])
+        .args([
+            "generate",
+            "--language",
+            "python",
+            "--no-format",
+            "--library",
+        ])
         .arg(&library)
         .arg("--out-dir")
         .arg(&bindings)
@@ -97,20 +106,38 @@ fn the_python_binding_sends_and_flushes() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the script's report");
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("the script's report");
     assert_eq!(report["accepted"], 50, "{report}");
     assert_eq!(report["invalid"], 1, "{report}");
     assert_eq!(report["remaining"], 0, "{report}");
     assert_eq!(report["queued"], 0, "{report}");
-    assert!(report["reasons"][0].as_str().unwrap().contains("count"), "{report}");
-    assert!(report["not_an_object"].as_str().unwrap().contains("an array"), "{report}");
+    assert!(
+        report["reasons"][0].as_str().unwrap().contains("count"),
+        "{report}"
+    );
+    assert!(
+        report["not_an_object"]
+            .as_str()
+            .unwrap()
+            .contains("an array"),
+        "{report}"
+    );
 
     assert!(terminate(&mut edge_child).success());
     assert!(terminate(&mut aggregator.child).success());
     let events = log_events(&scratch.data, "local.py.events");
     assert_eq!(events.len(), 50);
-    let mut logged: Vec<&str> = events.iter().map(|e| e["meta"]["id"].as_str().unwrap()).collect();
-    let mut sent: Vec<&str> = report["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
+    let mut logged: Vec<&str> = events
+        .iter()
+        .map(|e| e["meta"]["id"].as_str().unwrap())
+        .collect();
+    let mut sent: Vec<&str> = report["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
     logged.sort_unstable();
     sent.sort_unstable();
     assert_eq!(logged, sent);

@@ -322,13 +322,23 @@ fn statuses_bodies_limits_and_cors() {
         .unwrap()
         .keys()
         .collect();
-    assert_eq!(interaction_keys, vec!["producers", "sample", "schema_title"]);
+    assert_eq!(
+        interaction_keys,
+        vec!["producers", "sample", "schema_title"]
+    );
     // Conditional requests: the ETag names the answer; asking with it costs a 304.
     let tag = r.header("etag").expect("an ETag").to_owned();
     let again = http_call(edge, "GET", "/v1/streams", &[("If-None-Match", &tag)], b"").unwrap();
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());
-    let other = http_call(edge, "GET", "/v1/streams", &[("If-None-Match", "\"x\"")], b"").unwrap();
+    let other = http_call(
+        edge,
+        "GET",
+        "/v1/streams",
+        &[("If-None-Match", "\"x\"")],
+        b"",
+    )
+    .unwrap();
     assert_eq!(other.status, 200);
     let r = http_call(
         edge,

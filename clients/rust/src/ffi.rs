@@ -89,7 +89,11 @@ impl SluiceClient {
 
     /// Queues one event (JSON text) of `stream`; its `meta.id`, or null when the
     /// stream config withholds it.
-    pub fn submit(&self, stream: String, event_json: String) -> Result<Option<String>, SluiceError> {
+    pub fn submit(
+        &self,
+        stream: String,
+        event_json: String,
+    ) -> Result<Option<String>, SluiceError> {
         let event = serde_json::from_str(&event_json)
             .map_err(|e| SluiceError::from(ClientError::NotJson(e.to_string())))?;
         Ok(match self.inner.submit(&stream, event)? {

@@ -170,7 +170,10 @@ impl Client {
             )));
         }
         std::fs::create_dir_all(&settings.queue_dir).map_err(|e| {
-            ClientError::Config(format!("cannot create {}: {e}", settings.queue_dir.display()))
+            ClientError::Config(format!(
+                "cannot create {}: {e}",
+                settings.queue_dir.display()
+            ))
         })?;
         let queue = Queue::open(&settings.queue_dir, settings.max_queued)?;
         let mut config = Config {
@@ -246,7 +249,7 @@ impl Client {
                     .read_to_string()
                     .ok()
                     .and_then(|t| serde_json::from_str(&t).ok());
-                if let Some(streams) = body.as_ref().and_then(|b| parse_streams(b)) {
+                if let Some(streams) = body.as_ref().and_then(parse_streams) {
                     config.streams = Some(streams);
                     config.etag = tag.clone();
                     let kept = serde_json::json!({"etag": tag, "config": body});
@@ -259,7 +262,10 @@ impl Client {
             }
             Ok(r) if r.status() == 304 => config.fetched = Some(Instant::now()),
             Ok(r) => {
-                tracing::warn!(status = r.status().as_u16(), "The edge did not give its stream config.");
+                tracing::warn!(
+                    status = r.status().as_u16(),
+                    "The edge did not give its stream config."
+                );
                 config.fetched = Some(Instant::now());
             }
             Err(e) => tracing::debug!(error = %e, "The edge is unreachable for its stream config."),
@@ -271,7 +277,9 @@ impl Client {
     /// `sample` copied in.
     pub fn submit(&self, stream: &str, event: Value) -> Result<Submitted, ClientError> {
         let mut out = self.submit_all(stream, vec![event])?;
-        Ok(out.pop().unwrap_or(Submitted::Withheld(Withheld::UnknownStream)))
+        Ok(out
+            .pop()
+            .unwrap_or(Submitted::Withheld(Withheld::UnknownStream)))
     }
 
     /// [`Client::submit`] for many events, with one sync for all of them.
@@ -328,7 +336,9 @@ impl Client {
                         }
                     }
                 }
-                bytes.push(serde_json::to_vec(&event).map_err(|e| ClientError::NotJson(e.to_string()))?);
+                bytes.push(
+                    serde_json::to_vec(&event).map_err(|e| ClientError::NotJson(e.to_string()))?,
+                );
                 verdicts.push(Submitted::Queued(id));
             }
         }
@@ -513,7 +523,10 @@ fn sort_answer(status: u16, retry_after: Option<Duration>, body: &str) -> Answer
                     .collect()
             };
             let invalid = items("invalid");
-            let failed: Vec<String> = items("error").into_iter().filter_map(|(id, _)| id).collect();
+            let failed: Vec<String> = items("error")
+                .into_iter()
+                .filter_map(|(id, _)| id)
+                .collect();
             if status == 400 && invalid.is_empty() {
                 let why = body["error"].as_str().unwrap_or("the edge answered 400");
                 return Answer::Refused(format!("400: {why}"));
@@ -543,12 +556,15 @@ fn type_name(v: &Value) -> &'static str {
 
 fn id_of(event: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(event).ok()?;
-    v.pointer("/meta/id").and_then(Value::as_str).map(str::to_owned)
+    v.pointer("/meta/id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// A stream config from the edge's `/v1/streams` answer (`{"streams": {…}}`).
 fn parse_streams(answer: &Value) -> Option<StreamConfig> {
-    let text = serde_json::to_string(&serde_json::json!({"streams": answer.get("streams")?})).ok()?;
+    let text =
+        serde_json::to_string(&serde_json::json!({"streams": answer.get("streams")?})).ok()?;
     match StreamConfig::parse(&text) {
         Ok(c) => Some(c),
         Err(errors) => {

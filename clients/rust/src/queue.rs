@@ -38,10 +38,7 @@ impl Queue {
         };
         let log = Log::open(dir, options)?;
         let position = ConsumerPosition::new(dir, TOPIC, CONSUMER)?;
-        let next = position
-            .load()?
-            .unwrap_or(0)
-            .max(log.first_offset(TOPIC));
+        let next = position.load()?.unwrap_or(0).max(log.first_offset(TOPIC));
         Ok(Queue {
             log,
             position,

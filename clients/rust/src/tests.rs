@@ -23,7 +23,8 @@ struct Seen {
     at: Instant,
 }
 
-type Script = Arc<Mutex<std::collections::VecDeque<(u16, Vec<(&'static str, &'static str)>, String)>>>;
+type Script =
+    Arc<Mutex<std::collections::VecDeque<(u16, Vec<(&'static str, &'static str)>, String)>>>;
 
 /// An HTTP server answering each request with the next answer (status,
 /// headers, body) of its script, then 201s; what it was sent comes out of the channel.
@@ -60,17 +61,19 @@ fn scripted_edge() -> (String, mpsc::Receiver<Seen>, Script) {
                     }
                     let mut body = vec![0; length];
                     reader.read_exact(&mut body).unwrap();
-                    let (status, headers, text) = script
-                        .lock()
-                        .unwrap()
-                        .pop_front()
-                        .unwrap_or((201, vec![], String::new()));
+                    let (status, headers, text) =
+                        script
+                            .lock()
+                            .unwrap()
+                            .pop_front()
+                            .unwrap_or((201, vec![], String::new()));
                     let _ = tx.send(Seen {
                         path,
                         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
                         at: Instant::now(),
                     });
-                    let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", text.len());
+                    let mut head =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", text.len());
                     for (k, v) in headers {
                         head.push_str(&format!("{k}: {v}\r\n"));
                     }
@@ -109,7 +112,11 @@ fn the_queue_keeps_events_across_a_reopen_and_drops_the_oldest_beyond_its_bound(
     let ns: Vec<i64> = taken
         .events
         .iter()
-        .map(|e| serde_json::from_slice::<Value>(e).unwrap()["n"].as_i64().unwrap())
+        .map(|e| {
+            serde_json::from_slice::<Value>(e).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(ns, [3, 4, 5, 6, 7]);
 }
@@ -166,7 +173,11 @@ fn a_flush_waits_out_retry_after_drops_the_invalid_and_sends_the_failed_again() 
         "error": [{"status": "error", "event": {"meta": {"id": ids[1]}}, "context": {"kind": "failed", "message": "down"}}],
     });
     script.lock().unwrap().extend([
-        (503, vec![("Retry-After", "1")], r#"{"error":"busy"}"#.to_owned()),
+        (
+            503,
+            vec![("Retry-After", "1")],
+            r#"{"error":"busy"}"#.to_owned(),
+        ),
         (207, vec![], partly.to_string()),
     ]);
     let report = c.flush(Duration::from_secs(20)).unwrap();
@@ -201,8 +212,12 @@ fn answers_are_sorted_by_what_comes_next() {
         Answer::Again(Some(d)) if d == Duration::from_secs(3)
     ));
     assert!(matches!(sort_answer(502, None, ""), Answer::Again(None)));
-    assert!(matches!(sort_answer(400, None, r#"{"error":"not JSON at line 1"}"#), Answer::Refused(w) if w.contains("not JSON")));
-    assert!(matches!(sort_answer(413, None, "too big"), Answer::Refused(w) if w.starts_with("413")));
+    assert!(
+        matches!(sort_answer(400, None, r#"{"error":"not JSON at line 1"}"#), Answer::Refused(w) if w.contains("not JSON"))
+    );
+    assert!(
+        matches!(sort_answer(413, None, "too big"), Answer::Refused(w) if w.starts_with("413"))
+    );
     assert!(matches!(
         sort_answer(400, None, r#"{"invalid":[{"event":{"meta":{"id":"a"}},"context":{"message":"m"}}],"error":[]}"#),
         Answer::Partly { invalid, failed, .. } if invalid.len() == 1 && failed.is_empty()

@@ -27,7 +27,10 @@ impl Owners {
     /// The owners over `names`, in list order (an entry's name: see [`aggregator_name`]).
     pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
         Owners {
-            keys: names.iter().map(|n| crate::fnv1a(n.as_ref().as_bytes())).collect(),
+            keys: names
+                .iter()
+                .map(|n| crate::fnv1a(n.as_ref().as_bytes()))
+                .collect(),
         }
     }
 
