@@ -74,7 +74,7 @@ impl Template {
                             return Err(format!(
                                 "the key template needs field `{}` as a string, number or boolean, not {}",
                                 path.join("."),
-                                kind(v)
+                                sluice_shared::json_kind(v)
                             ));
                         }
                     }
@@ -82,18 +82,6 @@ impl Template {
             }
         }
         Ok(out)
-    }
-}
-
-/// What kind of JSON value `v` is, for messages.
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -68,6 +68,18 @@ pub enum BodyError {
     },
 }
 
+/// What kind of JSON value `v` is, with its article, for messages ("an array").
+pub fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// The JSON type name of a value, for messages.
 pub fn json_type_name(v: &Value) -> &'static str {
     match v {

@@ -47,7 +47,7 @@ pub use intake::{
     EVENT_ID_NAMESPACE, EventIds, EventOutcome, Intake, IntakeOptions, Rejection, RejectionKind,
     RequestMeta, Tally, Verdict,
 };
-pub use json::{BodyError, BodyLimits};
+pub use json::{BodyError, BodyLimits, json_kind};
 // The tape and its validation view, for the intake benchmark's parse and validate rows.
 pub use tape::{Tape, TapeError};
 pub use tape_json::TapeNode;

@@ -18,22 +18,30 @@ fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-/// The built `uniffi-bindgen` and `libsluice_client.so`, built here when missing.
+/// The built `uniffi-bindgen` (its own workspace under `clients/rust/bindgen`)
+/// and `libsluice_client.so`, built here when missing.
 fn bindgen_and_library() -> (PathBuf, PathBuf) {
     let dir = target_dir();
     let bindgen = dir.join("uniffi-bindgen");
     let library = dir.join("libsluice_client.so");
-    if !bindgen.exists() || !library.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "sluice-client", "--features", "bindgen"])
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let build = |args: &[&str]| {
+        let status = Command::new(&cargo)
+            .args(args)
             .current_dir(workspace())
             .status()
             .expect("cargo runs");
-        assert!(
-            status.success(),
-            "building sluice-client's library and bindgen failed"
-        );
+        assert!(status.success(), "cargo {args:?} failed");
+    };
+    if !bindgen.exists() {
+        build(&[
+            "build",
+            "--manifest-path",
+            "clients/rust/bindgen/Cargo.toml",
+        ]);
+    }
+    if !library.exists() {
+        build(&["build", "--workspace", "--lib"]);
     }
     (bindgen, library)
 }

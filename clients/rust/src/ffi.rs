@@ -1,7 +1,7 @@
 //! The client for Kotlin, Swift and Python apps, through UniFFI: events go
 //! in as JSON text, answers come back as records. Bindings are written by
 //! `uniffi-bindgen generate --library <the built library> --language …`
-//! (the `bindgen` feature builds it).
+//! (`clients/rust/bindgen` builds it).
 
 use crate::{Client, ClientConfig, ClientError, Submitted};
 use std::sync::Arc;

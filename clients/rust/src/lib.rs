@@ -298,7 +298,7 @@ impl Client {
             let mut stats = lock(&self.stats);
             for mut event in events {
                 let Some(obj) = event.as_object_mut() else {
-                    return Err(ClientError::NotAnObject(type_name(&event)));
+                    return Err(ClientError::NotAnObject(sluice_shared::json_kind(&event)));
                 };
                 let meta = obj
                     .entry("meta")
@@ -540,17 +540,6 @@ fn sort_answer(status: u16, retry_after: Option<Duration>, body: &str) -> Answer
         429 | 503 => Answer::Again(retry_after),
         500..=599 => Answer::Again(None),
         other => Answer::Refused(format!("{other}: {}", body.trim())),
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

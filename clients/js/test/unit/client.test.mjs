@@ -27,6 +27,17 @@ beforeEach(() => {
   };
 });
 
+/** Resolves once the edge has been asked `n` times. */
+const requests = (n) =>
+  new Promise((resolve) => {
+    const poll = setInterval(() => {
+      if (calls.length >= n) {
+        clearInterval(poll);
+        resolve();
+      }
+    }, 10);
+  });
+
 const event = (n) => ({ $schema: "/sluice/test/event/1.0.0", count: n, message: `m${n}` });
 const client = (extra = {}) =>
   create({ edge: EDGE, streamConfig: STREAMS, flushIntervalMs: 3_600_000, ...extra });
@@ -99,14 +110,7 @@ test("a 207 drops the invalid events and sends the failed ones again", async () 
   assert.equal(c.stats().dropped.invalid, 1);
   assert.equal(c.stats().sent, 1);
   // The failed one waits for its backoff, then goes alone, with its id.
-  await new Promise((resolve) => {
-    const poll = setInterval(() => {
-      if (calls.length === 2) {
-        clearInterval(poll);
-        resolve();
-      }
-    }, 20);
-  });
+  await requests(2);
   await c.flush();
   c.close();
   assert.equal(calls[1].body.length, 1);
@@ -134,14 +138,7 @@ test("a 503 with Retry-After is sent again once the wait is over, not before", a
   await c.flush();
   await c.flush(); // too early: nothing goes
   assert.equal(calls.length, 1);
-  await new Promise((resolve) => {
-    const poll = setInterval(() => {
-      if (calls.length === 2) {
-        clearInterval(poll);
-        resolve();
-      }
-    }, 20);
-  });
+  await requests(2);
   c.close();
   assert.ok(calls[1].at - calls[0].at >= 1000, `${calls[1].at - calls[0].at} ms`);
   assert.deepEqual(calls[1].body, calls[0].body);
@@ -160,14 +157,7 @@ test("events submitted before the config arrives wait for it, and it is asked fo
   c.submit("web.off", event(2));
   assert.equal(c.isStreamInSample("web.events"), false);
   release();
-  await new Promise((resolve) => {
-    const poll = setInterval(() => {
-      if (calls.length >= 2) {
-        clearInterval(poll);
-        resolve();
-      }
-    }, 10);
-  });
+  await requests(2);
   assert.equal(calls[0].url, `${EDGE}/v1/streams`);
   assert.equal(calls[1].init.headers["If-None-Match"], '"abc"');
   await c.flush();
