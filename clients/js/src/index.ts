@@ -311,16 +311,21 @@ export function create(options: Options): Client {
       if (r.status === 400 && refused.length === 0) drop("invalid", batch.length);
       else stats.sent += batch.length - again.length - refused.length;
       if (r.status === 400) return [];
-      if (again.length) retryAt = Date.now() + delay();
+      if (again.length) waitAfter(r);
       return again;
     }
     if (r.status < 500 && r.status !== 429) {
       drop(`http_${r.status}`, batch.length);
       return [];
     }
+    waitAfter(r);
+    return batch;
+  };
+
+  /** The next send waits for the answer's `Retry-After`, else for a backoff. */
+  const waitAfter = (r: Response) => {
     const after = Number(r.headers.get("Retry-After"));
     retryAt = Date.now() + (after > 0 ? after * 1000 : delay());
-    return batch;
   };
 
   const delay = () => {

@@ -36,7 +36,8 @@ pub struct EdgeConfig {
     pub batch: BatchConfig,
     /// `[spool]`: where hasty batches wait while no aggregator answers.
     pub spool: SpoolConfig,
-    /// Origins allowed by CORS; `*` allows any.
+    /// Origins allowed by CORS; `*` allows any. An allowed origin is echoed with
+    /// `Access-Control-Allow-Credentials: true` (beacons are credentialed requests).
     pub cors_origins: Vec<String>,
     /// Proxies (address or network) whose `X-Forwarded-For` and `CF-Connecting-IP` are believed.
     pub trusted_proxies: Vec<IpNet>,
