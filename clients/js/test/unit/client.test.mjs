@@ -167,3 +167,56 @@ test("events submitted before the config arrives wait for it, and it is asked fo
   assert.deepEqual(posts[0].body.map((e) => e.count), [1]);
   assert.equal(c.stats().dropped.disabled, 1);
 });
+
+/** A Storage kept in a Map, installed as `globalThis[name]`. */
+function fakeStorage(name) {
+  const m = new Map();
+  globalThis[name] = {
+    getItem: (k) => (m.has(k) ? m.get(k) : null),
+    setItem: (k, v) => m.set(k, String(v)),
+  };
+  return m;
+}
+
+test("a session id lasts while the session is active and is renewed after 30 idle minutes", async () => {
+  const held = fakeStorage("sessionStorage");
+  const streams = { s: { schema_title: "t", sample: { unit: "session", rate: 1 } } };
+  const c = create({ edge: EDGE, streamConfig: streams, flushIntervalMs: 3_600_000 });
+  held.set("sluice.session", JSON.stringify({ id: "aaaaaaaaaaaaaaaaaaaa", last: Date.now() - 29 * 60_000 }));
+  c.submit("s", event(1));
+  c.submit("s", event(2));
+  held.set("sluice.session", JSON.stringify({ id: "bbbbbbbbbbbbbbbbbbbb", last: Date.now() - 31 * 60_000 }));
+  c.submit("s", event(3));
+  await c.flush();
+  c.close();
+  delete globalThis.sessionStorage;
+  const ids = calls[0].body.map((e) => e.performer.session_id);
+  assert.equal(ids[0], "aaaaaaaaaaaaaaaaaaaa");
+  assert.equal(ids[1], "aaaaaaaaaaaaaaaaaaaa");
+  assert.match(ids[2], /^[0-9a-f]{20}$/);
+  assert.notEqual(ids[2], "bbbbbbbbbbbbbbbbbbbb");
+});
+
+test("a device id is kept and sent only when the integration allows it", async () => {
+  const held = fakeStorage("localStorage");
+  const streams = { d: { schema_title: "t", sample: { unit: "device", rate: 1 } } };
+  let allowed = false;
+  const c = create({
+    edge: EDGE,
+    streamConfig: streams,
+    flushIntervalMs: 3_600_000,
+    integration: { allowDeviceId: () => allowed },
+  });
+  c.submit("d", event(1));
+  allowed = true;
+  c.submit("d", event(2));
+  c.submit("d", event(3));
+  await c.flush();
+  c.close();
+  delete globalThis.localStorage;
+  const [a, b, d] = calls[0].body;
+  assert.equal(a.agent?.app_install_id, undefined);
+  assert.match(b.agent.app_install_id, /^[0-9a-f]{20}$/);
+  assert.equal(d.agent.app_install_id, b.agent.app_install_id);
+  assert.equal(held.get("sluice.device"), b.agent.app_install_id);
+});
