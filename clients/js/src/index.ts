@@ -162,6 +162,9 @@ export function create(options: Options): Client {
   let etag: string | undefined;
   let waiting: Pending[] = [];
   let queue: EventData[] = [];
+  // The batch whose request is under way: a page that goes away before its answer sends
+  // it again by beacon (the aggregator drops the copy that arrives twice by its meta.id).
+  let inflight: EventData[] = [];
   let sending: Promise<void> | undefined;
   let retryAt = 0;
   let backoff = 0;
@@ -339,6 +342,7 @@ export function create(options: Options): Client {
     if (offline.length) queue.unshift(...offline);
     while (queue.length && Date.now() >= retryAt) {
       const batch = queue.splice(0, maxBatch);
+      inflight = batch;
       let again: EventData[];
       try {
         const r = await fetch(`${edge}/v1/events`, {
@@ -358,6 +362,7 @@ export function create(options: Options): Client {
           retryAt = Date.now() + delay();
         }
       }
+      inflight = [];
       if (again.length) {
         stats.retries += 1;
         queue.unshift(...again);
@@ -378,6 +383,7 @@ export function create(options: Options): Client {
 
   /** The page is going away: everything queued leaves now, with beacons. */
   const leave = () => {
+    queue.unshift(...inflight.splice(0));
     if (globalThis.navigator?.onLine === false) {
       // No beacon can leave: the events wait in IndexedDB for the next page.
       void store.put(queue.splice(0));

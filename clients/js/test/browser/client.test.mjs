@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { PACKAGE, STREAM, Up, launch, openClient, servePage, streamsYaml, waitFor } from "./harness.mjs";
+import { PACKAGE, STREAM, Up, createClient, launch, openClient, servePage, streamsYaml, waitFor } from "./harness.mjs";
 
 let up;
 let site;
@@ -152,20 +152,23 @@ test("events submitted just before navigation arrive, with a beacon on pagehide"
 
 test("events made offline are kept in IndexedDB, across a reload, and sent once online, once", async () => {
   const context = await browser.newContext();
-  let { page, posts } = await openClient(context, site.url, up.edge);
+  // The reload below happens offline, so the page and the bundle come from the test, as
+  // from a cache; the same page is reloaded (a closed page would take the browser's
+  // offline emulation with it and come back online as it unloads).
+  const html = readFileSync(join(PACKAGE, "test/browser/page.html"), "utf8");
+  const bundle = readFileSync(join(PACKAGE, "dist/sluice-client.iife.js"), "utf8");
+  await context.route(`${site.url}/`, (r) => r.fulfill({ contentType: "text/html", body: html }));
+  await context.route(`${site.url}/dist/sluice-client.iife.js`, (r) => r.fulfill({ contentType: "text/javascript", body: bundle }));
+  const { page, posts } = await openClient(context, `${site.url}/`, up.edge);
   await page.waitForFunction(() => window.client.getStreamConfig("sluice.product_metrics.web_base") !== null);
   await context.setOffline(true);
   await page.waitForFunction(() => navigator.onLine === false);
   await click(page, "offline-a", 6);
   await page.evaluate(() => window.client.flush());
-  // A new page load, still offline (the page itself comes from the test, as from a
-  // cache): the first page's events wait in IndexedDB.
-  await page.close();
-  const html = readFileSync(join(PACKAGE, "test/browser/page.html"), "utf8");
-  const bundle = readFileSync(join(PACKAGE, "dist/sluice-client.iife.js"), "utf8");
-  await context.route(`${site.url}/`, (r) => r.fulfill({ contentType: "text/html", body: html }));
-  await context.route(`${site.url}/dist/sluice-client.iife.js`, (r) => r.fulfill({ contentType: "text/javascript", body: bundle }));
-  ({ page, posts } = await openClient(context, site.url, up.edge));
+  // A new load of the page, still offline: the first load's events wait in IndexedDB.
+  await page.reload();
+  await createClient(page, up.edge);
+  await page.waitForFunction(() => navigator.onLine === false);
   await page.waitForFunction(() => window.client.getStreamConfig("sluice.product_metrics.web_base") !== null);
   await click(page, "offline-b", 4);
   await page.evaluate(() => window.client.flush());
