@@ -46,6 +46,54 @@ pub struct AggregatorConfig {
     pub kafka: KafkaOptions,
     /// `[error_stream]`: where edges' error reports go, and their bound.
     pub error_stream: ErrorStreamConfig,
+    /// `[console]`: the console under `/console/`.
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the browser console the aggregator serves under `/console/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console.
+    pub enabled: bool,
+    /// The read-only console token; prefer `token_file`. Needed unless `http.listen`
+    /// is a loopback address (then the console is open to whoever can reach it).
+    pub token: Option<String>,
+    /// A file whose first line is the console token.
+    pub token_file: Option<PathBuf>,
+    /// A stream that was flowing and has had no accepted event for this many
+    /// seconds is alerted as `zero_flow`; its rate over this many seconds under
+    /// `alert_under_ratio` of its last hour's is alerted as `under_rate`.
+    pub alert_after_secs: u64,
+    /// See `alert_after_secs`.
+    pub alert_under_ratio: f64,
+    /// The connectors' `/metrics` addresses (`http://host:port/metrics`), for their lag and dead letters.
+    pub connectors: Vec<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            token: None,
+            token_file: None,
+            alert_after_secs: 300,
+            alert_under_ratio: 0.1,
+            connectors: Vec::new(),
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// The console token, when one is set.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(path) = &self.token_file {
+            return read_secret(path)
+                .map(Some)
+                .map_err(ConfigError::ConsoleTokenFile);
+        }
+        Ok(self.token.clone().filter(|t| !t.is_empty()))
+    }
 }
 
 /// `[error_stream]`.
@@ -141,6 +189,7 @@ impl Default for AggregatorConfig {
                     burst: d.burst,
                 }
             },
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -169,6 +218,9 @@ pub enum ConfigError {
     /// The token file cannot be read.
     #[error("aggregator configuration: http.token_file: {0}")]
     TokenFile(#[source] SecretError),
+    /// The console token file cannot be read.
+    #[error("aggregator configuration: console.token_file: {0}")]
+    ConsoleTokenFile(#[source] SecretError),
 }
 
 impl AggregatorConfig {

@@ -71,6 +71,11 @@ impl ErrorStream {
             return;
         }
         let reports = std::mem::take(&mut batch.errors);
+        for report in &reports {
+            if let Some(stream) = &report.stream {
+                metrics.count(stream, Outcome::Invalid, 1);
+            }
+        }
         let quota = Quota::per_second(self.options.events_per_second, self.options.burst);
         let allowed = {
             let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());

@@ -14,6 +14,7 @@ pub mod budget;
 pub mod buffers;
 pub mod commit;
 pub mod config;
+pub mod console;
 pub mod error_stream;
 pub mod http;
 pub mod journal;

@@ -1,5 +1,6 @@
 //! The aggregator's Prometheus metrics, and whether it is ready.
 
+use crate::console::Flow;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,6 +18,15 @@ pub struct EventLabels {
     pub stream: String,
     /// `received`, `accepted`, `duplicate`, `rate_limited` or `failed`.
     pub outcome: Outcome,
+}
+
+/// Labels of the stream alert gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    /// The stream.
+    pub stream: String,
+    /// `zero_flow` or `under_rate`.
+    pub alert: String,
 }
 
 /// Every metric the aggregator exports; cheap to clone.
@@ -43,6 +53,10 @@ pub struct Metrics {
     pub error_reports: Family<OutcomeLabels, Counter>,
     /// Writes of the dedupe journal that failed (Kafka sink only): ids that a restart will not remember.
     pub journal_failures: Counter,
+    /// 1 while a stream is alerted (see [`crate::console::flow`]).
+    pub stream_alert: Family<AlertLabels, Gauge>,
+    /// Each stream's flow by second, for the console and its alerts.
+    pub flow: Flow,
     writable: Arc<AtomicBool>,
 }
 
@@ -67,6 +81,8 @@ impl Metrics {
             dedupe_runs: Gauge::default(),
             error_reports: Family::default(),
             journal_failures: Counter::default(),
+            stream_alert: Family::default(),
+            flow: Flow::new(300, 0.1),
             writable: Arc::new(AtomicBool::new(true)),
         };
         m.registry = service_registry(
@@ -118,13 +134,29 @@ impl Metrics {
                     "Failed writes of the dedupe journal",
                     &m.journal_failures,
                 ),
+                (
+                    "stream_alert",
+                    "1 while a stream that was flowing has stopped (zero_flow) or runs far under its last hour's rate (under_rate)",
+                    &m.stream_alert,
+                ),
             ],
         );
         m
     }
 
-    /// Counts `n` events of `stream` with `outcome`.
+    /// Counts `n` events of `stream` with `outcome`, also in the stream's flow.
     pub fn count(&self, stream: &str, outcome: Outcome, n: u64) {
+        let kind = match outcome {
+            Outcome::Accepted => Some(0),
+            Outcome::Invalid => Some(1),
+            Outcome::RateLimited => Some(2),
+            Outcome::Duplicate => Some(3),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.flow
+                .count(stream, kind, n, sluice_host::clock::unix_millis());
+        }
         self.events
             .get_or_create(&EventLabels {
                 stream: stream.to_owned(),

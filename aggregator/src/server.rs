@@ -4,6 +4,7 @@
 
 use crate::commit::{CommitLoop, CommitOptions};
 use crate::config::{AggregatorConfig, ConfigError};
+use crate::console::{Access, Console, ConsoleOptions, Flow, TailSource};
 use crate::http::BatchService;
 use crate::journal::DedupeJournal;
 use crate::kafka::{KafkaSink, KafkaSinkError};
@@ -99,6 +100,7 @@ async fn reload_loop(
     config: AggregatorConfig,
     streams: Live<StreamConfig>,
     schemas: SchemaService,
+    console: Option<Console>,
     mut hangups: Hangups,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(config.reload_secs.max(1)));
@@ -118,6 +120,9 @@ async fn reload_loop(
                 let before = schemas.etag();
                 schemas.replace(&bundle);
                 if schemas.etag() != before {
+                    if let Some(c) = &console {
+                        c.replace(&bundle);
+                    }
                     streams.set(new_streams);
                     tracing::info!(etag = %schemas.etag(), "Reloaded stream config and schemas.");
                 }
@@ -146,7 +151,12 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let token = config.token()?;
     let (bundle, streams) = load_bundle(&config)?;
-    let metrics = Metrics::new();
+    let mut metrics = Metrics::new();
+    metrics.flow = Flow::new(
+        config.console.alert_after_secs,
+        config.console.alert_under_ratio,
+    );
+    let console_token = config.console.token()?;
     let sink: Box<dyn Sink> = if config.kafka.brokers.trim().is_empty() {
         let log = Log::open(
             &config.data_dir.join("log"),
@@ -173,11 +183,60 @@ pub async fn run(
     };
     let streams = Live::new(streams);
     let schemas = SchemaService::new(&bundle);
+    let console = config.console.enabled.then(|| {
+        let tails = if config.kafka.brokers.trim().is_empty() {
+            TailSource::Log(config.data_dir.join("log"))
+        } else {
+            TailSource::Kafka(
+                config.kafka.brokers.clone(),
+                config
+                    .kafka
+                    .properties
+                    .iter()
+                    .filter(|(k, _)| {
+                        ["security.", "sasl.", "ssl.", "client."]
+                            .iter()
+                            .any(|p| k.starts_with(p))
+                    })
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        };
+        let access = Console::access(console_token.clone(), config.http.listen);
+        if matches!(access, Access::Closed) {
+            tracing::warn!(listen = %config.http.listen, "The console is off: the HTTP port is reachable from other hosts and no console token is set (console.token_file).");
+        }
+        Console::new(
+            &bundle,
+            streams.clone(),
+            metrics.clone(),
+            ConsoleOptions {
+                access,
+                tails,
+                error_stream: config.error_stream.stream.clone(),
+                connectors: config.console.connectors.clone(),
+                alert_after_secs: config.console.alert_after_secs,
+            },
+        )
+    });
+    // Each second's counts into the streams' flow, and their alerts judged.
+    {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                Console::tick(&metrics);
+            }
+        });
+    }
     // Listened for before the addresses are announced, so an early SIGHUP reloads rather than kills.
     tokio::spawn(reload_loop(
         config.clone(),
         streams.clone(),
         schemas.clone(),
+        console.clone(),
         Hangups::listen(),
     ));
     let sink = CommitLoop::start(
@@ -239,9 +298,12 @@ pub async fn run(
             let _ = stop.wait_for(|s| *s).await;
         }
     };
-    let app = BatchService::new(sink, token, WireLimits::default(), streams)
+    let mut app = BatchService::new(sink, token, WireLimits::default(), streams)
         .router()
         .merge(schemas.router());
+    if let Some(c) = console {
+        app = app.merge(c.router());
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| ServerError::Io {

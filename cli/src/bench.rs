@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// The schema repository (holding `sluice/test/event`).
     #[arg(long, default_value = "schemas")]
     repo: PathBuf,
+    /// Also measure what one open console tail costs the aggregator: two more
+    /// phases at half load, without and with a tail of the bench stream open.
+    #[arg(long)]
+    console: bool,
     /// Append the rows to this markdown file (e.g. bench/RESULTS.md).
     #[arg(long)]
     record: Option<PathBuf>,
@@ -251,6 +255,45 @@ struct Row {
     ack_p99_ms: Option<f64>,
     edge_p99_ms: Option<f64>,
     cpu_per_million: f64,
+    console: Option<ConsoleCost>,
+}
+
+/// The aggregator's CPU at one rate without and with a console tail open.
+struct ConsoleCost {
+    rate: f64,
+    secs: f64,
+    without: f64,
+    with: f64,
+    shown: u64,
+}
+
+/// A console tail of `stream` read (and counted) until the flag is set.
+fn open_tail(
+    aggregator: SocketAddr,
+    stream: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<u64>> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(aggregator)?;
+    write!(
+        tcp,
+        "GET /console/api/tail?stream={stream} HTTP/1.1\r\nHost: {aggregator}\r\nAccept: text/event-stream\r\n\r\n"
+    )?;
+    tcp.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(std::thread::spawn(move || {
+        let mut shown = 0;
+        let mut buf = vec![0u8; 64 << 10];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(n) = tcp.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]);
+                shown += text.matches("\"kind\":\"event\"").count() as u64;
+            }
+        }
+        shown
+    }))
 }
 
 fn loadgen(
@@ -424,7 +467,33 @@ fn run_sink(
         )?;
         let after = histograms();
         settle(edge_http, agg_http);
+        let console = if args.console {
+            let rate = (max.events_per_sec / 2.0).max(1.0);
+            let cpu = || usage(aggregator.pid()).0;
+            let c0 = cpu();
+            loadgen(edge_http, &mix_file, args, secs, mode, Some(rate))?;
+            let without = cpu() - c0;
+            settle(edge_http, agg_http);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let tail = open_tail(agg_http, "sluice.bench.event", stop.clone())?;
+            let c1 = cpu();
+            loadgen(edge_http, &mix_file, args, secs, mode, Some(rate))?;
+            let with = cpu() - c1;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let shown = tail.join().unwrap_or(0);
+            settle(edge_http, agg_http);
+            Some(ConsoleCost {
+                rate,
+                secs,
+                without,
+                with,
+                shown,
+            })
+        } else {
+            None
+        };
         rows.push(Row {
+            console,
             sink,
             mode,
             ack_p99_ms: p99_between(&before.0, &after.0),
@@ -537,6 +606,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "max ev/s: events/s the edge accepted, closed loop; errors: non-2xx answers in both phases; p50/p99: request latency at half that rate, open loop, as the load generator saw it; edge p99: the same requests inside the edge, body read to answer (histogram bucket bound, ms); ack p99: the aggregator's batch-ack p99 at half load (histogram bucket bound, ms); MB: peak RSS over the row's two phases (each row starts its own edge and aggregator); CPU s/Mev: edge + aggregator CPU seconds per million events at max. {:.0} s in all.",
         started.elapsed().as_secs_f64()
     );
+    for (rows, _, _) in &all {
+        for r in rows {
+            if let Some(c) = &r.console {
+                println!(
+                    "console ({} {}): the aggregator used {:.2} CPU s without a tail and {:.2} s with one open ({} events shown) over {} s at {:.0} ev/s: {:+.1}% of its CPU, {:+.2}% of one core",
+                    format!("{:?}", r.sink).to_lowercase(),
+                    format!("{:?}", r.mode).to_lowercase(),
+                    c.without,
+                    c.with,
+                    c.shown,
+                    c.secs,
+                    c.rate,
+                    (c.with - c.without) / c.without.max(1e-9) * 100.0,
+                    (c.with - c.without) / c.secs * 100.0,
+                );
+            }
+        }
+    }
     if let Some(file) = &args.record {
         record(file, &lines, secs, &args)?;
         println!("recorded in {}", file.display());

@@ -80,6 +80,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             c.source.brokers.clear();
             c.streams = args.streams.clone();
             c.repositories = args.repos.clone();
+            aggregator.console.connectors = vec![format!("http://{}/metrics", c.metrics_listen)];
             Some(c)
         }
         None => None,
@@ -153,6 +154,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 let _ = writeln!(
                     out,
                     "Sluice is up.\n\
+                     \n  console          http://{http}/console/   (schemas, streams, live tail, try an event)\
                      \n  send events to   http://{edge_at}/v1/events   (EventGate-compatible; ?hasty=true answers once synced at the edge)\
                      \n  stream config    http://{edge_at}/v1/streams and http://{http}/v1/streams\
                      \n  schemas          http://{http}/repositories/<repo>/jsonschema/<title>/<version>.yaml\

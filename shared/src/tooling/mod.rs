@@ -6,12 +6,14 @@
 
 mod compat;
 mod deref;
+mod fields;
 mod lint;
 mod materialize;
 mod merge;
 
 pub use compat::{CompatBreak, compare_versions};
 pub use deref::{Documents, dereference, pointed};
+pub use fields::{Change, Field, FieldDiff, diff_fields, fields};
 pub use lint::{Finding, LintReport, Listing, Rule, lint};
 pub use materialize::{
     Materialized, Materializer, enforce_numeric_bounds, example, id_version, schema_paths,

@@ -55,13 +55,15 @@ export function streamsYaml(sample = "{unit: pageview, rate: 1.0}", windows = nu
 
 /** A running `sluice up` on free ports with its own data folder and stream config file. */
 export class Up {
-  static async start() {
+  /** `env`: more variables for `sluice up` (e.g. aggregator settings). */
+  static async start({ env = {} } = {}) {
     const up = new Up();
     up.dir = mkdtempSync(join(tmpdir(), "sluice-browser-"));
     up.streams = join(up.dir, "streams.yaml");
     writeFileSync(up.streams, streamsYaml());
     const [edge, http, quic] = [await freePort(), await freePort(), await freePort()];
     up.edge = `http://127.0.0.1:${edge}`;
+    up.aggregator = `http://127.0.0.1:${http}`;
     up.child = spawn(
       sluiceBinary(),
       [
@@ -83,6 +85,7 @@ export class Up {
           // hasty events on at once.
           SLUICE_EDGE_BUNDLE__REFRESH_SECS: "1",
           SLUICE_EDGE_BATCH__HASTY_AGE_MS: "50",
+          ...env,
         },
       },
     );
@@ -115,9 +118,20 @@ export class Up {
     return r.stdout.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
   }
 
-  /** One of the edge's metrics, summed over the series whose labels include `labels`. */
-  async metric(name, labels = "") {
-    const text = await (await fetch(`${this.edge}/metrics`)).text();
+  /** Posts `events` (JSON) to the edge; its status and answer. */
+  async send(events, query = "") {
+    const r = await fetch(`${this.edge}/v1/events${query}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(events),
+    });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : null };
+  }
+
+  /** One of the edge's metrics (or `from`'s), summed over the series whose labels include `labels`. */
+  async metric(name, labels = "", from = this.edge) {
+    const text = await (await fetch(`${from}/metrics`)).text();
     let sum = 0;
     for (const line of text.split("\n")) {
       if (line.startsWith(name) && line.includes(labels)) sum += Number(line.split(" ").pop());
@@ -185,6 +199,12 @@ export async function openClient(context, pageUrl, edge, options = {}) {
     }
   });
   await page.goto(pageUrl);
+  await createClient(page, edge, options);
+  return { page, posts };
+}
+
+/** Creates `window.client` on a loaded page (again after a reload). */
+export async function createClient(page, edge, options = {}) {
   await page.evaluate(
     ([edge, options]) => {
       window.client = window.SluiceClient.create({
@@ -201,5 +221,4 @@ export async function openClient(context, pageUrl, edge, options = {}) {
     },
     [edge, options],
   );
-  return { page, posts };
 }

@@ -1,0 +1,451 @@
+//! The live tail: a stream's newest events as server-sent events, with the
+//! invalid events the edges reported for it (read from the error stream and
+//! checked again here, so each error sits next to its field).
+//!
+//! Each open tail is one thread that looks at the end of the stream four
+//! times a second. Its work is bounded whatever the stream's rate: it reads
+//! at most [`READ_PER_TICK`] records a look, jumps to the end when further
+//! behind, and sends at most [`SEND_PER_TICK`] events; the page says how
+//! many it skipped.
+
+use super::html::page as frame;
+use super::{Console, query};
+use axum::extract::{RawQuery, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sluice_log::{LogOptions, Reader, Start};
+use sluice_shared::{Timestamp, Verdict};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Records read at most per look.
+const READ_PER_TICK: usize = 500;
+/// Events sent at most per look.
+const SEND_PER_TICK: usize = 25;
+/// Time between looks.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Numbers the console's Kafka consumers apart.
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Where the tail reads: the embedded log or Kafka.
+#[derive(Clone, Debug)]
+pub enum TailSource {
+    /// The embedded log's folder.
+    Log(PathBuf),
+    /// Kafka's bootstrap servers, and the client properties that reach them.
+    Kafka(String, Vec<(String, String)>),
+}
+
+/// A reader at the end of one topic.
+trait Cursor: Send {
+    /// Up to `max` records' values past the last ones read.
+    fn poll(&mut self, max: usize) -> Result<Vec<Vec<u8>>, String>;
+    /// Moves to the end.
+    fn skip_to_end(&mut self) -> Result<(), String>;
+}
+
+struct LogCursor(Reader);
+
+impl Cursor for LogCursor {
+    fn poll(&mut self, max: usize) -> Result<Vec<Vec<u8>>, String> {
+        self.0
+            .poll(max)
+            .map(|r| r.into_iter().map(|r| r.value).collect())
+            .map_err(|e| e.to_string())
+    }
+    fn skip_to_end(&mut self) -> Result<(), String> {
+        self.0.skip_to_end().map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+struct KafkaCursor {
+    consumer: rdkafka::consumer::BaseConsumer,
+    topic: String,
+}
+
+impl KafkaCursor {
+    fn open(
+        brokers: &str,
+        properties: &[(String, String)],
+        topic: &str,
+        at: rdkafka::Offset,
+    ) -> Result<Self, String> {
+        use rdkafka::config::ClientConfig;
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set(
+                "group.id",
+                format!(
+                    "sluice-console-{}-{}-{}",
+                    std::process::id(),
+                    sluice_host::clock::unix_millis(),
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false");
+        for (k, v) in properties {
+            config.set(k, v);
+        }
+        let consumer: rdkafka::consumer::BaseConsumer =
+            config.create().map_err(|e| e.to_string())?;
+        let cursor = KafkaCursor {
+            consumer,
+            topic: topic.to_owned(),
+        };
+        cursor.assign(at)?;
+        Ok(cursor)
+    }
+
+    fn assign(&self, at: rdkafka::Offset) -> Result<(), String> {
+        use rdkafka::consumer::Consumer;
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition_offset(&self.topic, p.id(), at)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        self.consumer.assign(&list).map_err(|e| e.to_string())
+    }
+}
+
+impl Cursor for KafkaCursor {
+    fn poll(&mut self, max: usize) -> Result<Vec<Vec<u8>>, String> {
+        use rdkafka::message::Message;
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+    fn skip_to_end(&mut self) -> Result<(), String> {
+        self.assign(rdkafka::Offset::End)
+    }
+}
+
+impl TailSource {
+    /// A cursor at the end of `topic`, or `back` records before it.
+    fn open(&self, topic: &str, back: u64) -> Result<Box<dyn Cursor>, String> {
+        match self {
+            TailSource::Log(dir) => {
+                let mut r = Reader::open(dir, topic, Start::Latest, LogOptions::default())
+                    .map_err(|e| e.to_string())?;
+                if back > 0 {
+                    let at = r.position().saturating_sub(back);
+                    r.seek(Start::Offset(at)).map_err(|e| e.to_string())?;
+                }
+                Ok(Box::new(LogCursor(r)))
+            }
+            TailSource::Kafka(brokers, props) => {
+                let at = if back > 0 {
+                    rdkafka::Offset::OffsetTail(i64::try_from(back).unwrap_or(i64::MAX))
+                } else {
+                    rdkafka::Offset::End
+                };
+                Ok(Box::new(KafkaCursor::open(brokers, props, topic, at)?))
+            }
+        }
+    }
+
+    /// When the newest canary event (`meta.domain` = `canary`) among the last
+    /// `n` events of `topic` arrived (its `meta.dt`, else its `dt`).
+    pub fn last_canary(&self, topic: &str, n: u64) -> Result<Option<i64>, String> {
+        let mut cursor = self.open(topic, n)?;
+        let mut newest = None;
+        let mut read = 0;
+        loop {
+            let batch = cursor.poll(READ_PER_TICK)?;
+            if batch.is_empty() {
+                break;
+            }
+            read += batch.len() as u64;
+            for raw in batch {
+                let Ok(v) = serde_json::from_slice::<Value>(&raw) else {
+                    continue;
+                };
+                if v.pointer("/meta/domain").and_then(Value::as_str) == Some("canary") {
+                    let at = ["/meta/dt", "/dt"]
+                        .iter()
+                        .filter_map(|p| v.pointer(p).and_then(Value::as_str))
+                        .find_map(|t| Timestamp::parse_rfc3339(t).ok())
+                        .map(Timestamp::unix_millis);
+                    newest = newest.max(at.or(Some(0)));
+                }
+            }
+            if read >= n {
+                break;
+            }
+        }
+        Ok(newest)
+    }
+}
+
+/// `GET /console/tail?stream=…`: the page.
+pub async fn page(State(console): State<Console>, RawQuery(raw): RawQuery) -> Response {
+    let q = query(raw.as_deref());
+    let stream = q.get("stream").cloned().unwrap_or_default();
+    let streams = console.0.streams.get();
+    let options: String = streams
+        .entries()
+        .filter(|e| !e.key.starts_with('/'))
+        .map(|e| {
+            let sel = if e.key == stream { " selected" } else { "" };
+            format!(
+                r#"<option value="{k}"{sel}>{k}</option>"#,
+                k = super::html::esc(&e.key)
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"<h1>Live tail</h1>
+<form class="tail" id="tail-form" onsubmit="return false">
+<label>Stream <select id="stream"><option value="">choose a stream</option>{options}</select></label>
+<label>Field <input id="field" placeholder="e.g. meta.domain" value="{field}"></label>
+<label>Value <input id="value" placeholder="equals" value="{value}"></label>
+<button type="button" id="pause">Pause</button>
+<span id="tail-status" class="muted">not connected</span>
+</form>
+<div class="tail-columns">
+<section><h2>Events <span class="muted" id="event-count">0</span></h2><ol id="events" class="events"></ol></section>
+<section><h2>Invalid <span class="muted" id="invalid-count">0</span></h2><ol id="invalid" class="events"></ol></section>
+</div>"#,
+        field = super::html::esc(q.get("field").map_or("", String::as_str)),
+        value = super::html::esc(q.get("value").map_or("", String::as_str)),
+    );
+    frame("Live tail", "tail", &body).into_response()
+}
+
+/// Whether a field (by dotted path) holds `wanted`: a string as written, other values as JSON (`3`, `true`).
+fn field_matches(event: &Value, field: &str, wanted: &str) -> bool {
+    let mut at = event;
+    for key in field.split('.') {
+        match at.get(key) {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    match at {
+        Value::String(s) => s == wanted,
+        other => serde_json::from_str::<Value>(wanted).is_ok_and(|w| &w == other),
+    }
+}
+
+/// What a look found and sends.
+struct Look {
+    messages: Vec<Value>,
+    skipped: u64,
+}
+
+/// One open tail's state.
+struct Tail {
+    console: Console,
+    stream: String,
+    filter: Option<(String, String)>,
+    events: Box<dyn Cursor>,
+    /// The error stream, once it could be opened.
+    errors: Option<Box<dyn Cursor>>,
+    source: TailSource,
+    error_topic: String,
+}
+
+impl Tail {
+    fn wanted(&self, v: &Value) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|(f, want)| field_matches(v, f, want))
+    }
+
+    /// Reads what arrived since the last look.
+    fn look(&mut self) -> Result<Look, String> {
+        let mut messages = Vec::new();
+        let mut skipped = 0;
+        let records = self.events.poll(READ_PER_TICK)?;
+        if records.len() == READ_PER_TICK {
+            self.events.skip_to_end()?;
+        }
+        let mut matched: Vec<Value> = records
+            .iter()
+            .filter_map(|r| serde_json::from_slice::<Value>(r).ok())
+            .filter(|v| self.wanted(v))
+            .collect();
+        if matched.len() > SEND_PER_TICK {
+            skipped += (matched.len() - SEND_PER_TICK) as u64;
+            matched.drain(..matched.len() - SEND_PER_TICK);
+        }
+        for event in matched {
+            messages.push(json!({"kind": "event", "verdict": "accepted", "event": event}));
+        }
+        if self.errors.is_none() {
+            self.errors = self.source.open(&self.error_topic, 0).ok();
+        }
+        if let Some(errors) = &mut self.errors {
+            let records = errors.poll(READ_PER_TICK)?;
+            if records.len() == READ_PER_TICK {
+                errors.skip_to_end()?;
+            }
+            let mine: Vec<Value> = records
+                .iter()
+                .filter_map(|r| serde_json::from_slice::<Value>(r).ok())
+                .filter(|e| {
+                    e.get("errored_stream_name").and_then(Value::as_str) == Some(&self.stream)
+                })
+                .collect();
+            let mut sent = 0;
+            for error in mine {
+                let raw = error.get("raw_event").and_then(Value::as_str).unwrap_or("");
+                let event = serde_json::from_str::<Value>(raw).ok();
+                if let Some(e) = &event
+                    && !self.wanted(e)
+                {
+                    continue;
+                }
+                if sent == SEND_PER_TICK {
+                    skipped += 1;
+                    continue;
+                }
+                sent += 1;
+                messages.push(self.invalid(&error, raw, event));
+            }
+        }
+        Ok(Look { messages, skipped })
+    }
+
+    /// An invalid event, checked again for its errors by field.
+    fn invalid(&self, error: &Value, raw: &str, event: Option<Value>) -> Value {
+        let catalog = self.console.0.catalog.get();
+        let errors: Vec<Value> = catalog
+            .check(
+                raw.as_bytes(),
+                Some(self.stream.clone()),
+                None,
+                sluice_host::clock::now(),
+            )
+            .ok()
+            .and_then(|o| o.into_iter().next())
+            .and_then(|o| match o.verdict {
+                Verdict::Rejected(r) => r.violations,
+                _ => None,
+            })
+            .map(|v| {
+                v.0.iter()
+                    .map(|v| json!({"path": v.instance_path, "message": v.message, "keyword": v.keyword}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        json!({
+            "kind": "invalid",
+            "verdict": error.get("error_type").cloned().unwrap_or(json!("invalid")),
+            "message": error.get("message").cloned().unwrap_or(Value::Null),
+            "dt": error.get("dt").cloned().unwrap_or(Value::Null),
+            "event": event,
+            "raw": raw,
+            "errors": errors,
+        })
+    }
+}
+
+/// `GET /console/api/tail?stream=…&field=…&value=…`: server-sent events,
+/// each `data` one JSON message: `{kind: "event" | "invalid" | "skipped" | "error", …}`.
+pub async fn events(State(console): State<Console>, RawQuery(raw): RawQuery) -> Response {
+    let q = query(raw.as_deref());
+    let stream = q.get("stream").cloned().unwrap_or_default();
+    let filter = match (q.get("field"), q.get("value")) {
+        (Some(f), Some(v)) if !f.trim().is_empty() => Some((f.trim().to_owned(), v.clone())),
+        _ => None,
+    };
+    let streams = console.0.streams.get();
+    let topic = streams
+        .get(&stream)
+        .map_or_else(|| stream.clone(), |e| e.produce_topic(&stream));
+    let error_topic = streams.get(&console.0.error_stream).map_or_else(
+        || console.0.error_stream.clone(),
+        |e| e.produce_topic(&console.0.error_stream),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(16);
+    let source = console.0.tails.clone();
+    let spawned = std::thread::Builder::new()
+        .name("console-tail".into())
+        .spawn(move || {
+            let opened = source.open(&topic, 0).map(|events| Tail {
+                errors: source.open(&error_topic, 0).ok(),
+                events,
+                console,
+                stream,
+                filter,
+                source: source.clone(),
+                error_topic,
+            });
+            let mut tail = match opened {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = tx.blocking_send(json!({"kind": "error", "message": format!("the stream cannot be read: {e}")}));
+                    return;
+                }
+            };
+            let _ = tx.blocking_send(json!({"kind": "ready"}));
+            while !tx.is_closed() {
+                match tail.look() {
+                    Ok(look) => {
+                        if look.skipped > 0
+                            && tx
+                                .blocking_send(json!({"kind": "skipped", "count": look.skipped}))
+                                .is_err()
+                        {
+                            return;
+                        }
+                        for m in look.messages {
+                            if tx.blocking_send(m).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "The console's tail could not read its stream.");
+                        let _ = tx.blocking_send(json!({"kind": "error", "message": e}));
+                        return;
+                    }
+                }
+                std::thread::sleep(TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "Could not start a console tail.");
+    }
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let m = rx.recv().await?;
+        Some((
+            Ok::<_, std::convert::Infallible>(Event::default().data(m.to_string())),
+            rx,
+        ))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_compares_a_field_as_text() {
+        let e = json!({"meta": {"domain": "a.org"}, "n": 3, "ok": true});
+        assert!(field_matches(&e, "meta.domain", "a.org"));
+        assert!(!field_matches(&e, "meta.domain", "b.org"));
+        assert!(field_matches(&e, "n", "3"));
+        assert!(field_matches(&e, "ok", "true"));
+        assert!(!field_matches(&e, "meta.missing", ""));
+    }
+}
