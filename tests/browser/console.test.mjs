@@ -5,11 +5,12 @@
 // Run: (cd clients/js && npm ci) once, then `node --test tests/browser/`.
 
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { Up, launch, waitFor } from "../../clients/js/test/browser/harness.mjs";
+import { Up, freePort, launch, waitFor } from "../../clients/js/test/browser/harness.mjs";
 
 const SHOTS = join(dirname(fileURLToPath(import.meta.url)), "screenshots");
 const STREAM = "sluice.test.event";
@@ -173,6 +174,7 @@ test("a stream that stops flowing is alerted on the page and on /metrics", async
   assert.equal(await up.metric(alert, "", up.aggregator), 0);
   // ...then nothing: after 3 quiet seconds the stream is alerted.
   await waitFor("the zero-flow alert on /metrics", async () => (await up.metric(alert, "", up.aggregator)) === 1, 15_000);
+  await waitFor("the zero-flow alert in the log", () => up.log.includes(`stream=${stream} alert="zero_flow"`));
   await page.goto(`${up.aggregator}/console/`);
   assert.equal(await page.locator(`tr[data-stream="${stream}"] [data-alert="zero_flow"]`).count(), 1);
   assert.match(await page.locator("#alerts").innerText(), new RegExp(`${stream.replace(/\./g, "\\.")}: zero_flow`));
@@ -213,5 +215,57 @@ test("with a console token, the console asks for it once and keeps it in a cooki
     await context.close();
   } finally {
     assert.equal(await guarded.stop(), 0);
+  }
+});
+
+test("the connectors page shows each sink's rows, lag and dead letters per stream", async () => {
+  // A PostgreSQL sink beside the platform (sluice up --connect), on tables of this run's own.
+  const run = `console_${process.pid}_${Date.now()}`;
+  const metricsPort = await freePort();
+  const withSink = await Up.start({
+    args: (dir) => {
+      const file = join(dir, "connect.toml");
+      writeFileSync(
+        file,
+        [
+          `metrics_listen = "127.0.0.1:${metricsPort}"`,
+          "[[sink]]",
+          'name = "warehouse"',
+          'kind = "postgres"',
+          'url = "postgres://postgres@127.0.0.1:5432/test"',
+          `streams = ["${STREAM}"]`,
+          "flush_interval_ms = 100",
+          `table = "${run}_{stream}"`,
+          `dead_letter_table = "${run}_dead_letters"`,
+          `positions_table = "${run}_positions"`,
+          "",
+        ].join("\n"),
+      );
+      return ["--connect", file];
+    },
+  });
+  try {
+    assert.equal((await withSink.send(Array.from({ length: 5 }, () => event({ message: "to the warehouse" })))).status, 201);
+    await page.goto(`${withSink.aggregator}/console/connectors`);
+    const row = page.locator("#connectors tr", { hasText: "warehouse" });
+    await waitFor("5 rows written on the connectors page", async () => {
+      await page.reload();
+      return (await row.count()) === 1 && /warehouse\s+sluice\.test\.event\s+5\s+0\s+0\s+0\s+0/.test(await row.innerText());
+    });
+    await shot("connectors");
+  } finally {
+    assert.equal(await withSink.stop(), 0);
+    spawnSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-c",
+      `DROP TABLE IF EXISTS "${run}_sluice_test_event", "${run}_dead_letters", "${run}_positions"`]);
+  }
+});
+
+test("the console is off with a setting", async () => {
+  const off = await Up.start({ env: { SLUICE_AGGREGATOR_CONSOLE__ENABLED: "false" } });
+  try {
+    assert.equal((await fetch(`${off.aggregator}/console/`)).status, 404);
+    assert.equal((await fetch(`${off.aggregator}/metrics`)).status, 200);
+  } finally {
+    assert.equal(await off.stop(), 0);
   }
 });

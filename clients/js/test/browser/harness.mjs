@@ -55,8 +55,11 @@ export function streamsYaml(sample = "{unit: pageview, rate: 1.0}", windows = nu
 
 /** A running `sluice up` on free ports with its own data folder and stream config file. */
 export class Up {
-  /** `env`: more variables for `sluice up` (e.g. aggregator settings). */
-  static async start({ env = {} } = {}) {
+  /**
+   * `env`: more variables for `sluice up` (e.g. aggregator settings); `args`: more
+   * arguments, or a function of the data folder that returns them.
+   */
+  static async start({ env = {}, args = [] } = {}) {
     const up = new Up();
     up.dir = mkdtempSync(join(tmpdir(), "sluice-browser-"));
     up.streams = join(up.dir, "streams.yaml");
@@ -74,10 +77,11 @@ export class Up {
         "--edge-addr", `127.0.0.1:${edge}`,
         "--aggregator-addr", `127.0.0.1:${http}`,
         "--quic-addr", `127.0.0.1:${quic}`,
+        ...(typeof args === "function" ? args(up.dir) : args),
       ],
       {
         cwd: WORKSPACE,
-        stdio: ["ignore", "pipe", "inherit"],
+        stdio: ["ignore", "pipe", "pipe"],
         env: {
           ...process.env,
           SLUICE_LOG: "warn",
@@ -90,6 +94,13 @@ export class Up {
       },
     );
     up.exited = new Promise((r) => up.child.once("exit", (code, signal) => r({ code, signal })));
+    // Its log goes on to the test's output, and is kept for tests that look for a line.
+    up.log = "";
+    up.child.stderr.setEncoding("utf8");
+    up.child.stderr.on("data", (chunk) => {
+      up.log += chunk;
+      process.stderr.write(chunk);
+    });
     let printed = "";
     await waitFor("sluice up to print its edge's address", async () => {
       const chunk = up.child.stdout.read();
