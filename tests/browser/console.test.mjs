@@ -48,7 +48,10 @@ const shot = async (name) => {
 };
 
 test("the streams pages show the flow: totals, plots and the stream's config", async () => {
-  const sent = await up.send(Array.from({ length: 20 }, () => event({ message: "flow" })));
+  // Nineteen events and a canary event, as `sluice canary` sends it.
+  const canary = event({ message: "canary" });
+  canary.meta.domain = "canary";
+  const sent = await up.send([...Array.from({ length: 19 }, () => event({ message: "flow" })), canary]);
   assert.equal(sent.status, 201, JSON.stringify(sent.body));
   await page.goto(`${up.aggregator}/console/`);
   const row = page.locator(`tr[data-stream="${STREAM}"]`);
@@ -64,7 +67,8 @@ test("the streams pages show the flow: totals, plots and the stream's config", a
   const config = await page.locator("#config").innerText();
   assert.match(config, /schema_title\s+sluice\/test\/event/);
   assert.match(config, /rate_limit/);
-  assert.match(await page.locator("#canary").innerText(), /canary events (not )?enabled/);
+  // The stream asks for canary events (canary_events_enabled), and one arrived.
+  assert.match(await page.locator("#canary").innerText(), /canary events enabled; the last one arrived 20\d\d-/);
   assert.notEqual(await page.locator("#last-event").innerText(), "never");
   await shot("stream");
 });
