@@ -167,28 +167,31 @@ impl Console {
     }
 }
 
-async fn css() -> Response {
+/// One of the console's files, kept in the binary.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "max-age=300"),
         ],
-        include_str!("assets/console.css"),
+        body,
     )
         .into_response()
 }
 
+async fn css() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("assets/console.css"),
+    )
+}
+
 async fn js() -> Response {
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "max-age=300"),
-        ],
+    asset(
+        "text/javascript; charset=utf-8",
         include_str!("assets/console.js"),
     )
-        .into_response()
 }
 
 /// The query string's pairs.
