@@ -3,10 +3,11 @@
 //! checked again here, so each error sits next to its field).
 //!
 //! Each open tail is one thread that looks at the end of the stream four
-//! times a second. Its work is bounded whatever the stream's rate: it reads
-//! at most [`READ_PER_TICK`] records a look, jumps to the end when further
-//! behind, and sends at most [`SEND_PER_TICK`] events; the page says how
-//! many it skipped.
+//! times a second. Its work is bounded whatever the stream's rate: without a
+//! filter it reads only the [`SEND_PER_TICK`] events it sends; with one it
+//! searches at most [`READ_PER_TICK`] records' bytes for the value and parses
+//! only those holding it; then it skims to the end (headers only) and the
+//! page says how many it passed over.
 
 use super::html::page as frame;
 use super::{Console, query};
@@ -42,8 +43,8 @@ pub enum TailSource {
 trait Cursor: Send {
     /// Up to `max` records' values past the last ones read.
     fn poll(&mut self, max: usize) -> Result<Vec<Vec<u8>>, String>;
-    /// Moves to the end.
-    fn skip_to_end(&mut self) -> Result<(), String>;
+    /// Moves to the end; how many records it passed over, where known.
+    fn skip_to_end(&mut self) -> Result<u64, String>;
 }
 
 struct LogCursor(Reader);
@@ -55,8 +56,12 @@ impl Cursor for LogCursor {
             .map(|r| r.into_iter().map(|r| r.value).collect())
             .map_err(|e| e.to_string())
     }
-    fn skip_to_end(&mut self) -> Result<(), String> {
-        self.0.skip_to_end().map(|_| ()).map_err(|e| e.to_string())
+    fn skip_to_end(&mut self) -> Result<u64, String> {
+        let from = self.0.position();
+        self.0
+            .skip_to_end()
+            .map(|end| end.saturating_sub(from))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -130,8 +135,8 @@ impl Cursor for KafkaCursor {
         }
         Ok(out)
     }
-    fn skip_to_end(&mut self) -> Result<(), String> {
-        self.assign(rdkafka::Offset::End)
+    fn skip_to_end(&mut self) -> Result<u64, String> {
+        self.assign(rdkafka::Offset::End).map(|()| 0)
     }
 }
 
@@ -242,6 +247,11 @@ fn field_matches(event: &Value, field: &str, wanted: &str) -> bool {
     }
 }
 
+/// Whether `needle` occurs in `haystack` (a cheap test before parsing).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// What a look found and sends.
 struct Look {
     messages: Vec<Value>,
@@ -271,12 +281,25 @@ impl Tail {
     fn look(&mut self) -> Result<Look, String> {
         let mut messages = Vec::new();
         let mut skipped = 0;
-        let records = self.events.poll(READ_PER_TICK)?;
-        if records.len() == READ_PER_TICK {
-            self.events.skip_to_end()?;
+        // Unfiltered, only the events sent are read (and parsed); filtered, up to
+        // READ_PER_TICK are searched, and only those holding the value are parsed.
+        let (read, needle) = match &self.filter {
+            None => (SEND_PER_TICK, None),
+            // A value JSON writes as it is can be looked for in the bytes first.
+            Some((_, want)) => (
+                READ_PER_TICK,
+                want.bytes()
+                    .all(|b| (b.is_ascii_graphic() && b != b'"' && b != b'\\') || b == b' ')
+                    .then_some(want.as_bytes()),
+            ),
+        };
+        let records = self.events.poll(read)?;
+        if records.len() == read {
+            skipped += self.events.skip_to_end()?;
         }
         let mut matched: Vec<Value> = records
             .iter()
+            .filter(|r| needle.is_none_or(|n: &[u8]| contains(r, n)))
             .filter_map(|r| serde_json::from_slice::<Value>(r).ok())
             .filter(|v| self.wanted(v))
             .collect();
@@ -295,8 +318,10 @@ impl Tail {
             if records.len() == READ_PER_TICK {
                 errors.skip_to_end()?;
             }
+            let name = self.stream.as_bytes();
             let mine: Vec<Value> = records
                 .iter()
+                .filter(|r| contains(r, name))
                 .filter_map(|r| serde_json::from_slice::<Value>(r).ok())
                 .filter(|e| {
                     e.get("errored_stream_name").and_then(Value::as_str) == Some(&self.stream)
