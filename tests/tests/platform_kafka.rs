@@ -115,6 +115,60 @@ fn events_from_the_edge_reach_kafka_with_topic_key_and_headers() {
         .collect();
     counts.sort_unstable();
     assert_eq!(counts, (0..total as u64).collect::<Vec<_>>());
+
+    // The console's live tail reads the stream from Kafka too.
+    let seen = console_tail_shows(aggregator.http, edge, "kafka.e2e");
+    assert_eq!(seen["meta"]["stream"], "kafka.e2e");
+    assert_eq!(seen["message"], "for the console");
     assert!(terminate(&mut edge_child).success());
     assert!(terminate(&mut aggregator.child).success());
+}
+
+/// Opens the console's tail of `stream` (server-sent events), posts an event
+/// to the edge, and returns it as the tail shows it.
+fn console_tail_shows(
+    aggregator: std::net::SocketAddr,
+    edge: std::net::SocketAddr,
+    stream: &str,
+) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut tail = std::net::TcpStream::connect(aggregator).unwrap();
+    write!(
+        tail,
+        "GET /console/api/tail?stream={stream} HTTP/1.1\r\nHost: {aggregator}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    tail.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 16 << 10];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut posted = false;
+    while Instant::now() < deadline {
+        if let Ok(n) = tail.read(&mut buf) {
+            assert!(n > 0, "the tail closed: {text}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        if !posted && text.contains(r#"{"kind":"ready"}"#) {
+            post_events_created(
+                edge,
+                &[json!({
+                    "$schema": "/sluice/test/event/1.0.0",
+                    "meta": {"stream": stream},
+                    "dt": "2026-11-27T09:59:59.000Z",
+                    "message": "for the console",
+                })],
+            );
+            posted = true;
+        }
+        let found = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|m| m["kind"] == "event");
+        if let Some(m) = found {
+            return m["event"].clone();
+        }
+    }
+    panic!("the console's tail showed no event within 60 s: {text}");
 }

@@ -114,7 +114,16 @@ impl KafkaCursor {
         let mut list = rdkafka::TopicPartitionList::new();
         for t in metadata.topics() {
             for p in t.partitions() {
-                list.add_partition_offset(&self.topic, p.id(), at)
+                // The end as it is now, so that every event written from here on is read.
+                let offset = match at {
+                    rdkafka::Offset::End => self
+                        .consumer
+                        .fetch_watermarks(&self.topic, p.id(), Duration::from_secs(5))
+                        .map(|(_, high)| rdkafka::Offset::Offset(high))
+                        .map_err(|e| e.to_string())?,
+                    other => other,
+                };
+                list.add_partition_offset(&self.topic, p.id(), offset)
                     .map_err(|e| e.to_string())?;
             }
         }
