@@ -1,6 +1,6 @@
 //! The aggregator's Prometheus metrics, and whether it is ready.
 
-use crate::console::Flow;
+use crate::console::{Flow, Taps};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,6 +57,8 @@ pub struct Metrics {
     pub stream_alert: Family<AlertLabels, Gauge>,
     /// Each stream's flow by second, for the console and its alerts.
     pub flow: Flow,
+    /// The console's open tails, offered each durable event.
+    pub taps: Taps,
     writable: Arc<AtomicBool>,
 }
 
@@ -83,6 +85,7 @@ impl Metrics {
             journal_failures: Counter::default(),
             stream_alert: Family::default(),
             flow: Flow::new(300, 0.1),
+            taps: Taps::default(),
             writable: Arc::new(AtomicBool::new(true)),
         };
         m.registry = service_registry(

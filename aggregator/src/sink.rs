@@ -103,6 +103,9 @@ impl Finisher {
     ) {
         let mut verdicts = Vec::with_capacity(job.answered);
         let mut tally = Tally::default();
+        // Durable events for the console's open tails, if any.
+        let tapping = self.metrics.taps.is_open();
+        let mut durable = Vec::new();
         for (i, (event, admit)) in job.batch.events.iter().zip(admits).enumerate() {
             let verdict = match admit {
                 Admit::Write => match failure(i) {
@@ -131,12 +134,18 @@ impl Finisher {
             };
             tally.add(&event.stream, Outcome::Received);
             tally.add(&event.stream, outcome);
+            if tapping && outcome == Outcome::Accepted {
+                durable.push(event);
+            }
             if i < job.answered {
                 verdicts.push(verdict);
             }
         }
         for (stream, outcome, n) in tally.0 {
             self.metrics.count(stream, outcome, n);
+        }
+        if !durable.is_empty() {
+            self.metrics.taps.offer(durable.iter().copied());
         }
         self.budget.release(job.bytes);
         // A sender that gave up waiting has nothing to be told.

@@ -65,8 +65,9 @@ pub struct BenchArgs {
     /// The schema repository (holding `sluice/test/event`).
     #[arg(long, default_value = "schemas")]
     repo: PathBuf,
-    /// Also measure what one open console tail costs the aggregator: two more
-    /// phases at half load, without and with a tail of the bench stream open.
+    /// Also measure what one open console tail costs the aggregator: four more
+    /// phases at half load, without, with, with and without a tail of the bench
+    /// stream open.
     #[arg(long)]
     console: bool,
     /// Append the rows to this markdown file (e.g. bench/RESULTS.md).
@@ -468,23 +469,33 @@ fn run_sink(
         let after = histograms();
         settle(edge_http, agg_http);
         let console = if args.console {
+            // Without, with, with, without: the aggregator's cost per event grows as its
+            // dedupe window fills, and this order cancels that trend from the comparison.
             let rate = (max.events_per_sec / 2.0).max(1.0);
             let cpu = || usage(aggregator.pid()).0;
-            let c0 = cpu();
-            loadgen(edge_http, &mix_file, args, secs, mode, Some(rate))?;
-            let without = cpu() - c0;
-            settle(edge_http, agg_http);
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let tail = open_tail(agg_http, "sluice.bench.event", stop.clone())?;
-            let c1 = cpu();
-            loadgen(edge_http, &mix_file, args, secs, mode, Some(rate))?;
-            let with = cpu() - c1;
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            let shown = tail.join().unwrap_or(0);
-            settle(edge_http, agg_http);
+            let (mut without, mut with, mut shown) = (0.0, 0.0, 0);
+            for tail_open in [false, true, true, false] {
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let tail = if tail_open {
+                    Some(open_tail(agg_http, "sluice.bench.event", stop.clone())?)
+                } else {
+                    None
+                };
+                let before = cpu();
+                loadgen(edge_http, &mix_file, args, secs, mode, Some(rate))?;
+                let used = cpu() - before;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Some(t) = tail {
+                    shown += t.join().unwrap_or(0);
+                    with += used;
+                } else {
+                    without += used;
+                }
+                settle(edge_http, agg_http);
+            }
             Some(ConsoleCost {
                 rate,
-                secs,
+                secs: 2.0 * secs,
                 without,
                 with,
                 shown,

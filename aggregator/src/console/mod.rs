@@ -24,11 +24,13 @@ mod html;
 mod schemas;
 mod streams;
 mod tail;
+mod taps;
 mod try_event;
 
 pub use catalog::Catalog;
 pub use flow::{Alert, Flow};
 pub use tail::TailSource;
+pub use taps::Taps;
 
 use crate::metrics::{AlertLabels, Metrics};
 use axum::Router;

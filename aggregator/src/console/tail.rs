@@ -1,15 +1,15 @@
 //! The live tail: a stream's newest events as server-sent events, with the
-//! invalid events the edges reported for it (read from the error stream and
-//! checked again here, so each error sits next to its field).
+//! invalid events the edges reported for it (error events naming it, checked
+//! again here, so each error sits next to its field).
 //!
-//! Each open tail is one thread that looks at the end of the stream four
-//! times a second. Its work is bounded whatever the stream's rate: without a
-//! filter it reads only the [`SEND_PER_TICK`] events it sends; with one it
-//! searches at most [`READ_PER_TICK`] records' bytes for the value and parses
-//! only those holding it; then it skims to the end (headers only) and the
-//! page says how many it passed over.
+//! Each open tail is one thread that, four times a second, takes what the
+//! commit loop offered it ([`super::taps`]: durable events, into a bounded
+//! queue) and sends the newest [`SEND_PER_TICK`] that pass its filter; the
+//! page says how many it passed over. [`TailSource`] reads the stream's last
+//! events from the log or Kafka, for the canary check.
 
 use super::html::page as frame;
+use super::taps::{Subscription, Tapped};
 use super::{Console, query};
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -18,9 +18,10 @@ use serde_json::{Value, json};
 use sluice_log::{LogOptions, Reader, Start};
 use sluice_shared::{Timestamp, Verdict};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Records read at most per look.
+/// Records read at most at once.
 const READ_PER_TICK: usize = 500;
 /// Events sent at most per look.
 const SEND_PER_TICK: usize = 25;
@@ -43,8 +44,6 @@ pub enum TailSource {
 trait Cursor: Send {
     /// Up to `max` records' values past the last ones read.
     fn poll(&mut self, max: usize) -> Result<Vec<Vec<u8>>, String>;
-    /// Moves to the end; how many records it passed over, where known.
-    fn skip_to_end(&mut self) -> Result<u64, String>;
 }
 
 struct LogCursor(Reader);
@@ -54,13 +53,6 @@ impl Cursor for LogCursor {
         self.0
             .poll(max)
             .map(|r| r.into_iter().map(|r| r.value).collect())
-            .map_err(|e| e.to_string())
-    }
-    fn skip_to_end(&mut self) -> Result<u64, String> {
-        let from = self.0.position();
-        self.0
-            .skip_to_end()
-            .map(|end| end.saturating_sub(from))
             .map_err(|e| e.to_string())
     }
 }
@@ -143,9 +135,6 @@ impl Cursor for KafkaCursor {
             }
         }
         Ok(out)
-    }
-    fn skip_to_end(&mut self) -> Result<u64, String> {
-        self.assign(rdkafka::Offset::End).map(|()| 0)
     }
 }
 
@@ -256,11 +245,6 @@ fn field_matches(event: &Value, field: &str, wanted: &str) -> bool {
     }
 }
 
-/// Whether `needle` occurs in `haystack` (a cheap test before parsing).
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// What a look found and sends.
 struct Look {
     messages: Vec<Value>,
@@ -272,11 +256,7 @@ struct Tail {
     console: Console,
     stream: String,
     filter: Option<(String, String)>,
-    events: Box<dyn Cursor>,
-    /// The error stream, once it could be opened.
-    errors: Option<Box<dyn Cursor>>,
-    source: TailSource,
-    error_topic: String,
+    sub: Subscription,
 }
 
 impl Tail {
@@ -286,74 +266,49 @@ impl Tail {
             .is_none_or(|(f, want)| field_matches(v, f, want))
     }
 
-    /// Reads what arrived since the last look.
-    fn look(&mut self) -> Result<Look, String> {
-        let mut messages = Vec::new();
-        let mut skipped = 0;
-        // Unfiltered, only the events sent are read (and parsed); filtered, up to
-        // READ_PER_TICK are searched, and only those holding the value are parsed.
-        let (read, needle) = match &self.filter {
-            None => (SEND_PER_TICK, None),
-            // A value JSON writes as it is can be looked for in the bytes first.
-            Some((_, want)) => (
-                READ_PER_TICK,
-                want.bytes()
-                    .all(|b| (b.is_ascii_graphic() && b != b'"' && b != b'\\') || b == b' ')
-                    .then_some(want.as_bytes()),
-            ),
-        };
-        let records = self.events.poll(read)?;
-        if records.len() == read {
-            skipped += self.events.skip_to_end()?;
-        }
-        let mut matched: Vec<Value> = records
+    /// Takes what the commit loop offered since the last look: the newest
+    /// [`SEND_PER_TICK`] events that pass the filter, and the invalid ones.
+    fn look(&mut self) -> Look {
+        let mut skipped = self.sub.passed.swap(0, Ordering::Relaxed);
+        let offered: Vec<Tapped> = self.sub.events.try_iter().collect();
+        let (errors, events): (Vec<Tapped>, Vec<Tapped>) =
+            offered.into_iter().partition(|t| t.error);
+        let mut matched: Vec<Value> = events
             .iter()
-            .filter(|r| needle.is_none_or(|n: &[u8]| contains(r, n)))
-            .filter_map(|r| serde_json::from_slice::<Value>(r).ok())
+            .filter_map(|t| serde_json::from_slice::<Value>(&t.json).ok())
             .filter(|v| self.wanted(v))
             .collect();
         if matched.len() > SEND_PER_TICK {
             skipped += (matched.len() - SEND_PER_TICK) as u64;
             matched.drain(..matched.len() - SEND_PER_TICK);
         }
-        for event in matched {
-            messages.push(json!({"kind": "event", "verdict": "accepted", "event": event}));
-        }
-        if self.errors.is_none() {
-            self.errors = self.source.open(&self.error_topic, 0).ok();
-        }
-        if let Some(errors) = &mut self.errors {
-            let records = errors.poll(READ_PER_TICK)?;
-            if records.len() == READ_PER_TICK {
-                errors.skip_to_end()?;
+        let mut messages: Vec<Value> = matched
+            .into_iter()
+            .map(|event| json!({"kind": "event", "verdict": "accepted", "event": event}))
+            .collect();
+        let mut sent = 0;
+        for t in &errors {
+            let Ok(error) = serde_json::from_slice::<Value>(&t.json) else {
+                continue;
+            };
+            if error.get("errored_stream_name").and_then(Value::as_str) != Some(&self.stream) {
+                continue;
             }
-            let name = self.stream.as_bytes();
-            let mine: Vec<Value> = records
-                .iter()
-                .filter(|r| contains(r, name))
-                .filter_map(|r| serde_json::from_slice::<Value>(r).ok())
-                .filter(|e| {
-                    e.get("errored_stream_name").and_then(Value::as_str) == Some(&self.stream)
-                })
-                .collect();
-            let mut sent = 0;
-            for error in mine {
-                let raw = error.get("raw_event").and_then(Value::as_str).unwrap_or("");
-                let event = serde_json::from_str::<Value>(raw).ok();
-                if let Some(e) = &event
-                    && !self.wanted(e)
-                {
-                    continue;
-                }
-                if sent == SEND_PER_TICK {
-                    skipped += 1;
-                    continue;
-                }
-                sent += 1;
-                messages.push(self.invalid(&error, raw, event));
+            let raw = error.get("raw_event").and_then(Value::as_str).unwrap_or("");
+            let event = serde_json::from_str::<Value>(raw).ok();
+            if let Some(e) = &event
+                && !self.wanted(e)
+            {
+                continue;
             }
+            if sent == SEND_PER_TICK {
+                skipped += 1;
+                continue;
+            }
+            sent += 1;
+            messages.push(self.invalid(&error, raw, event));
         }
-        Ok(Look { messages, skipped })
+        Look { messages, skipped }
     }
 
     /// An invalid event, checked again for its errors by field.
@@ -399,55 +354,39 @@ pub async fn events(State(console): State<Console>, RawQuery(raw): RawQuery) -> 
         (Some(f), Some(v)) if !f.trim().is_empty() => Some((f.trim().to_owned(), v.clone())),
         _ => None,
     };
-    let streams = console.0.streams.get();
-    let topic = streams
-        .get(&stream)
-        .map_or_else(|| stream.clone(), |e| e.produce_topic(&stream));
-    let error_topic = streams.get(&console.0.error_stream).map_or_else(
-        || console.0.error_stream.clone(),
-        |e| e.produce_topic(&console.0.error_stream),
-    );
+    // A value JSON writes as it is can be looked for in the events' bytes before they are offered.
+    let needle = filter.as_ref().and_then(|(_, want)| {
+        want.bytes()
+            .all(|b| (b.is_ascii_graphic() && b != b'"' && b != b'\\') || b == b' ')
+            .then(|| want.as_bytes().to_vec())
+    });
+    let sub = console
+        .0
+        .metrics
+        .taps
+        .subscribe(&stream, &console.0.error_stream, needle);
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(16);
-    let source = console.0.tails.clone();
     let spawned = std::thread::Builder::new()
         .name("console-tail".into())
         .spawn(move || {
-            let opened = source.open(&topic, 0).map(|events| Tail {
-                errors: source.open(&error_topic, 0).ok(),
-                events,
+            let mut tail = Tail {
                 console,
                 stream,
                 filter,
-                source: source.clone(),
-                error_topic,
-            });
-            let mut tail = match opened {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = tx.blocking_send(json!({"kind": "error", "message": format!("the stream cannot be read: {e}")}));
-                    return;
-                }
+                sub,
             };
             let _ = tx.blocking_send(json!({"kind": "ready"}));
             while !tx.is_closed() {
-                match tail.look() {
-                    Ok(look) => {
-                        if look.skipped > 0
-                            && tx
-                                .blocking_send(json!({"kind": "skipped", "count": look.skipped}))
-                                .is_err()
-                        {
-                            return;
-                        }
-                        for m in look.messages {
-                            if tx.blocking_send(m).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "The console's tail could not read its stream.");
-                        let _ = tx.blocking_send(json!({"kind": "error", "message": e}));
+                let look = tail.look();
+                if look.skipped > 0
+                    && tx
+                        .blocking_send(json!({"kind": "skipped", "count": look.skipped}))
+                        .is_err()
+                {
+                    return;
+                }
+                for m in look.messages {
+                    if tx.blocking_send(m).is_err() {
                         return;
                     }
                 }
