@@ -54,7 +54,13 @@ struct State {
     error_stream: String,
     connectors: Vec<String>,
     alert_after_secs: u64,
+    /// Canary checks by topic: when, and what they found.
+    canaries: std::sync::Mutex<CanaryChecks>,
 }
+
+/// When each topic's canary events were last looked for, and what was found.
+type CanaryChecks =
+    std::collections::HashMap<String, (std::time::Instant, Result<Option<i64>, String>)>;
 
 /// How the console is set up.
 pub struct ConsoleOptions {
@@ -89,6 +95,7 @@ impl Console {
             error_stream: options.error_stream,
             connectors: options.connectors,
             alert_after_secs: options.alert_after_secs,
+            canaries: std::sync::Mutex::default(),
         }))
     }
 

@@ -133,10 +133,7 @@ pub async fn show(State(console): State<Console>, RawQuery(raw): RawQuery) -> Re
     let canary = match entry {
         Some(e) if e.settings.canary_events_enabled => {
             let topic = e.produce_topic(&name);
-            let tails = console.0.tails.clone();
-            let seen = tokio::task::spawn_blocking(move || tails.last_canary(&topic, 1000))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            let seen = last_canary(&console, topic).await;
             match seen {
                 Ok(Some(ms)) => format!(
                     r#"<span class="ok" id="canary">canary events enabled; the last one arrived {}</span>"#,
@@ -183,6 +180,37 @@ pub async fn show(State(console): State<Console>, RawQuery(raw): RawQuery) -> Re
         last = when(flow.last_event_ms),
     );
     page(&name, "streams", &body).into_response()
+}
+
+/// How long a canary check is reused: it reads the stream's newest segment.
+const CANARY_CHECK_SECS: u64 = 30;
+
+/// When the newest canary event among `topic`'s last 1,000 arrived, checked
+/// at most every [`CANARY_CHECK_SECS`] per topic, off the async threads.
+async fn last_canary(console: &Console, topic: String) -> Result<Option<i64>, String> {
+    let fresh = console
+        .0
+        .canaries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&topic)
+        .filter(|(at, _)| at.elapsed().as_secs() < CANARY_CHECK_SECS)
+        .map(|(_, seen)| seen.clone());
+    if let Some(seen) = fresh {
+        return seen;
+    }
+    let tails = console.0.tails.clone();
+    let t = topic.clone();
+    let seen = tokio::task::spawn_blocking(move || tails.last_canary(&t, 1000))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    console
+        .0
+        .canaries
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(topic, (std::time::Instant::now(), seen.clone()));
+    seen
 }
 
 /// `GET /console/api/flow?stream=…`: the stream's flow over the last hour, as JSON.
