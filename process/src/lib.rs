@@ -1,0 +1,22 @@
+//! Sluice's stream processing: rules in change-propagation's shape over
+//! streams. This crate's core is sans-IO: [`rules`] reads a rule file,
+//! [`matcher`] decides whether an event matches a rule (with the captures of
+//! its `/regex/` patterns), [`template`] expands `{{message.…}}` and
+//! `{{match.…}}` into the requests and events a rule makes, [`delivery`]
+//! decides what an answer means (done, retried after a delay, reported) and
+//! which fanned-out jobs a newer root event cuts off, and [`fanout`] pages
+//! a changed target's dependents out of the dependency index.
+//!
+//! Not yet here (issue 28 goes on): the runner over consumer groups and the
+//! embedded log, the HTTP and produce actions, the retry and error streams,
+//! the stores of the index, `sluice process`, metrics and the benchmark.
+
+pub mod delivery;
+pub mod fanout;
+pub mod matcher;
+pub mod rules;
+pub mod template;
+
+pub use matcher::{MatchError, Matcher};
+pub use rules::{Exec, Rule, RuleError, RuleSet};
+pub use template::{Template, TemplateError};
