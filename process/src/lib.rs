@@ -2,7 +2,8 @@
 //! streams. This crate's core is sans-IO: [`rules`] reads a rule file,
 //! [`matcher`] decides whether an event matches a rule (with the captures of
 //! its `/regex/` patterns), [`template`] expands `{{message.…}}` and
-//! `{{match.…}}` into the requests and events a rule makes, [`delivery`]
+//! `{{match.…}}` into the requests and events a rule makes, [`plan`] turns
+//! an event into each matching rule's steps, [`delivery`]
 //! decides what an answer means (done, retried after a delay, reported) and
 //! which fanned-out jobs a newer root event cuts off, and [`fanout`] pages
 //! a changed target's dependents out of the dependency index.
@@ -14,6 +15,7 @@
 pub mod delivery;
 pub mod fanout;
 pub mod matcher;
+pub mod plan;
 pub mod rules;
 pub mod template;
 
