@@ -20,7 +20,7 @@ pub trait Index {
     fn remove(&mut self, target: &str, dependent: &str) -> Result<(), Self::Error>;
     /// Up to `limit` dependents of `target` after `after`, in order.
     fn page(
-        &self,
+        &mut self,
         target: &str,
         after: Option<&str>,
         limit: usize,
@@ -53,7 +53,7 @@ impl Index for MemoryIndex {
     }
 
     fn page(
-        &self,
+        &mut self,
         target: &str,
         after: Option<&str>,
         limit: usize,
@@ -93,7 +93,7 @@ pub struct Page {
 
 /// The page of `target`'s dependents after `cursor`, `limit` at most.
 pub fn expand<I: Index>(
-    index: &I,
+    index: &mut I,
     target: &str,
     cursor: Option<&str>,
     limit: usize,
@@ -123,7 +123,7 @@ mod tests {
         let mut pages = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let p = expand(&index, "Template:A", cursor.as_deref(), PAGE).unwrap();
+            let p = expand(&mut index, "Template:A", cursor.as_deref(), PAGE).unwrap();
             pages.push(p.dependents.len());
             match p.cont {
                 Some(c) => cursor = Some(c),
@@ -136,19 +136,19 @@ mod tests {
         index.remove("Template:A", "Page0000").unwrap();
         index.remove("Template:B", "Other").unwrap();
         assert_eq!(
-            expand(&index, "Template:B", None, PAGE)
+            expand(&mut index, "Template:B", None, PAGE)
                 .unwrap()
                 .dependents
                 .len(),
             0
         );
-        let first = expand(&index, "Template:A", None, 2).unwrap();
+        let first = expand(&mut index, "Template:A", None, 2).unwrap();
         assert_eq!(first.dependents, ["Page0001", "Page0002"]);
         assert_eq!(first.cont.as_deref(), Some("Page0002"));
         // A page that ends the list exactly has no continuation.
         let mut small = MemoryIndex::default();
         small.add("t", "a").unwrap();
         small.add("t", "b").unwrap();
-        assert_eq!(expand(&small, "t", None, 2).unwrap().cont, None);
+        assert_eq!(expand(&mut small, "t", None, 2).unwrap().cont, None);
     }
 }

@@ -6,7 +6,8 @@
 //! an event into each matching rule's steps, [`delivery`]
 //! decides what an answer means (done, retried after a delay, reported) and
 //! which fanned-out jobs a newer root event cuts off, and [`fanout`] pages
-//! a changed target's dependents out of the dependency index.
+//! a changed target's dependents out of the dependency index (in memory, or
+//! in PostgreSQL: [`pg_index`]).
 //!
 //! Not yet here (issue 28 goes on): the runner over consumer groups and the
 //! embedded log, the HTTP and produce actions, the retry and error streams,
@@ -15,6 +16,7 @@
 pub mod delivery;
 pub mod fanout;
 pub mod matcher;
+pub mod pg_index;
 pub mod plan;
 pub mod rules;
 pub mod template;
