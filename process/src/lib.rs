@@ -11,7 +11,8 @@
 //!
 //! Not yet here (issue 28 goes on): the runner over consumer groups and the
 //! embedded log, the HTTP and produce actions, the retry and error streams,
-//! the stores of the index, `sluice process`, metrics and the benchmark.
+//! the index in the embedded store and its upkeep from events, `sluice
+//! process`, metrics and the benchmark.
 
 pub mod delivery;
 pub mod fanout;
