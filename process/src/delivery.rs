@@ -133,3 +133,56 @@ mod tests {
         assert!(c.admit("Template:B", 50), "another signature is its own");
     }
 }
+
+/// Event ids seen within a window, so that a repeated event (a resend, a
+/// replay after a crash) does not run twice: change-propagation's dedupe by
+/// `meta.id`. Time is an argument; ids older than the window are forgotten.
+#[derive(Debug)]
+pub struct SeenIds {
+    window_ms: i64,
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<(i64, String)>,
+}
+
+impl SeenIds {
+    /// Remembers ids for `window_ms`.
+    pub fn new(window_ms: i64) -> SeenIds {
+        SeenIds {
+            window_ms,
+            ids: Default::default(),
+            order: Default::default(),
+        }
+    }
+
+    /// Whether `id` is new at `now_ms` (and remembers it).
+    pub fn first(&mut self, id: &str, now_ms: i64) -> bool {
+        while let Some((at, old)) = self.order.front() {
+            if now_ms - *at < self.window_ms {
+                break;
+            }
+            self.ids.remove(old);
+            self.order.pop_front();
+        }
+        if self.ids.contains(id) {
+            return false;
+        }
+        self.ids.insert(id.to_owned());
+        self.order.push_back((now_ms, id.to_owned()));
+        true
+    }
+}
+
+#[cfg(test)]
+mod seen_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_id_is_caught_within_the_window_only() {
+        let mut seen = SeenIds::new(1000);
+        assert!(seen.first("a", 0));
+        assert!(!seen.first("a", 999));
+        assert!(seen.first("b", 999));
+        assert!(seen.first("a", 1000), "forgotten after the window");
+        assert!(!seen.first("b", 1500));
+    }
+}

@@ -4,8 +4,9 @@
 //! its `/regex/` patterns), [`template`] expands `{{message.…}}` and
 //! `{{match.…}}` into the requests and events a rule makes, [`plan`] turns
 //! an event into each matching rule's steps, [`delivery`]
-//! decides what an answer means (done, retried after a delay, reported) and
-//! which fanned-out jobs a newer root event cuts off, and [`fanout`] pages
+//! decides what an answer means (done, retried after a delay, reported),
+//! which fanned-out jobs a newer root event cuts off and which ids were seen,
+//! [`events`] writes retry, error and continue events, and [`fanout`] pages
 //! a changed target's dependents out of the dependency index (in memory, or
 //! in PostgreSQL: [`pg_index`]).
 //!
@@ -15,6 +16,7 @@
 //! process`, metrics and the benchmark.
 
 pub mod delivery;
+pub mod events;
 pub mod fanout;
 pub mod matcher;
 pub mod pg_index;
