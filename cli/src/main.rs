@@ -9,6 +9,7 @@ mod client;
 mod connect;
 mod edge;
 mod loadgen;
+mod process;
 mod schema;
 mod send;
 mod streams;
@@ -46,6 +47,8 @@ enum Command {
     Send(send::SendArgs),
     /// Write streams into PostgreSQL, MariaDB, Redis or a Parquet lake, exactly once.
     Connect(connect::ConnectArgs),
+    /// Run change-propagation rules over streams (HTTP actions), from the embedded log.
+    Process(process::ProcessArgs),
     /// Print a stream's events from the embedded log (or Kafka).
     Tail(tail::TailArgs),
     /// Print the effective stream config.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Send(args) => send::run(args),
         Command::Connect(args) => connect::run(args),
+        Command::Process(args) => process::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Streams(args) => streams::streams(args),
         Command::Canary(args) => streams::canary(args),

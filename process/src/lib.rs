@@ -10,10 +10,10 @@
 //! a changed target's dependents out of the dependency index (in memory, or
 //! in PostgreSQL: [`pg_index`]).
 //!
-//! Not yet here (issue 28 goes on): the runner over consumer groups and the
-//! embedded log, the HTTP and produce actions, the retry and error streams,
-//! the index in the embedded store and its upkeep from events, `sluice
-//! process`, metrics and the benchmark.
+//! [`runner`] is the first IO shell: `exec` rules over the embedded log.
+//! Not yet here (issue 28 goes on): Kafka consumer groups, concurrency and
+//! per-key order, `produce`, the retry and error streams, the index in the
+//! embedded store and its upkeep from events, metrics and the benchmark.
 
 pub mod delivery;
 pub mod events;
@@ -22,6 +22,7 @@ pub mod matcher;
 pub mod pg_index;
 pub mod plan;
 pub mod rules;
+pub mod runner;
 pub mod template;
 
 pub use matcher::{MatchError, Matcher};
