@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Args;
 use sluice_process::RuleSet;
 use sluice_process::runner::run_log;
-use sluice_shared::StreamConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -50,29 +49,8 @@ pub fn run(args: ProcessArgs) -> anyhow::Result<ExitCode> {
         println!("rules={}", rules.rules.len());
         return Ok(ExitCode::SUCCESS);
     }
-    let streams = std::fs::read_to_string(&args.streams)
-        .with_context(|| format!("cannot read the stream config {}", args.streams.display()))?;
-    let streams = StreamConfig::parse(&streams).map_err(|errors| {
-        anyhow::anyhow!(
-            "the stream config {} is wrong: {}",
-            args.streams.display(),
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    let log_dir = args
-        .log_dir
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("aggregator/log"));
-    if !log_dir.is_dir() {
-        anyhow::bail!(
-            "no embedded log at {}: is `sluice up` running from here, or pass --data-dir/--log-dir",
-            log_dir.display()
-        );
-    }
+    let streams = crate::streams::load_streams(&args.streams)?;
+    let log_dir = crate::tail::embedded_log(&args.data_dir, args.log_dir.as_deref())?;
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = stop.clone();
     std::thread::spawn(move || {

@@ -36,7 +36,8 @@ pub struct CanaryArgs {
     repos: Vec<PathBuf>,
 }
 
-fn load_streams(path: &PathBuf) -> anyhow::Result<StreamConfig> {
+/// Reads and parses a stream config file, naming every problem.
+pub(crate) fn load_streams(path: &std::path::Path) -> anyhow::Result<StreamConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the stream config {}", path.display()))?;
     StreamConfig::parse(&text).map_err(|errors| {

@@ -6,7 +6,6 @@
 use anyhow::Context;
 use clap::Args;
 use sluice_log::{LogOptions, Reader, Start};
-use sluice_shared::StreamConfig;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,22 +38,28 @@ pub struct TailArgs {
 
 /// The topic a stream's events are written to.
 fn topic(args: &TailArgs) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(&args.streams)
-        .with_context(|| format!("cannot read the stream config {}", args.streams.display()))?;
-    let config = StreamConfig::parse(&text).map_err(|errors| {
-        anyhow::anyhow!(
-            "the stream config {} is wrong: {}",
-            args.streams.display(),
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let config = crate::streams::load_streams(&args.streams)?;
     Ok(config
         .get(&args.stream)
         .map_or_else(|| args.stream.clone(), |e| e.produce_topic(&args.stream)))
+}
+
+/// The embedded log folder: `log_dir`, else the one under `sluice up`'s `data_dir`; it must exist.
+pub(crate) fn embedded_log(
+    data_dir: &std::path::Path,
+    log_dir: Option<&std::path::Path>,
+) -> anyhow::Result<PathBuf> {
+    let dir = log_dir.map_or_else(
+        || data_dir.join("aggregator/log"),
+        std::path::Path::to_path_buf,
+    );
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "no embedded log at {}: is `sluice up` running from here, or pass --data-dir/--log-dir",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// Runs `sluice tail`.
@@ -67,16 +72,7 @@ pub fn run(args: TailArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn log(args: &TailArgs, topic: &str) -> anyhow::Result<ExitCode> {
-    let dir = args
-        .log_dir
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("aggregator/log"));
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "no embedded log at {}: is `sluice up` running from here, or pass --data-dir/--log-dir",
-            dir.display()
-        );
-    }
+    let dir = embedded_log(&args.data_dir, args.log_dir.as_deref())?;
     let start = if args.from_beginning {
         Start::Earliest
     } else {

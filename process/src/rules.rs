@@ -184,13 +184,18 @@ fn pairs(v: Option<&Value>, what: &str) -> Result<Vec<(String, Template)>, Strin
     }
 }
 
-fn execs(v: Option<&Value>) -> Result<Vec<Exec>, String> {
-    let list: Vec<&Value> = match v {
+/// One item or a list of them, as change-propagation takes `exec`.
+fn one_or_many(v: Option<&Value>) -> Vec<&Value> {
+    match v {
         None => Vec::new(),
         Some(Value::Array(a)) => a.iter().collect(),
         Some(one) => vec![one],
-    };
-    list.into_iter()
+    }
+}
+
+fn execs(v: Option<&Value>) -> Result<Vec<Exec>, String> {
+    one_or_many(v)
+        .into_iter()
         .enumerate()
         .map(|(i, e)| {
             let at = format!("exec.{i}");
@@ -219,12 +224,8 @@ fn execs(v: Option<&Value>) -> Result<Vec<Exec>, String> {
 }
 
 fn produces(v: Option<&Value>) -> Result<Vec<Produce>, String> {
-    let list: Vec<&Value> = match v {
-        None => Vec::new(),
-        Some(Value::Array(a)) => a.iter().collect(),
-        Some(one) => vec![one],
-    };
-    list.into_iter()
+    one_or_many(v)
+        .into_iter()
         .enumerate()
         .map(|(i, p)| {
             let at = format!("produce.{i}");
