@@ -8,7 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
-use sluice_tests::{Edge, Scratch, Tansu, binary, post_events_created, terminate};
+use sluice_tests::{Edge, Scratch, Tansu, binary, http_call, post_events_created, terminate};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ fn events_from_the_edge_reach_kafka_with_topic_key_and_headers() {
     let tansu = Tansu::start();
     tansu.create_topic(TOPIC, 3);
     let scratch = Scratch::with_streams(
-        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  kafka.e2e:\n    schema_title: sluice/test/event\n    partition_key: count\n",
+        "defaults:\n  topic_prefixes: [local.]\nstreams:\n  kafka.e2e:\n    schema_title: sluice/test/event\n    partition_key: count\n    canary_events_enabled: true\n",
     );
     let mut aggregator = scratch.aggregator(
         TOKEN,
@@ -120,6 +120,31 @@ fn events_from_the_edge_reach_kafka_with_topic_key_and_headers() {
     let seen = console_tail_shows(aggregator.http, edge, "kafka.e2e");
     assert_eq!(seen["meta"]["stream"], "kafka.e2e");
     assert_eq!(seen["message"], "for the console");
+
+    // A canary event, and the console's page of the stream finds it in Kafka.
+    post_events_created(
+        edge,
+        &[json!({
+            "$schema": "/sluice/test/event/1.0.0",
+            "meta": {"stream": "kafka.e2e", "domain": "canary"},
+            "dt": "2026-11-27T09:59:59.000Z",
+            "count": 100_000,
+        })],
+    );
+    let page = http_call(
+        aggregator.http,
+        "GET",
+        "/console/stream?name=kafka.e2e",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(page.status, 200);
+    let page = String::from_utf8_lossy(&page.body);
+    assert!(
+        page.contains("canary events enabled; the last one arrived 20"),
+        "{page}"
+    );
     assert!(terminate(&mut edge_child).success());
     assert!(terminate(&mut aggregator.child).success());
 }

@@ -40,159 +40,106 @@ pub enum TailSource {
     Kafka(String, Vec<(String, String)>),
 }
 
-/// A reader at the end of one topic.
-trait Cursor: Send {
-    /// Up to `max` records' values past the last ones read.
-    fn poll(&mut self, max: usize) -> Result<Vec<Vec<u8>>, String>;
-}
-
-struct LogCursor(Reader);
-
-impl Cursor for LogCursor {
-    fn poll(&mut self, max: usize) -> Result<Vec<Vec<u8>>, String> {
-        self.0
-            .poll(max)
-            .map(|r| r.into_iter().map(|r| r.value).collect())
-            .map_err(|e| e.to_string())
-    }
-}
-
-struct KafkaCursor {
-    consumer: rdkafka::consumer::BaseConsumer,
-    topic: String,
-}
-
-impl KafkaCursor {
-    fn open(
-        brokers: &str,
-        properties: &[(String, String)],
-        topic: &str,
-        at: rdkafka::Offset,
-    ) -> Result<Self, String> {
-        use rdkafka::config::ClientConfig;
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set(
-                "group.id",
-                format!(
-                    "sluice-console-{}-{}-{}",
-                    std::process::id(),
-                    sluice_host::clock::unix_millis(),
-                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                ),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
-        for (k, v) in properties {
-            config.set(k, v);
-        }
-        let consumer: rdkafka::consumer::BaseConsumer =
-            config.create().map_err(|e| e.to_string())?;
-        let cursor = KafkaCursor {
-            consumer,
-            topic: topic.to_owned(),
-        };
-        cursor.assign(at)?;
-        Ok(cursor)
-    }
-
-    fn assign(&self, at: rdkafka::Offset) -> Result<(), String> {
-        use rdkafka::consumer::Consumer;
-        let metadata = self
-            .consumer
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
-            .map_err(|e| e.to_string())?;
-        let mut list = rdkafka::TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                // The end as it is now, so that every event written from here on is read.
-                let offset = match at {
-                    rdkafka::Offset::End => self
-                        .consumer
-                        .fetch_watermarks(&self.topic, p.id(), Duration::from_secs(5))
-                        .map(|(_, high)| rdkafka::Offset::Offset(high))
-                        .map_err(|e| e.to_string())?,
-                    other => other,
-                };
-                list.add_partition_offset(&self.topic, p.id(), offset)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        self.consumer.assign(&list).map_err(|e| e.to_string())
-    }
-}
-
-impl Cursor for KafkaCursor {
-    fn poll(&mut self, max: usize) -> Result<Vec<Vec<u8>>, String> {
-        use rdkafka::message::Message;
-        let mut out = Vec::new();
-        while out.len() < max {
-            match self.consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
-                Some(Err(e)) => return Err(e.to_string()),
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-}
-
 impl TailSource {
-    /// A cursor at the end of `topic`, or `back` records before it.
-    fn open(&self, topic: &str, back: u64) -> Result<Box<dyn Cursor>, String> {
+    /// The values of (about) the last `n` records of `topic`: the log's last `n`,
+    /// or Kafka's last `n` of each partition.
+    fn recent(&self, topic: &str, n: u64) -> Result<Vec<Vec<u8>>, String> {
         match self {
             TailSource::Log(dir) => {
                 let mut r = Reader::open(dir, topic, Start::Latest, LogOptions::default())
                     .map_err(|e| e.to_string())?;
-                if back > 0 {
-                    let at = r.position().saturating_sub(back);
-                    r.seek(Start::Offset(at)).map_err(|e| e.to_string())?;
+                let at = r.position().saturating_sub(n);
+                r.seek(Start::Offset(at)).map_err(|e| e.to_string())?;
+                let mut out = Vec::new();
+                loop {
+                    let batch = r.poll(READ_PER_TICK).map_err(|e| e.to_string())?;
+                    if batch.is_empty() {
+                        return Ok(out);
+                    }
+                    out.extend(batch.into_iter().map(|r| r.value));
                 }
-                Ok(Box::new(LogCursor(r)))
             }
-            TailSource::Kafka(brokers, props) => {
-                let at = if back > 0 {
-                    rdkafka::Offset::OffsetTail(i64::try_from(back).unwrap_or(i64::MAX))
-                } else {
-                    rdkafka::Offset::End
-                };
-                Ok(Box::new(KafkaCursor::open(brokers, props, topic, at)?))
-            }
+            TailSource::Kafka(brokers, props) => kafka_recent(brokers, props, topic, n),
         }
     }
 
     /// When the newest canary event (`meta.domain` = `canary`) among the last
     /// `n` events of `topic` arrived (its `meta.dt`, else its `dt`).
     pub fn last_canary(&self, topic: &str, n: u64) -> Result<Option<i64>, String> {
-        let mut cursor = self.open(topic, n)?;
         let mut newest = None;
-        let mut read = 0;
-        loop {
-            let batch = cursor.poll(READ_PER_TICK)?;
-            if batch.is_empty() {
-                break;
-            }
-            read += batch.len() as u64;
-            for raw in batch {
-                let Ok(v) = serde_json::from_slice::<Value>(&raw) else {
-                    continue;
-                };
-                if v.pointer("/meta/domain").and_then(Value::as_str) == Some("canary") {
-                    let at = ["/meta/dt", "/dt"]
-                        .iter()
-                        .filter_map(|p| v.pointer(p).and_then(Value::as_str))
-                        .find_map(|t| Timestamp::parse_rfc3339(t).ok())
-                        .map(Timestamp::unix_millis);
-                    newest = newest.max(at.or(Some(0)));
-                }
-            }
-            if read >= n {
-                break;
+        for raw in self.recent(topic, n)? {
+            let Ok(v) = serde_json::from_slice::<Value>(&raw) else {
+                continue;
+            };
+            if v.pointer("/meta/domain").and_then(Value::as_str) == Some("canary") {
+                let at = ["/meta/dt", "/dt"]
+                    .iter()
+                    .filter_map(|p| v.pointer(p).and_then(Value::as_str))
+                    .find_map(|t| Timestamp::parse_rfc3339(t).ok())
+                    .map(Timestamp::unix_millis);
+                newest = newest.max(at.or(Some(0)));
             }
         }
         Ok(newest)
     }
+}
+
+/// Kafka's last `n` records of each partition of `topic`, read to each partition's end.
+fn kafka_recent(
+    brokers: &str,
+    properties: &[(String, String)],
+    topic: &str,
+    n: u64,
+) -> Result<Vec<Vec<u8>>, String> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::message::Message;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!(
+                "sluice-console-{}-{}-{}",
+                std::process::id(),
+                sluice_host::clock::unix_millis(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    for (k, v) in properties {
+        config.set(k, v);
+    }
+    let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    let back = rdkafka::Offset::OffsetTail(i64::try_from(n).unwrap_or(i64::MAX));
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            list.add_partition_offset(topic, p.id(), back)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let mut open: std::collections::HashSet<i32> =
+        list.elements().iter().map(|e| e.partition()).collect();
+    consumer.assign(&list).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !open.is_empty() && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// `GET /console/tail?stream=…`: the page.
