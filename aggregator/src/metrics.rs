@@ -157,8 +157,13 @@ impl Metrics {
             _ => None,
         };
         if let Some(kind) = kind {
-            self.flow
-                .count(stream, kind, n, sluice_host::clock::unix_millis());
+            // Only an accepted event's time is kept (the stream's last event).
+            let now = if kind == 0 {
+                sluice_host::clock::unix_millis()
+            } else {
+                0
+            };
+            self.flow.count(stream, kind, n, now);
         }
         self.events
             .get_or_create(&EventLabels {
