@@ -50,6 +50,8 @@ export interface Options {
   maxQueue?: number;
   /** Events per request at most: 100 by default. */
   maxBatch?: number;
+  /** Milliseconds a request may take before it is given up and its events sent again (default 10 s). */
+  requestTimeoutMs?: number;
   /** Warn on the console about every event not sent. */
   debug?: boolean;
 }
@@ -145,6 +147,9 @@ interface Pending {
   at: number;
 }
 
+/** Whether the browser says it is offline (unknown counts as online). */
+const offline = (): boolean => globalThis.navigator?.onLine === false;
+
 /** Creates a client sending to `options.edge`. */
 export function create(options: Options): Client {
   const edge = options.edge.replace(/\/+$/, "");
@@ -153,6 +158,7 @@ export function create(options: Options): Client {
   const refreshMs = options.configRefreshMs ?? 300_000;
   const maxQueue = options.maxQueue ?? 1000;
   const maxBatch = options.maxBatch ?? 100;
+  const requestTimeoutMs = options.requestTimeoutMs ?? 10_000;
   const pageviewId = hex(10);
   const configKey = `sluice.streams:${edge}`;
   const stats: Stats = { sent: 0, beaconed: 0, retries: 0, dropped: {} };
@@ -240,7 +246,7 @@ export function create(options: Options): Client {
       return;
     }
     const event = build(stream, { ...data, meta }, settings, at);
-    if (globalThis.navigator?.onLine === false) {
+    if (offline()) {
       void store.put([event]);
       return;
     }
@@ -338,8 +344,14 @@ export function create(options: Options): Client {
 
   /** Sends the queue, a batch at a time, until it is empty or the edge says wait. */
   const send = async () => {
-    const offline = await store.take();
-    if (offline.length) queue.unshift(...offline);
+    // Offline, nothing is tried: what IndexedDB keeps stays there (taken out and put back,
+    // it would live only in this page's memory in between), and the queue joins it.
+    if (offline()) {
+      if (queue.length) await store.put(queue.splice(0));
+      return;
+    }
+    const kept = await store.take();
+    if (kept.length) queue.unshift(...kept);
     while (queue.length && Date.now() >= retryAt) {
       const batch = queue.splice(0, maxBatch);
       inflight = batch;
@@ -350,12 +362,16 @@ export function create(options: Options): Client {
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify(batch),
           credentials: "include",
+          // A request that hangs (a network that came and went under it) would hold the
+          // queue for good: it is given up and its events sent again (a repeat is dropped
+          // by the aggregator's dedupe of meta.id).
+          signal: typeof AbortSignal.timeout === "function" ? AbortSignal.timeout(requestTimeoutMs) : undefined,
         });
         again = await answer(r, batch);
         if (again.length === 0) backoff = 0;
       } catch {
         again = batch;
-        if (globalThis.navigator?.onLine === false) {
+        if (offline()) {
           await store.put(again);
           again = [];
         } else {
@@ -384,7 +400,7 @@ export function create(options: Options): Client {
   /** The page is going away: everything queued leaves now, with beacons. */
   const leave = () => {
     queue.unshift(...inflight.splice(0));
-    if (globalThis.navigator?.onLine === false) {
+    if (offline()) {
       // No beacon can leave: the events wait in IndexedDB for the next page.
       void store.put(queue.splice(0));
       return;

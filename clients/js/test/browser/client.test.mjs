@@ -174,9 +174,26 @@ test("events made offline are kept in IndexedDB, across a reload, and sent once 
   await page.evaluate(() => window.client.flush());
   assert.equal(tagged("offline-").length, 0);
   await context.setOffline(false);
+  await page.waitForFunction(() => navigator.onLine === true);
   const events = await waitFor("10 offline events in the log", () => {
     const got = tagged("offline-");
     return got.length >= 10 && got;
+  }).catch(async (e) => {
+    // What the page holds, for the reader of a failure.
+    const held = await page.evaluate(
+      () =>
+        new Promise((done) => {
+          const r = indexedDB.open("sluice-client", 1);
+          r.onsuccess = () => {
+            const all = r.result.transaction("events").objectStore("events").count();
+            all.onsuccess = () => done(all.result);
+            all.onerror = () => done(`count failed: ${all.error}`);
+          };
+          r.onerror = () => done(`open failed: ${r.error}`);
+        }),
+    );
+    const stats = await page.evaluate(() => JSON.stringify(window.client.stats()));
+    throw new Error(`${e.message}: ${tagged("offline-").length} in the log, ${held} in IndexedDB, ${posts.length} posts, stats ${stats}`);
   });
   await page.evaluate(() => window.client.flush());
   assert.equal(events.length, 10);
