@@ -37,6 +37,13 @@ pub struct UpArgs {
     /// Also run the sinks of this connect config (see `connect.example.toml`), reading the embedded log.
     #[arg(long)]
     connect: Option<PathBuf>,
+    /// Also run the processing rules of this file (see `sluice process`), over the embedded
+    /// log, writing through the edge.
+    #[arg(long)]
+    process: Option<PathBuf>,
+    /// Where the processor serves its metrics (with `--process`).
+    #[arg(long, default_value = "127.0.0.1:8423")]
+    process_metrics_addr: SocketAddr,
 }
 
 /// The token Workers present to this aggregator: kept in the data folder, made on first start.
@@ -86,6 +93,31 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let sinks_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let process = match &args.process {
+        Some(file) => {
+            let rules = crate::process::read_rules(file)?;
+            let indexed = rules.rules.iter().any(|r| {
+                r.cases
+                    .iter()
+                    .any(|c| c.track.is_some() || c.fanout.is_some())
+            });
+            let index = if indexed {
+                let dir = args.data_dir.join("process").join("index");
+                Some(crate::process::open_index(&dir.to_string_lossy())?)
+            } else {
+                None
+            };
+            let settings = crate::process::settings(
+                &args.streams,
+                sluice_process::runner::SourceKind::Log(aggregator.data_dir.join("log")),
+                &format!("http://{}", args.edge_addr),
+                index,
+                3600,
+            )?;
+            Some((rules, settings))
+        }
+        None => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -139,12 +171,35 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
+        // The processor stops before the edge it writes through.
+        let (processed_tx, processed_rx) = tokio::sync::watch::channel(process.is_none());
+        if let Some((rules, settings)) = process {
+            let metrics = sluice_process::metrics::ProcessMetrics::default();
+            let mut server_stop = processed_rx.clone();
+            let served = sluice_connect::serve_registry(args.process_metrics_addr, metrics.registry(), async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
+            .await
+            .with_context(|| format!("cannot serve the processor's metrics on {}", args.process_metrics_addr))?;
+            let _ = writeln!(std::io::stdout().lock(), "processor: {} rule(s), metrics on http://{served}/metrics", rules.rules.len());
+            let stop = stop_rx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = sluice_process::runner::run(rules.clone(), settings, metrics.clone(), stop).await {
+                    tracing::error!(error = %e, "The processor stopped.");
+                }
+                // Stdout may be closed by now (a pipe its reader left): the counts are not worth a panic.
+                let _ = write!(std::io::stdout().lock(), "{}", crate::process::summary(&rules, &metrics));
+                let _ = processed_tx.send(true);
+            });
+        }
         edge.aggregators = vec![at.quic.to_string()];
         edge.bundle.url = format!("http://{}/v1/bundle", at.http);
         let edge_stop = {
             let mut stop = stop_rx.clone();
+            let mut processed = processed_rx.clone();
             async move {
                 let _ = stop.wait_for(|s| *s).await;
+                let _ = processed.wait_for(|s| *s).await;
             }
         };
         let edge_result = sluice_edge::native::run(

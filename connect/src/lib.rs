@@ -291,7 +291,16 @@ pub async fn serve_metrics(
     metrics: &ConnectMetrics,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<std::net::SocketAddr> {
-    let registry = metrics.registry();
+    serve_registry(listen, metrics.registry(), stop).await
+}
+
+/// Serves `registry` on `/metrics` at `listen` until `stop` resolves (the connectors' and the
+/// processors' servers).
+pub async fn serve_registry(
+    listen: std::net::SocketAddr,
+    registry: std::sync::Arc<prometheus_client::registry::Registry>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<std::net::SocketAddr> {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

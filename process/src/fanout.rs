@@ -25,11 +25,29 @@ pub trait Index {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<String>, Self::Error>;
+    /// Makes the changes so far durable.
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// An index in memory (tests, and the base of the embedded store's).
 #[derive(Debug, Default)]
 pub struct MemoryIndex(BTreeMap<String, BTreeSet<String>>);
+
+impl MemoryIndex {
+    /// Whether `dependent` uses `target`.
+    pub fn contains(&self, target: &str, dependent: &str) -> bool {
+        self.0.get(target).is_some_and(|ds| ds.contains(dependent))
+    }
+
+    /// Every edge, target by target.
+    pub fn edges(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .flat_map(|(t, ds)| ds.iter().map(move |d| (t.as_str(), d.as_str())))
+    }
+}
 
 impl Index for MemoryIndex {
     type Error = std::convert::Infallible;
@@ -92,7 +110,7 @@ pub struct Page {
 }
 
 /// The page of `target`'s dependents after `cursor`, `limit` at most.
-pub fn expand<I: Index>(
+pub fn expand<I: Index + ?Sized>(
     index: &mut I,
     target: &str,
     cursor: Option<&str>,

@@ -8,19 +8,29 @@
 //! which fanned-out jobs a newer root event cuts off and which ids were seen,
 //! [`events`] writes retry, error and continue events, and [`fanout`] pages
 //! a changed target's dependents out of the dependency index (in memory, or
-//! in PostgreSQL: [`pg_index`]).
+//! in PostgreSQL: [`pg_index`], or the embedded store: [`journal_index`]),
+//! and [`progress`] keeps the offsets finished out of order and the per-key
+//! lanes.
 //!
-//! [`runner`] is the first IO shell: `exec` rules over the embedded log.
-//! Not yet here (issue 28 goes on): Kafka consumer groups, concurrency and
-//! per-key order, `produce`, the retry and error streams, the index in the
-//! embedded store and its upkeep from events, metrics and the benchmark.
+//! The IO shell: [`runner`] runs each rule over a source of `sluice-connect`
+//! (a Kafka consumer group or the embedded log), with its jobs in `job` and
+//! its reader thread in `reader`; [`emit`] writes events through the edge;
+//! [`exactly_once`] runs produce-only rules in Kafka transactions;
+//! [`metrics`] counts per rule.
 
 pub mod delivery;
+pub mod emit;
 pub mod events;
+pub mod exactly_once;
 pub mod fanout;
+mod job;
+pub mod journal_index;
 pub mod matcher;
+pub mod metrics;
 pub mod pg_index;
 pub mod plan;
+pub mod progress;
+mod reader;
 pub mod rules;
 pub mod runner;
 pub mod template;

@@ -1,9 +1,11 @@
 //! From an event to what the rules do with it: the rules that read its
 //! stream and match it (canary events skipped unless a rule takes them),
 //! the first of each rule's cases that holds, and that case's steps with
-//! their templates expanded: HTTP requests and events to produce.
+//! their templates expanded: HTTP requests, events to produce, edges of the
+//! dependency index to keep, and fan-outs.
 
-use crate::rules::{Rule, RuleSet};
+use crate::fanout::Root;
+use crate::rules::{Exec, Rule, RuleSet};
 use crate::template::TemplateError;
 use serde_json::Value;
 
@@ -32,6 +34,20 @@ pub enum Step {
         /// The event.
         event: Value,
     },
+    /// Add and remove edges of the dependency index.
+    Track {
+        /// Who uses the targets.
+        dependent: String,
+        /// Targets it now uses.
+        add: Vec<String>,
+        /// Targets it no longer uses.
+        remove: Vec<String>,
+    },
+    /// Send the fan-out's requests to each dependent of `target`.
+    Fanout {
+        /// What changed.
+        target: String,
+    },
 }
 
 /// A rule's work on one event.
@@ -49,12 +65,103 @@ fn is_canary(event: &Value) -> bool {
     event.pointer("/meta/domain").and_then(Value::as_str) == Some("canary")
 }
 
+/// The requests of `execs` for `message` and the match's captures.
+pub fn requests(
+    execs: &[Exec],
+    message: &Value,
+    caps: &Value,
+) -> Result<Vec<Request>, TemplateError> {
+    let mut out = Vec::with_capacity(execs.len());
+    for e in execs {
+        let mut uri = e.uri.expand_text(message, caps)?;
+        if !e.query.is_empty() {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, t) in &e.query {
+                q.append_pair(k, &t.expand_text(message, caps)?);
+            }
+            uri.push(if uri.contains('?') { '&' } else { '?' });
+            uri.push_str(&q.finish());
+        }
+        let headers = e
+            .headers
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.expand_text(message, caps)?)))
+            .collect::<Result<_, TemplateError>>()?;
+        let body = match &e.body {
+            None => None,
+            Some(t) => Some(match t.expand(message, caps)? {
+                Value::String(s) => s.into_bytes(),
+                other => other.to_string().into_bytes(),
+            }),
+        };
+        out.push(Request {
+            method: e.method.clone(),
+            uri,
+            headers,
+            body,
+        });
+    }
+    Ok(out)
+}
+
+/// Names from a template's value: a string, or the strings of a list (other items skipped).
+fn names(v: Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s],
+        Value::Array(a) => a
+            .into_iter()
+            .filter_map(|x| match x {
+                Value::String(s) => Some(s),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect(),
+        Value::Null => Vec::new(),
+        other => vec![other.to_string()],
+    }
+}
+
+/// Sets the dotted `path` of `event` to `value`, making objects on the way.
+fn set_path(event: &mut Value, path: &str, value: Value) {
+    let mut at = event;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !at.is_object() {
+            *at = Value::Object(Default::default());
+        }
+        let Value::Object(map) = at else { return };
+        if parts.peek().is_none() {
+            map.insert(part.to_owned(), value);
+            return;
+        }
+        at = map.entry(part.to_owned()).or_insert(Value::Null);
+    }
+}
+
+/// The job message of one dependent in a fan-out, the value its templates read as `message`.
+pub fn fanout_message(dependent: &str, target: &str, root: &Root, event: &Value) -> Value {
+    serde_json::json!({
+        "dependent": dependent,
+        "target": target,
+        "root_event": {"signature": root.signature, "dt_ms": root.dt_ms},
+        "event": event,
+    })
+}
+
 /// The steps of `rule` for `event`, when it matches.
 pub fn plan_rule<'r>(rule: &'r Rule, event: &Value) -> Option<Planned<'r>> {
     if !rule.canaries && is_canary(event) {
         return None;
     }
     let top = rule.matcher.matches(event)?;
+    if let Some(sample) = &rule.sample {
+        // An event whose template cannot be expanded is kept: dropping it would be silent.
+        if let Ok(text) = sample.hash_template.expand_text(event, &top)
+            && !sample.keeps(&text)
+        {
+            return None;
+        }
+    }
     let (case, caps) = rule
         .cases
         .iter()
@@ -68,40 +175,43 @@ pub fn plan_rule<'r>(rule: &'r Rule, event: &Value) -> Option<Planned<'r>> {
         (a, _) => a,
     };
     let steps = (|| {
-        let mut steps = Vec::new();
-        for e in &case.exec {
-            let mut uri = e.uri.expand_text(event, &caps)?;
-            if !e.query.is_empty() {
-                let mut q = form_urlencoded::Serializer::new(String::new());
-                for (k, t) in &e.query {
-                    q.append_pair(k, &t.expand_text(event, &caps)?);
-                }
-                uri.push(if uri.contains('?') { '&' } else { '?' });
-                uri.push_str(&q.finish());
-            }
-            let headers = e
-                .headers
-                .iter()
-                .map(|(k, t)| Ok((k.clone(), t.expand_text(event, &caps)?)))
-                .collect::<Result<_, TemplateError>>()?;
-            let body = match &e.body {
-                None => None,
-                Some(t) => Some(match t.expand(event, &caps)? {
-                    Value::String(s) => s.into_bytes(),
-                    other => other.to_string().into_bytes(),
-                }),
-            };
-            steps.push(Step::Http(Request {
-                method: e.method.clone(),
-                uri,
-                headers,
-                body,
-            }));
-        }
+        let mut steps: Vec<Step> = requests(&case.exec, event, &caps)?
+            .into_iter()
+            .map(Step::Http)
+            .collect();
         for p in &case.produce {
             steps.push(Step::Produce {
                 stream: p.stream.clone(),
                 event: p.event.expand(event, &caps)?,
+            });
+        }
+        for d in &case.derive {
+            let mut derived = event.clone();
+            for (path, t) in &d.fields {
+                set_path(&mut derived, path, t.expand(event, &caps)?);
+            }
+            steps.push(Step::Produce {
+                stream: d.stream.clone(),
+                event: derived,
+            });
+        }
+        if let Some(t) = &case.track {
+            let list =
+                |tpl: &Option<crate::template::Template>| -> Result<Vec<String>, TemplateError> {
+                    Ok(match tpl {
+                        None => Vec::new(),
+                        Some(t) => names(t.expand(event, &caps)?),
+                    })
+                };
+            steps.push(Step::Track {
+                dependent: t.dependent.expand_text(event, &caps)?,
+                add: list(&t.add)?,
+                remove: list(&t.remove)?,
+            });
+        }
+        if let Some(f) = &case.fanout {
+            steps.push(Step::Fanout {
+                target: f.target.expand_text(event, &caps)?,
             });
         }
         Ok(steps)
@@ -191,6 +301,103 @@ rules:
             panic!()
         };
         assert!(matches!(&derived[0], Step::Produce { stream, .. } if stream == "page.edited"));
+    }
+
+    const INDEXED: &str = r#"
+rules:
+  links:
+    topic: links
+    track: {dependent: '{{message.page}}', add: '{{message.added}}', remove: '{{message.removed}}'}
+  rerender:
+    topic: edits
+    match: {title: '/^Template:/'}
+    fanout:
+      target: '{{message.title}}'
+      exec: {method: post, uri: 'http://render/{{message.dependent}}', body: {of: '{{message.event.title}}'}}
+  enrich:
+    topic: edits
+    derive: {stream: edits.enriched, fields: {meta.domain: x.org, extra.by: '{{message.user}}'}}
+  sampled:
+    topic: edits
+    sample: {rate: 0.5, hash_template: '{{message.title}}'}
+    exec: {uri: 'http://s/{{message.title}}'}
+"#;
+
+    #[test]
+    fn track_fanout_derive_and_sample_become_steps() {
+        let rules = RuleSet::parse(INDEXED).unwrap();
+        let link = json!({"page": "P", "added": ["T1", "T2", 3], "removed": "T0"});
+        let planned = plan(&rules, "links", &link);
+        let Ok(steps) = &planned[0].steps else {
+            panic!()
+        };
+        assert_eq!(
+            steps,
+            &[Step::Track {
+                dependent: "P".into(),
+                add: vec!["T1".into(), "T2".into(), "3".into()],
+                remove: vec!["T0".into()],
+            }]
+        );
+        let edit = json!({"title": "Template:A", "user": "u1", "meta": {"id": "e1"}});
+        let planned = plan(&rules, "edits", &edit);
+        let names: Vec<&str> = planned.iter().map(|p| p.rule.name.as_str()).collect();
+        assert!(names.starts_with(&["enrich", "rerender"]), "{names:?}");
+        let Ok(derived) = &planned[0].steps else {
+            panic!()
+        };
+        assert_eq!(
+            derived,
+            &[Step::Produce {
+                stream: "edits.enriched".into(),
+                event: json!({"title": "Template:A", "user": "u1", "meta": {"id": "e1", "domain": "x.org"}, "extra": {"by": "u1"}}),
+            }]
+        );
+        let Ok(fan) = &planned[1].steps else { panic!() };
+        assert_eq!(
+            fan,
+            &[Step::Fanout {
+                target: "Template:A".into()
+            }]
+        );
+        let rerender = &rules.rules.iter().find(|r| r.name == "rerender").unwrap();
+        let fanout = rerender.cases[0].fanout.as_ref().unwrap();
+        let root = Root {
+            signature: "Template:A".into(),
+            dt_ms: 5,
+        };
+        let msg = fanout_message("Page1", "Template:A", &root, &edit);
+        let reqs = requests(&fanout.exec, &msg, &Value::Null).unwrap();
+        assert_eq!(reqs[0].uri, "http://render/Page1");
+        assert_eq!(
+            reqs[0].body.as_deref(),
+            Some(br#"{"of":"Template:A"}"#.as_slice())
+        );
+        assert!(!rerender.produce_only());
+        assert!(
+            rules
+                .rules
+                .iter()
+                .find(|r| r.name == "enrich")
+                .unwrap()
+                .produce_only()
+        );
+
+        // The sample keeps a share of titles, the same verdict for every event of one title.
+        let kept = (0..1000)
+            .filter(|i| {
+                let e = json!({"title": format!("T{i}")});
+                let first = plan(&rules, "edits", &e)
+                    .iter()
+                    .any(|p| p.rule.name == "sampled");
+                let again = plan(&rules, "edits", &e)
+                    .iter()
+                    .any(|p| p.rule.name == "sampled");
+                assert_eq!(first, again);
+                first
+            })
+            .count();
+        assert!((400..600).contains(&kept), "{kept} of 1000 in a 0.5 sample");
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //! rule with `topic` or `topics` (stream names), `match` and `match_not`,
 //! either `exec` (HTTP requests: `method`, `uri`, `headers`, `query`,
 //! `body`) or `cases` (`[{match, match_not, exec}]`, the first that matches
-//! runs), Sluice's `produce` (`{stream, event}`), and change-propagation's
+//! runs), Sluice's `produce` (`{stream, event}`), `derive` (`{stream,
+//! fields}`: the event itself with fields set from templates), `track`
+//! (`{dependent, add, remove}`: edges of the dependency index) and `fanout`
+//! (`{target, exec}`: one request per dependent of a changed target, its
+//! templates over `{{message.dependent}}`, `{{message.target}}` and
+//! `{{message.event…}}`), and change-propagation's
 //! delivery settings with its defaults: `retry_on {status: [5xx]}`,
 //! `ignore {status: [412]}`, `retry_limit` 2, `retry_delay` 60000 ms,
 //! `retry_factor` 6, `concurrency` 30, `timeout` 7 minutes, canary events
@@ -91,6 +96,35 @@ pub struct Produce {
     pub event: Template,
 }
 
+/// The event itself, with fields set, to another stream (simple enrichment).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derive {
+    /// The stream.
+    pub stream: String,
+    /// Dotted field path → value.
+    pub fields: Vec<(String, Template)>,
+}
+
+/// Edges of the dependency index an event adds and removes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Track {
+    /// Who uses the targets.
+    pub dependent: Template,
+    /// Targets it now uses (a string or a list of them).
+    pub add: Option<Template>,
+    /// Targets it no longer uses.
+    pub remove: Option<Template>,
+}
+
+/// A changed target's dependents, each sent the same requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fanout {
+    /// What changed.
+    pub target: Template,
+    /// Requests per dependent, over `{dependent, target, root_event, event}`.
+    pub exec: Vec<Exec>,
+}
+
 /// What a rule (or one of its cases) does with a matching event.
 #[derive(Debug, Clone)]
 pub struct Action {
@@ -100,6 +134,19 @@ pub struct Action {
     pub exec: Vec<Exec>,
     /// Events produced.
     pub produce: Vec<Produce>,
+    /// Events derived from this one.
+    pub derive: Vec<Derive>,
+    /// Index edges kept up from the event.
+    pub track: Option<Track>,
+    /// A fan-out to the target's dependents.
+    pub fanout: Option<Fanout>,
+}
+
+impl Action {
+    /// Whether the action only writes events (exactly once is possible on Kafka).
+    pub fn produce_only(&self) -> bool {
+        self.exec.is_empty() && self.track.is_none() && self.fanout.is_none()
+    }
 }
 
 /// One rule.
@@ -131,9 +178,46 @@ pub struct Rule {
     pub key: Option<Template>,
     /// Whether canary events (`meta.domain: canary`) are worked on.
     pub canaries: bool,
+    /// Only a share of the events, chosen by a hash of a template.
+    pub sample: Option<Sample>,
+}
+
+/// change-propagation's `sample: {rate, hash_template}`: an event is worked on when the hash
+/// of its expanded template falls under the rate, so every event of one value gets the same
+/// verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The share kept, 0 to 1.
+    pub rate: f64,
+    /// What is hashed.
+    pub hash_template: Template,
+}
+
+impl Sample {
+    /// Whether an event whose template expands to `text` is in the sample.
+    pub fn keeps(&self, text: &str) -> bool {
+        // FNV-1a, 64 bits, then MurmurHash3's finalizer so that similar texts spread over the
+        // whole range: stable across processes and versions.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        (h as f64) / (u64::MAX as f64) < self.rate
+    }
 }
 
 impl Rule {
+    /// Whether every case only writes events.
+    pub fn produce_only(&self) -> bool {
+        self.cases.iter().all(Action::produce_only)
+    }
+
     /// Milliseconds to wait before retry `n` (from 0): `retry_delay · retry_factorⁿ`.
     pub fn retry_delay(&self, n: u32) -> u64 {
         let factor = self.retry_factor.powi(i32::try_from(n).unwrap_or(i32::MAX));
@@ -245,6 +329,57 @@ fn produces(v: Option<&Value>) -> Result<Vec<Produce>, String> {
         .collect()
 }
 
+fn derives(v: Option<&Value>) -> Result<Vec<Derive>, String> {
+    one_or_many(v)
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let at = format!("derive.{i}");
+            let stream = d
+                .get("stream")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{at} names no stream"))?;
+            let fields = pairs(d.get("fields"), &format!("{at}.fields"))?;
+            Ok(Derive {
+                stream: stream.to_owned(),
+                fields,
+            })
+        })
+        .collect()
+}
+
+fn template(body: &Value, key: &str, at: &str) -> Result<Option<Template>, String> {
+    body.get(key)
+        .map(Template::new)
+        .transpose()
+        .map_err(|e| format!("{at}.{key}: {e}"))
+}
+
+fn track(v: Option<&Value>) -> Result<Option<Track>, String> {
+    let Some(t) = v else { return Ok(None) };
+    let dependent = template(t, "dependent", "track")?.ok_or("track names no `dependent`")?;
+    let add = template(t, "add", "track")?;
+    let remove = template(t, "remove", "track")?;
+    if add.is_none() && remove.is_none() {
+        return Err("track needs `add` or `remove`".into());
+    }
+    Ok(Some(Track {
+        dependent,
+        add,
+        remove,
+    }))
+}
+
+fn fanout(v: Option<&Value>) -> Result<Option<Fanout>, String> {
+    let Some(f) = v else { return Ok(None) };
+    let target = template(f, "target", "fanout")?.ok_or("fanout names no `target`")?;
+    let exec = execs(f.get("exec")).map_err(|e| format!("fanout.{e}"))?;
+    if exec.is_empty() {
+        return Err("fanout needs `exec`: what to send for each dependent".into());
+    }
+    Ok(Some(Fanout { target, exec }))
+}
+
 fn action(body: &Value, with_match: bool) -> Result<Action, String> {
     let matcher = if with_match {
         Matcher::new(body.get("match"), body.get("match_not")).map_err(|e| e.to_string())?
@@ -255,9 +390,14 @@ fn action(body: &Value, with_match: bool) -> Result<Action, String> {
         matcher,
         exec: execs(body.get("exec"))?,
         produce: produces(body.get("produce"))?,
+        derive: derives(body.get("derive"))?,
+        track: track(body.get("track"))?,
+        fanout: fanout(body.get("fanout"))?,
     };
-    if a.exec.is_empty() && a.produce.is_empty() {
-        return Err("it does nothing: give it `exec` or `produce`".into());
+    if a.produce_only() && a.produce.is_empty() && a.derive.is_empty() {
+        return Err(
+            "it does nothing: give it `exec`, `produce`, `derive`, `track` or `fanout`".into(),
+        );
     }
     Ok(a)
 }
@@ -292,6 +432,9 @@ const KNOWN: &[&str] = &[
     "cases",
     "exec",
     "produce",
+    "derive",
+    "track",
+    "fanout",
     "retry_on",
     "ignore",
     "retry_limit",
@@ -301,7 +444,23 @@ const KNOWN: &[&str] = &[
     "timeout",
     "key",
     "canaries",
+    "sample",
 ];
+
+fn sample(v: Option<&Value>) -> Result<Option<Sample>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let rate = v
+        .get("rate")
+        .and_then(Value::as_f64)
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or("sample.rate must be a number from 0 to 1")?;
+    let hash_template =
+        template(v, "hash_template", "sample")?.ok_or("sample names no `hash_template`")?;
+    Ok(Some(Sample {
+        rate,
+        hash_template,
+    }))
+}
 
 fn rule(name: &str, body: &Value) -> Result<Rule, String> {
     let map = body.as_object().ok_or("a rule must be a map")?;
@@ -355,6 +514,7 @@ fn rule(name: &str, body: &Value) -> Result<Rule, String> {
             .get("canaries")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        sample: sample(body.get("sample"))?,
     })
 }
 
@@ -482,5 +642,15 @@ rules:
         assert!(e.contains("retry_on"), "{e}");
         let e = bad("rules: {r: {topic: s, match: {a: '/(/'}, exec: {uri: x}}}");
         assert!(e.contains("match.a"), "{e}");
+        let e = bad("rules: {r: {topic: s, track: {add: x}}}");
+        assert!(e.contains("dependent"), "{e}");
+        let e = bad("rules: {r: {topic: s, track: {dependent: x}}}");
+        assert!(e.contains("`add` or `remove`"), "{e}");
+        let e = bad("rules: {r: {topic: s, fanout: {target: x}}}");
+        assert!(e.contains("fanout needs `exec`"), "{e}");
+        let e = bad("rules: {r: {topic: s, exec: {uri: x}, sample: {rate: 2, hash_template: x}}}");
+        assert!(e.contains("sample.rate"), "{e}");
+        let e = bad("rules: {r: {topic: s, derive: {fields: {a: b}}}}");
+        assert!(e.contains("derive.0 names no stream"), "{e}");
     }
 }

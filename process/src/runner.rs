@@ -1,241 +1,577 @@
-//! The first runner: rules over the embedded log, one thread per rule and
-//! stream, each a named consumer of the stream's topic (`process.<rule>`),
-//! committing its position after each event it finished. HTTP steps are
-//! sent with a blocking client; an answer the rule retries is tried again
-//! after its delay, in order (the stream waits); one it reports is logged
-//! and counted. Repeated `meta.id`s within an hour run once.
+//! The IO shell: each rule reads its streams through a source of its own
+//! (a Kafka consumer group `sluice-process.<rule>`, so that every process
+//! running the rule set shares the partitions, or the embedded log with the
+//! named position `process.<rule>`), plus the retry stream (and, for
+//! fan-outs, the continue stream) for its own entries. A blocking thread
+//! polls the source; an async dispatcher plans each event, runs up to the
+//! rule's `concurrency` jobs at once (in order per key), and commits each
+//! partition up to its lowest offset not finished.
 //!
-//! Not yet: Kafka consumer groups, concurrency and per-key order, the retry
-//! and error streams (retries wait in the thread; reports are log lines),
-//! `produce` (a rule file with one is refused at start), `/metrics`.
+//! A request the rule retries goes to the retry stream and is tried again
+//! when it comes back and its delay has passed; one it reports goes to the
+//! error stream. Events a rule writes go through the edge (see [`emit`]),
+//! with ids made from what they come from, so a repeat after a crash is
+//! dropped by the aggregator's dedupe.
+//!
+//! [`emit`]: crate::emit
 
-use crate::delivery::{Answer, Next, SeenIds, next};
-use crate::plan::{Request, Step, plan_rule};
-use crate::rules::{Rule, RuleSet};
+use crate::delivery::{RootCutoff, SeenIds};
+use crate::emit::Emitter;
+use crate::events;
+use crate::fanout::Index;
+use crate::job::{Ctx, Outcome, Work, event_id, event_ms};
+use crate::metrics::{ProcessMetrics, RuleLabel};
+use crate::plan::{Step, plan_rule};
+use crate::progress::{Lanes, Progress};
+use crate::reader::read;
+use crate::rules::RuleSet;
 use serde_json::Value;
-use sluice_log::{ConsumerPosition, LogError, LogOptions, Reader, Start};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use sluice_connect::source::{SourceRecord, Tp};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 /// Why processing could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The rules ask for what this runner does not do yet.
+    /// A rule writes events but no edge was given to write them through.
     #[error(
-        "rule `{0}` produces events, which `sluice process` does not do yet; only `exec` rules run"
+        "rule `{0}` writes events (produce, derive, retries, errors or continuations) and no edge is given: pass --edge"
     )]
-    Produce(String),
-    /// The log failed.
-    #[error(transparent)]
-    Log(#[from] LogError),
+    NoEdge(String),
+    /// A rule keeps or reads the dependency index and none is configured.
+    #[error("rule `{0}` uses the dependency index and none is configured")]
+    NoIndex(String),
+    /// The source failed.
+    #[error("rule `{rule}`: {source}")]
+    Source {
+        /// The rule.
+        rule: String,
+        /// What failed.
+        source: sluice_connect::source::SourceError,
+    },
+    /// The embedded log's positions failed.
+    #[error("rule `{rule}`: the embedded log: {source}")]
+    Log {
+        /// The rule.
+        rule: String,
+        /// What failed.
+        source: sluice_log::LogError,
+    },
+    /// A produce-only rule's transactions failed.
+    #[error("rule `{rule}`: {source}")]
+    Transactional {
+        /// The rule.
+        rule: String,
+        /// What failed.
+        source: crate::exactly_once::ExactlyOnceError,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a reader thread: {0}")]
+    Thread(std::io::Error),
+    /// The HTTP client could not be made.
+    #[error("the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
 }
 
-/// Counts per rule, for the log and the caller.
-#[derive(Debug, Default)]
-pub struct Counts {
-    /// Events that matched.
-    pub matched: AtomicU64,
-    /// Requests answered as done.
-    pub executed: AtomicU64,
-    /// Retries made.
-    pub retried: AtomicU64,
-    /// Events reported (a status the rule does not retry, retries exhausted, a template that failed).
-    pub failed: AtomicU64,
-    /// Repeated ids skipped.
-    pub duplicate: AtomicU64,
+/// Where the rules read.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// The embedded log in this folder.
+    Log(PathBuf),
+    /// Kafka: bootstrap servers and more librdkafka settings.
+    Kafka {
+        /// `host:port,…`
+        brokers: String,
+        /// More librdkafka settings.
+        extra: BTreeMap<String, String>,
+    },
 }
 
-/// Sends one request; its answer.
-fn send(agent: &ureq::Agent, r: &Request) -> Answer {
-    let mut b = ureq::http::Request::builder()
-        .method(r.method.as_str())
-        .uri(&r.uri);
-    for (k, v) in &r.headers {
-        b = b.header(k, v);
-    }
-    let answer = match &r.body {
-        Some(body) => b.body(body.clone()).map(|req| agent.run(req)),
-        None => b.body(()).map(|req| agent.run(req)),
-    };
-    match answer {
-        Ok(Ok(a)) => Answer::Status(a.status().as_u16()),
-        Ok(Err(e)) => {
-            tracing::debug!(uri = %r.uri, error = %e, "A request got no answer.");
-            Answer::NoAnswer
+/// The streams a processor writes to besides the rules' own.
+#[derive(Debug, Clone)]
+pub struct OwnStreams {
+    /// Retries, read back by the rule that wrote them.
+    pub retry: String,
+    /// Fan-out continuations, read back likewise.
+    pub cont: String,
+    /// Events a rule could not process.
+    pub error: String,
+}
+
+impl Default for OwnStreams {
+    fn default() -> Self {
+        OwnStreams {
+            retry: "sluice.process.retry".into(),
+            cont: "sluice.process.continue".into(),
+            error: "sluice.process.error".into(),
         }
-        Err(e) => {
-            tracing::warn!(uri = %r.uri, error = %e, "A request could not be made.");
-            Answer::NoAnswer
-        }
     }
 }
 
-/// Waits `ms`, or less if asked to stop; whether it waited it all.
-fn wait(ms: u64, stop: &AtomicBool) -> bool {
-    let mut left = ms;
-    while left > 0 {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let step = left.min(100);
-        std::thread::sleep(Duration::from_millis(step));
-        left -= step;
+/// A dependency index shared by the rules, behind a lock (its stores are blocking).
+pub type SharedIndex = Arc<Mutex<Box<dyn Index<Error = String> + Send>>>;
+
+/// An index whose errors are text, to be shared whatever store holds it.
+pub struct Texted<I>(pub I);
+
+impl<I: Index> Index for Texted<I> {
+    type Error = String;
+    fn add(&mut self, target: &str, dependent: &str) -> Result<(), String> {
+        self.0.add(target, dependent).map_err(|e| e.to_string())
     }
-    true
+    fn remove(&mut self, target: &str, dependent: &str) -> Result<(), String> {
+        self.0.remove(target, dependent).map_err(|e| e.to_string())
+    }
+    fn page(
+        &mut self,
+        target: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, String> {
+        self.0.page(target, after, limit).map_err(|e| e.to_string())
+    }
+    fn sync(&mut self) -> Result<(), String> {
+        self.0.sync().map_err(|e| e.to_string())
+    }
 }
 
-/// One rule over one topic until `stop`.
-struct Worker {
-    rule: Arc<Rule>,
-    agent: ureq::Agent,
+/// What a processor needs besides its rules.
+#[derive(Clone)]
+pub struct Settings {
+    /// Where the rules read.
+    pub source: SourceKind,
+    /// A stream's topic.
+    pub topic: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// The edge events are written through (`http://host:port`).
+    pub edge: Option<String>,
+    /// The processor's own streams.
+    pub streams: OwnStreams,
+    /// The dependency index, when a rule uses one.
+    pub index: Option<SharedIndex>,
+    /// Repeats of a `meta.id` within this many milliseconds run once.
+    pub dedupe_window_ms: i64,
+    /// The Kafka consumer group of a rule is this prefix, a dot, and the rule's name.
+    pub group_prefix: String,
+    /// The edge's pipeline, for rules that only produce, over Kafka: they write in Kafka
+    /// transactions of their own (exactly once) rather than through the edge.
+    pub intake: Option<Arc<sluice_shared::Intake>>,
+}
+
+/// Events of a source thread for its dispatcher.
+pub(crate) enum Feed {
+    /// The partitions now read (after a rebalance).
+    Assigned(Vec<Tp>),
+    /// Records, in order per partition.
+    Records(Vec<SourceRecord>),
+    /// The end of each partition, for lag.
+    Ends(Vec<(Tp, i64)>),
+}
+
+/// A job and where it came from.
+struct Job {
+    tp: Tp,
+    offset: i64,
+    key: Option<String>,
+    work: Work,
+}
+
+/// A job's end: whether its offset may be committed.
+struct Finished {
+    tp: Tp,
+    offset: i64,
+    key: Option<String>,
+    done: bool,
+}
+
+/// One rule's reading, planning and bookkeeping.
+struct Dispatcher {
+    ctx: Arc<Ctx>,
+    retry_topic: String,
+    cont_topic: String,
     seen: SeenIds,
-    counts: Arc<Counts>,
-    stop: Arc<AtomicBool>,
+    cutoff: RootCutoff,
+    progress: Progress<Tp>,
+    lanes: Lanes<Job>,
+    ends: HashMap<Tp, i64>,
+    done_tx: mpsc::UnboundedSender<Finished>,
+    times: HashMap<(Tp, i64), i64>,
 }
 
-impl Worker {
-    /// Runs one event through the rule; false when asked to stop before it finished.
-    fn handle(&mut self, raw: &[u8]) -> bool {
-        let Ok(event) = serde_json::from_slice::<Value>(raw) else {
-            self.counts.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(rule = %self.rule.name, "An event that is not JSON was passed over.");
-            return true;
+impl Dispatcher {
+    /// A record read: finished at once, or a job (run now, or after its key's).
+    fn plan(&mut self, r: SourceRecord) -> Option<Job> {
+        let tp: Tp = (r.topic.clone(), r.partition);
+        self.progress.begin(&tp, r.offset);
+        let rule = &self.ctx.rule;
+        let Ok(event) = serde_json::from_slice::<Value>(&r.value) else {
+            self.ctx.metrics.failed.get_or_create(&self.ctx.label).inc();
+            tracing::warn!(rule = %rule.name, topic = %r.topic, offset = r.offset, "A record that is not JSON was passed over.");
+            self.progress.finish(&tp, r.offset);
+            return None;
         };
-        let Some(planned) = plan_rule(&self.rule, &event) else {
-            return true;
+        let own = |e: &Value| e.get("rule").and_then(Value::as_str) == Some(rule.name.as_str());
+        let job = |work, key| {
+            Some(Job {
+                tp: tp.clone(),
+                offset: r.offset,
+                key,
+                work,
+            })
         };
-        if let Some(id) = event.pointer("/meta/id").and_then(Value::as_str)
-            && !self.seen.first(id, sluice_host::clock::unix_millis())
-        {
-            self.counts.duplicate.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        self.counts.matched.fetch_add(1, Ordering::Relaxed);
-        let steps = match planned.steps {
-            Ok(s) => s,
-            Err(e) => {
-                self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(rule = %self.rule.name, error = %e, "An event could not be made into the rule's requests; reported.");
-                return true;
+        if *r.topic == *self.retry_topic || *r.topic == *self.cont_topic {
+            if !own(&event) {
+                self.progress.finish(&tp, r.offset);
+                return None;
             }
+            if *r.topic == *self.retry_topic {
+                let attempt = event.get("attempt").and_then(Value::as_u64).unwrap_or(1) as u32;
+                let due_ms = r.timestamp_ms + rule.retry_delay(attempt.saturating_sub(1)) as i64;
+                let dependent = event.get("job").and_then(Value::as_str) == Some("dependent");
+                let original = event.get("original_event").cloned().unwrap_or(Value::Null);
+                return job(
+                    Work::Retry {
+                        due_ms,
+                        attempt,
+                        original,
+                        dependent,
+                    },
+                    None,
+                );
+            }
+            let Some((target, cursor, root, original)) = events::read_cont(&event) else {
+                self.progress.finish(&tp, r.offset);
+                return None;
+            };
+            if !self.cutoff.admit(&root.signature, root.dt_ms) {
+                self.ctx
+                    .metrics
+                    .cut_off
+                    .get_or_create(&self.ctx.label)
+                    .inc();
+                tracing::debug!(rule = %rule.name, signature = %root.signature, "A newer root event has run; the rest of this fan-out is cut off.");
+                self.progress.finish(&tp, r.offset);
+                return None;
+            }
+            let (target, cursor, original) =
+                (target.to_owned(), cursor.to_owned(), original.clone());
+            return job(
+                Work::Continue {
+                    target,
+                    cursor,
+                    root,
+                    original,
+                },
+                None,
+            );
+        }
+        let Some(planned) = plan_rule(rule, &event) else {
+            self.progress.finish(&tp, r.offset);
+            return None;
         };
-        for step in steps {
-            let Step::Http(request) = step else { continue };
-            let mut attempt = 0;
-            loop {
-                match next(&self.rule, attempt, send(&self.agent, &request)) {
-                    Next::Done => {
-                        self.counts.executed.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Next::Retry {
-                        attempt: a,
-                        delay_ms,
-                    } => {
-                        self.counts.retried.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(rule = %self.rule.name, uri = %request.uri, attempt = a, delay_ms, "A request is retried after its delay.");
-                        if !wait(delay_ms, &self.stop) {
-                            return false;
+        let now = sluice_host::clock::unix_millis();
+        let id = event_id(&event);
+        if !id.is_empty() && !self.seen.first(id, now) {
+            self.ctx
+                .metrics
+                .duplicate
+                .get_or_create(&self.ctx.label)
+                .inc();
+            self.progress.finish(&tp, r.offset);
+            return None;
+        }
+        self.ctx
+            .metrics
+            .matched
+            .get_or_create(&self.ctx.label)
+            .inc();
+        let key = planned.key;
+        match planned.steps {
+            Err(e) => job(
+                Work::Report {
+                    event,
+                    why: e.to_string(),
+                },
+                key,
+            ),
+            Ok(steps) => {
+                for s in &steps {
+                    if let Step::Fanout { target } = s {
+                        // A root event runs by being read: older fan-outs of its target stop
+                        // here, and it does not run at all after a newer one.
+                        if !self.cutoff.admit(target, event_ms(&event, r.timestamp_ms)) {
+                            self.ctx
+                                .metrics
+                                .cut_off
+                                .get_or_create(&self.ctx.label)
+                                .inc();
+                            self.progress.finish(&tp, r.offset);
+                            return None;
                         }
-                        attempt = a;
-                    }
-                    Next::Report(why) => {
-                        self.counts.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(rule = %self.rule.name, uri = %request.uri, %why, "A request failed; reported.");
-                        break;
                     }
                 }
+                self.times.insert((tp.clone(), r.offset), r.timestamp_ms);
+                job(Work::Steps { event, steps }, key)
             }
         }
-        true
     }
 
-    fn run(&mut self, log_dir: &Path, topic: &str) -> Result<(), RunError> {
-        let consumer = format!("process.{}", self.rule.name);
-        let position = ConsumerPosition::new(log_dir, topic, &consumer)?;
-        let mut reader = Reader::resume(
-            log_dir,
-            topic,
-            &position,
-            Start::Earliest,
-            LogOptions::default(),
-        )?;
-        while !self.stop.load(Ordering::Relaxed) {
-            let records = reader.poll(100)?;
-            if records.is_empty() {
-                std::thread::sleep(Duration::from_millis(50));
+    fn start(&mut self, job: Job) {
+        let ctx = self.ctx.clone();
+        let done = self.done_tx.clone();
+        let record_ms = self
+            .times
+            .remove(&(job.tp.clone(), job.offset))
+            .unwrap_or(0);
+        tokio::spawn(async move {
+            let outcome = ctx.work(job.work, record_ms).await;
+            let _ = done.send(Finished {
+                tp: job.tp,
+                offset: job.offset,
+                key: job.key,
+                done: matches!(outcome, Outcome::Done),
+            });
+        });
+    }
+
+    fn finished(&mut self, f: Finished) {
+        if f.done {
+            self.progress.finish(&f.tp, f.offset);
+        }
+        if let Some(next) = self.lanes.done(f.key.as_deref()) {
+            self.start(next);
+        }
+    }
+
+    fn lag(&self) -> i64 {
+        self.ends
+            .iter()
+            .map(|(tp, end)| {
+                let at = self.progress.position(tp).unwrap_or(*end);
+                (end - at).max(0)
+            })
+            .sum()
+    }
+}
+
+/// Runs `rules` with `settings` until `stop` turns true; then waits for the jobs under way
+/// (a few seconds at most) and commits what finished.
+pub async fn run(
+    rules: RuleSet,
+    settings: Settings,
+    metrics: ProcessMetrics,
+    stop: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    for r in &rules.rules {
+        let writes = r.cases.iter().any(|c| {
+            !c.produce.is_empty()
+                || !c.derive.is_empty()
+                || c.fanout.is_some()
+                || !c.exec.is_empty()
+        });
+        if writes && settings.edge.is_none() {
+            return Err(RunError::NoEdge(r.name.clone()));
+        }
+        let indexed = r
+            .cases
+            .iter()
+            .any(|c| c.track.is_some() || c.fanout.is_some());
+        if indexed && settings.index.is_none() {
+            return Err(RunError::NoIndex(r.name.clone()));
+        }
+    }
+    // Rules may call https endpoints; the HTTP client's TLS is rustls on ring, as the rest of
+    // Sluice's (an error means another part of the process installed it first).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()?;
+    let emitter = settings
+        .edge
+        .as_deref()
+        .map(|e| Emitter::start(http.clone(), e, stop.clone()));
+    let mut tasks = Vec::new();
+    let mut transactional = Vec::new();
+    for rule in rules.rules {
+        if let (Some(intake), true) = (&settings.intake, rule.produce_only()) {
+            let name = rule.name.clone();
+            let opened = crate::exactly_once::ExactlyOnce::open(
+                rule.clone(),
+                intake.clone(),
+                &settings,
+                metrics.clone(),
+            )
+            .map_err(|e| RunError::Transactional {
+                rule: name.clone(),
+                source: e,
+            })?;
+            if let Some(eos) = opened {
+                tracing::info!(rule = %name, "The rule only produces: it writes in Kafka transactions, exactly once.");
+                let stop = stop.clone();
+                transactional.push(tokio::task::spawn_blocking(move || {
+                    eos.run(stop).map_err(|e| RunError::Transactional {
+                        rule: name,
+                        source: e,
+                    })
+                }));
                 continue;
             }
-            for r in records {
-                if !self.handle(&r.value) {
-                    return Ok(());
-                }
-                position.commit(r.offset + 1, false)?;
-            }
         }
-        Ok(())
+        let ctx = Arc::new(Ctx {
+            label: RuleLabel {
+                rule: rule.name.clone(),
+            },
+            slots: Arc::new(Semaphore::new(rule.concurrency)),
+            rule,
+            http: http.clone(),
+            emitter: emitter.clone(),
+            index: settings.index.clone(),
+            streams: settings.streams.clone(),
+            metrics: metrics.clone(),
+            stop: stop.clone(),
+        });
+        tasks.push(tokio::spawn(run_rule(ctx, settings.clone(), stop.clone())));
     }
-}
-
-/// Runs `rules` over the embedded log in `log_dir` until `stop`; `topic`
-/// names each stream's topic. Returns each rule's counts once stopped.
-pub fn run_log(
-    rules: &RuleSet,
-    log_dir: PathBuf,
-    topic: impl Fn(&str) -> String,
-    stop: Arc<AtomicBool>,
-) -> Result<Vec<(String, Arc<Counts>)>, RunError> {
-    if let Some(r) = rules
-        .rules
-        .iter()
-        .find(|r| r.cases.iter().any(|c| !c.produce.is_empty()))
-    {
-        return Err(RunError::Produce(r.name.clone()));
-    }
-    let mut threads = Vec::new();
-    let mut counts = Vec::new();
-    for rule in &rules.rules {
-        let rule = Arc::new(rule.clone());
-        let c = Arc::new(Counts::default());
-        counts.push((rule.name.clone(), c.clone()));
-        for stream in &rule.topics {
-            let t = topic(stream);
-            let dir = log_dir.clone();
-            let mut worker = Worker {
-                agent: ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_millis(rule.timeout_ms)))
-                    .build()
-                    .new_agent(),
-                rule: rule.clone(),
-                seen: SeenIds::new(3_600_000),
-                counts: c.clone(),
-                stop: stop.clone(),
-            };
-            threads.push(std::thread::spawn(move || {
-                let done = worker.run(&dir, &t);
-                if let Err(e) = &done {
-                    tracing::error!(rule = %worker.rule.name, topic = %t, error = %e, "A rule stopped; the processor stops.");
-                    worker.stop.store(true, Ordering::Relaxed);
-                }
-                done
-            }));
-        }
-    }
-    let mut first_error = None;
-    for t in threads {
-        match t.join() {
+    let mut first = None;
+    for t in transactional {
+        match t.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                first_error.get_or_insert(e);
+                first.get_or_insert(e);
             }
-            Err(_) => stop.store(true, Ordering::Relaxed),
+            Err(e) => tracing::error!(error = %e, "A rule's task failed."),
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(counts),
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first.get_or_insert(e);
+            }
+            Err(e) => tracing::error!(error = %e, "A rule's task failed."),
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// How long a stopping processor waits for the jobs under way.
+const GRACE: Duration = Duration::from_secs(5);
+
+async fn run_rule(
+    ctx: Arc<Ctx>,
+    settings: Settings,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let rule = &ctx.rule;
+    let mut streams: Vec<String> = rule.topics.clone();
+    let retries = rule
+        .cases
+        .iter()
+        .any(|c| !c.exec.is_empty() || c.fanout.is_some());
+    if retries {
+        streams.push(settings.streams.retry.clone());
+    }
+    if rule.cases.iter().any(|c| c.fanout.is_some()) {
+        streams.push(settings.streams.cont.clone());
+    }
+    let topics: Vec<Arc<str>> = streams
+        .iter()
+        .map(|s| Arc::from((settings.topic)(s)))
+        .collect();
+    let (feed_tx, mut feed_rx) = mpsc::channel::<Feed>(8);
+    let (commit_tx, commit_rx) = std::sync::mpsc::channel::<Vec<(Tp, i64)>>();
+    let name = rule.name.clone();
+    let source_stop = stop.clone();
+    let source_settings = settings.clone();
+    let reader = std::thread::Builder::new()
+        .name(format!("process-{name}"))
+        .spawn(move || {
+            read(
+                &name,
+                &source_settings,
+                topics,
+                feed_tx,
+                commit_rx,
+                source_stop,
+            )
+        })
+        .map_err(RunError::Thread)?;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut d = Dispatcher {
+        ctx: ctx.clone(),
+        retry_topic: (settings.topic)(&settings.streams.retry),
+        cont_topic: (settings.topic)(&settings.streams.cont),
+        seen: SeenIds::new(settings.dedupe_window_ms),
+        cutoff: RootCutoff::default(),
+        progress: Progress::default(),
+        lanes: Lanes::default(),
+        ends: HashMap::new(),
+        done_tx,
+        times: HashMap::new(),
+    };
+    // Records under way (running, waiting for their key or for a retry's delay) at most.
+    let window = (rule.concurrency * 64).max(4096);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut feed_open = true;
+    loop {
+        tokio::select! {
+            feed = feed_rx.recv(), if feed_open && d.progress.under_way() < window => match feed {
+                Some(Feed::Records(records)) => {
+                    for r in records {
+                        if let Some(job) = d.plan(r) {
+                            let key = job.key.clone();
+                            if let Some(job) = d.lanes.admit(key.as_deref(), job) {
+                                d.start(job);
+                            }
+                        }
+                    }
+                }
+                Some(Feed::Assigned(tps)) => {
+                    d.progress.keep_only(|tp| tps.contains(tp));
+                    d.ends.retain(|tp, _| tps.contains(tp));
+                }
+                Some(Feed::Ends(ends)) => {
+                    d.ends.extend(ends);
+                    ctx.metrics.lag.get_or_create(&ctx.label).set(d.lag());
+                }
+                None => feed_open = false,
+            },
+            Some(f) = done_rx.recv() => d.finished(f),
+            _ = tick.tick() => {
+                let moved = d.progress.committable();
+                if !moved.is_empty() {
+                    let _ = commit_tx.send(moved);
+                }
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if !feed_open {
+            break;
+        }
+    }
+    // The reader stops handing records over (a send it is blocked in returns).
+    drop(feed_rx);
+    // The jobs under way get a moment to finish, so their offsets are committed.
+    let deadline = tokio::time::Instant::now() + GRACE;
+    while d.progress.under_way() > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(f)) => d.finished(f),
+            _ => break,
+        }
+    }
+    let moved = d.progress.committable();
+    if !moved.is_empty() {
+        let _ = commit_tx.send(moved);
+    }
+    drop(commit_tx);
+    match tokio::task::spawn_blocking(move || reader.join()).await {
+        Ok(Ok(r)) => r,
+        _ => {
+            tracing::error!(rule = %ctx.rule.name, "The rule's reader panicked.");
+            Ok(())
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod lake;
 pub mod process;
+pub mod recorder;
 pub mod services;
 pub mod stores;
 pub mod tansu;
@@ -26,7 +27,8 @@ pub use http::{
 pub use lake::{S3Server, dataset, duckdb, duckdb_count};
 pub use process::{FixedPorts, KillOnDrop, free_port, rss_mib, signal, terminate, wait_until};
 pub use services::{
-    Aggregator, Edge, Scratch, log_events, start_aggregator, start_aggregator_logging, start_edge,
+    Aggregator, Edge, Scratch, Up, log_events, start_aggregator, start_aggregator_logging,
+    start_edge,
 };
 pub use stores::{
     Connect, MariaDatabase, PgDatabase, kill_redis_clients, redis_db, start_connect,

@@ -1,7 +1,7 @@
 //! Sluice's own services as processes: `sluice aggregator` and `sluice
 //! edge` started on a scratch deployment, and what the aggregator wrote.
 
-use crate::{KillOnDrop, binary, workspace};
+use crate::{KillOnDrop, binary, free_port, terminate, workspace};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -178,4 +178,69 @@ pub fn log_events(data: &Path, topic: &str) -> Vec<serde_json::Value> {
         .into_iter()
         .map(|r| serde_json::from_slice(&r.value).expect("records are JSON"))
         .collect()
+}
+
+/// A running `sluice up` on free ports, what it printed up to its edge's address, and the
+/// rest of its standard output to read after it stops.
+pub struct Up {
+    /// The process.
+    pub child: KillOnDrop,
+    /// Its edge's HTTP address.
+    pub edge: std::net::SocketAddr,
+    /// Its output up to the line naming the edge.
+    pub printed: String,
+    /// The rest of its output.
+    pub rest: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Up {
+    /// Starts `sluice` with `args` (beginning with `up`), its data in `data` and free ports.
+    pub fn start(args: &[std::ffi::OsString], data: &Path) -> Up {
+        use std::io::BufRead;
+        let edge_addr = format!("127.0.0.1:{}", free_port());
+        let mut child = std::process::Command::new(binary("sluice"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--edge-addr", &edge_addr])
+            .args(["--aggregator-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--quic-addr", &format!("127.0.0.1:{}", free_port())])
+            .current_dir(workspace())
+            .env("SLUICE_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sluice up starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let child = KillOnDrop(child);
+        let mut rest = std::io::BufReader::new(stdout);
+        let mut printed = String::new();
+        loop {
+            let mut line = String::new();
+            if rest.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("sluice up exited before its edge listened:\n{printed}");
+            }
+            printed.push_str(&line);
+            if line.starts_with("edge listening on") {
+                return Up {
+                    child,
+                    edge: edge_addr.parse().expect("an address"),
+                    printed,
+                    rest,
+                };
+            }
+        }
+    }
+
+    /// Stops it with SIGTERM, asserts it exits cleanly, and returns what it printed after
+    /// its edge's address.
+    pub fn stop(mut self) -> String {
+        use std::io::Read;
+        assert!(
+            terminate(&mut self.child).success(),
+            "sluice up exits cleanly"
+        );
+        let mut out = String::new();
+        let _ = self.rest.read_to_string(&mut out);
+        out
+    }
 }

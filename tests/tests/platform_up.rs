@@ -5,9 +5,8 @@
 //! prints the config, `sluice canary` reaches every canary stream; Ctrl-C
 //! (SIGINT) stops both cleanly. And `sluice up` runs on Wikimedia's repositories.
 
-use sluice_tests::{KillOnDrop, binary, free_port, http_call, metric, wait_until, workspace};
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use sluice_tests::{Up, binary, http_call, metric, wait_until, workspace};
+use std::process::Command;
 
 /// The arguments the README's set-up block passes to `sluice`.
 fn readme_arguments() -> Vec<String> {
@@ -24,44 +23,9 @@ fn readme_arguments() -> Vec<String> {
         .collect()
 }
 
-/// A running `sluice up` on free ports, and what it printed up to its edge's address.
-struct Up {
-    child: KillOnDrop,
-    edge: std::net::SocketAddr,
-    printed: String,
-}
-
 /// Starts `sluice` with `args` (beginning with `up`), its data in `data` and free ports.
 fn start_up(args: &[std::ffi::OsString], data: &std::path::Path) -> Up {
-    let edge_addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(binary("sluice"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--edge-addr", &edge_addr])
-        .args(["--aggregator-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--quic-addr", &format!("127.0.0.1:{}", free_port())])
-        .current_dir(workspace())
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sluice up starts");
-    let stdout = child.stdout.take().unwrap();
-    let child = KillOnDrop(child);
-    let mut printed = String::new();
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        printed.push_str(&line);
-        printed.push('\n');
-        if line.starts_with("edge listening on") {
-            return Up {
-                child,
-                edge: edge_addr.parse().unwrap(),
-                printed,
-            };
-        }
-    }
-    panic!("sluice up exited before its edge listened:\n{printed}");
+    Up::start(args, data)
 }
 
 /// Ctrl-C (SIGINT): both stop, cleanly.

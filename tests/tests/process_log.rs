@@ -1,80 +1,28 @@
 //! `sluice process` over the embedded log of a real `sluice up`, against a
-//! small HTTP service this test runs that records every call: a purge rule
-//! calls it once per matching event; a 503 is retried after the rule's
-//! delay and then succeeds; a 400 is reported and not retried; a stopped
-//! and restarted processor goes on from its committed position, calling
-//! nothing twice.
+//! small HTTP service this test runs that records every call:
+//! - a purge rule calls it once per matching event; a 503 goes to the retry
+//!   stream and is tried again after the rule's delay, then succeeds; a 400
+//!   lands in the error stream; a repeated event id calls once; a stopped
+//!   and restarted processor goes on from its committed position;
+//! - under `sluice up --process`: link events keep the dependency index; a
+//!   template edit with 1,200 dependents makes 1,200 re-render calls in three
+//!   pages (two continue events); of two edits of one template sent
+//!   together, the newer makes all 1,200 calls and the older's fan-out is
+//!   cut off after its first page at most; a `derive` rule writes its event.
 
-use serde_json::json;
+use serde_json::{Value, json};
+use sluice_tests::recorder::{count, count_prefix, recording_service};
 use sluice_tests::{
-    KillOnDrop, binary, free_port, post_events_created, terminate, wait_until, workspace,
+    KillOnDrop, Up, binary, free_port, log_events, metric, post_events_created, terminate,
+    wait_until, workspace,
 };
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Calls the service got: (path, when).
-type Calls = Arc<Mutex<Vec<(String, Instant)>>>;
-
-/// Serves on a free port: `/purge/flaky` answers 503 the first time, `/purge/bad`
-/// 400, everything else 200; every call is recorded.
-fn recording_service() -> (u16, Calls) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let calls: Calls = Arc::default();
-    let record = calls.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-            let mut length = 0;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let status = {
-                let mut calls = record.lock().unwrap();
-                let before = calls.iter().filter(|(p, _)| *p == path).count();
-                calls.push((path.clone(), Instant::now()));
-                match (path.as_str(), before) {
-                    ("/purge/flaky", 0) => "503 Service Unavailable",
-                    ("/purge/bad", _) => "400 Bad Request",
-                    _ => "200 OK",
-                }
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            );
-        }
-    });
-    (port, calls)
-}
-
-fn count(calls: &Calls, path: &str) -> usize {
-    calls
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == path)
-        .count()
-}
-
-fn event(message: &str) -> serde_json::Value {
+fn event(message: &str) -> Value {
     json!({
         "$schema": "/sluice/test/event/1.1.0",
         "meta": {"stream": "sluice.test.event"},
@@ -83,13 +31,41 @@ fn event(message: &str) -> serde_json::Value {
     })
 }
 
-fn start_processor(rules: &std::path::Path, data: &std::path::Path) -> KillOnDrop {
+/// The repository's stream config with the aggregator's dedupe of `sluice.test.event` off, so
+/// that a repeated id reaches the log and the processor's own dedupe is what drops it.
+fn streams_without_dedupe(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(workspace().join("schemas/streams.yaml")).unwrap();
+    let anchor = "  sluice.test.event:\n    schema_title: sluice/test/event\n";
+    assert!(
+        text.contains(anchor),
+        "the stream config has sluice.test.event"
+    );
+    let path = dir.join("streams.yaml");
+    std::fs::write(
+        &path,
+        text.replace(anchor, &format!("{anchor}    dedupe: false\n")),
+    )
+    .unwrap();
+    path
+}
+
+fn start_processor(
+    rules: &Path,
+    data: &Path,
+    streams: &Path,
+    edge: SocketAddr,
+    metrics: SocketAddr,
+) -> KillOnDrop {
     KillOnDrop(
         Command::new(binary("sluice"))
             .args(["process", "--rules"])
             .arg(rules)
             .arg("--data-dir")
             .arg(data)
+            .arg("--streams")
+            .arg(streams)
+            .args(["--edge", &format!("http://{edge}")])
+            .args(["--metrics-listen", &metrics.to_string()])
             .current_dir(workspace())
             .env("SLUICE_LOG", "info")
             .stdout(Stdio::piped())
@@ -98,16 +74,33 @@ fn start_processor(rules: &std::path::Path, data: &std::path::Path) -> KillOnDro
     )
 }
 
+fn stdout_of(child: &mut KillOnDrop) -> String {
+    let mut s = String::new();
+    if let Some(mut o) = child.0.stdout.take() {
+        let _ = o.read_to_string(&mut s);
+    }
+    s
+}
+
+fn topic_events(data: &Path, topic: &str) -> Vec<Value> {
+    if !data.join("aggregator/log").join(topic).exists() {
+        return Vec::new();
+    }
+    log_events(&data.join("aggregator"), topic)
+}
+
 #[test]
-fn a_purge_rule_calls_once_per_matching_event_retries_a_503_and_resumes_where_it_stopped() {
+fn a_purge_rule_calls_once_per_event_retries_through_the_retry_stream_reports_to_the_error_stream_and_resumes()
+ {
     let (port, calls) = recording_service();
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("data");
+    let streams = streams_without_dedupe(scratch.path());
     let rules = scratch.path().join("rules.yaml");
     std::fs::write(
         &rules,
         format!(
-            "rules:\n  purge:\n    topic: sluice.test.event\n    match:\n      message: '/^purge-(?<name>[a-z]+)$/'\n    exec:\n      method: post\n      uri: 'http://127.0.0.1:{port}/purge/{{{{match.message.name}}}}'\n      body: {{id: '{{{{message.meta.id}}}}'}}\n    retry_delay: 700\n    retry_limit: 2\n"
+            "rules:\n  purge:\n    topic: sluice.test.event\n    match:\n      message: '/^purge-(?<name>[a-z]+)$/'\n    exec:\n      method: post\n      uri: 'http://127.0.0.1:{port}/purge/{{{{match.message.name}}}}'\n      body: {{id: '{{{{message.meta.id}}}}'}}\n    retry_delay: 700\n    retry_limit: 2\n    concurrency: 4\n"
         ),
     )
     .unwrap();
@@ -122,44 +115,44 @@ fn a_purge_rule_calls_once_per_matching_event_retries_a_503_and_resumes_where_it
         "purge: 1 case(s) over sluice.test.event\nrules=1\n"
     );
 
-    let edge_addr = format!("127.0.0.1:{}", free_port());
-    let mut up = Command::new(binary("sluice"))
-        .arg("up")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--edge-addr", &edge_addr])
-        .args(["--aggregator-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--quic-addr", &format!("127.0.0.1:{}", free_port())])
-        .current_dir(workspace())
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map(KillOnDrop)
-        .expect("sluice up starts");
-    let stdout = up.0.stdout.take().unwrap();
-    let ready = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|l| l.starts_with("edge listening on"));
-    assert!(ready, "sluice up printed its edge's address");
-    let edge = edge_addr.parse().unwrap();
-
+    let up = Up::start(
+        &["up".into(), "--streams".into(), streams.clone().into()],
+        &data,
+    );
+    let edge = up.edge;
+    let mut alpha = event("purge-alpha");
+    alpha["meta"]["id"] = json!("5d1c7e0a-0000-4000-8000-00000000a1fa");
     post_events_created(
         edge,
         &[
-            event("purge-alpha"),
+            alpha.clone(),
             event("not a purge"),
             event("purge-flaky"),
             event("purge-bad"),
             event("purge-beta"),
         ],
     );
-    let mut processor = start_processor(&rules, &data);
-    wait_until("four purges, one of them twice", || {
+    // The same id again (a resend): it reaches the log, and runs once.
+    post_events_created(edge, &[alpha]);
+    assert_eq!(
+        topic_events(&data, "local.sluice.test.event").len(),
+        6,
+        "the repeat is in the log"
+    );
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut processor = start_processor(&rules, &data, &streams, edge, metrics);
+    let m = |name: &str| {
+        metric(
+            metrics,
+            &format!("sluice_process_{name}_total{{rule=\"purge\"}}"),
+        )
+    };
+    wait_until("four purges, one of them twice, and a report", || {
         count(&calls, "/purge/beta") == 1
+            && count(&calls, "/purge/flaky") == 2
+            && topic_events(&data, "local.sluice.process.error").len() == 1
     });
-    assert_eq!(count(&calls, "/purge/alpha"), 1);
-    assert_eq!(count(&calls, "/purge/flaky"), 2, "a 503, then a 200");
+    assert_eq!(count(&calls, "/purge/alpha"), 1, "the repeated id ran once");
     assert_eq!(count(&calls, "/purge/bad"), 1, "a 400 is not retried");
     {
         let c = calls.lock().unwrap();
@@ -169,31 +162,216 @@ fn a_purge_rule_calls_once_per_matching_event_retries_a_503_and_resumes_where_it
             .map(|(_, t)| *t)
             .collect();
         assert!(
-            flaky[1] - flaky[0] >= std::time::Duration::from_millis(700),
+            flaky[1] - flaky[0] >= Duration::from_millis(700),
             "retried after the rule's delay"
         );
         assert_eq!(c.len(), 5);
     }
+    let retries = topic_events(&data, "local.sluice.process.retry");
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert_eq!(retries[0]["rule"], "purge");
+    assert_eq!(retries[0]["attempt"], 1);
+    assert_eq!(retries[0]["retries_left"], 1);
+    assert_eq!(retries[0]["reason"], "status 503");
+    assert_eq!(retries[0]["original_event"]["message"], "purge-flaky");
+    let errors = topic_events(&data, "local.sluice.process.error");
+    assert_eq!(errors[0]["$schema"], "/error/2.1.0");
+    assert_eq!(errors[0]["errored_stream_name"], "sluice.test.event");
+    assert_eq!(errors[0]["emitter_id"], "sluice-process/purge");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("/purge/bad") && message.contains("status 400"),
+        "{message}"
+    );
+    assert!(
+        errors[0]["raw_event"]
+            .as_str()
+            .unwrap()
+            .contains("purge-bad")
+    );
+    assert_eq!(m("matched"), 4.0);
+    assert_eq!(m("executed"), 3.0, "alpha, beta and flaky's retry");
+    assert_eq!(m("retried"), 1.0);
+    assert_eq!(m("failed"), 1.0);
+    assert_eq!(m("duplicate"), 1.0);
+    wait_until("no lag", || {
+        metric(metrics, "sluice_process_lag_records{rule=\"purge\"}") == 0.0
+    });
 
     // Stopped and started again, the processor goes on after what it committed.
     assert!(terminate(&mut processor).success());
+    let out = stdout_of(&mut processor);
+    assert!(
+        out.contains("purge: matched=4 executed=3 retried=1 failed=1 duplicate=1"),
+        "{out}"
+    );
     post_events_created(edge, &[event("purge-gamma")]);
-    let mut again = start_processor(&rules, &data);
+    let mut again = start_processor(&rules, &data, &streams, edge, metrics);
     wait_until("the purge sent while it was stopped", || {
         count(&calls, "/purge/gamma") == 1
     });
     assert!(terminate(&mut again).success());
-    let out = {
-        let mut s = String::new();
-        if let Some(mut o) = again.0.stdout.take() {
-            let _ = o.read_to_string(&mut s);
-        }
-        s
-    };
+    let out = stdout_of(&mut again);
     assert!(
         out.contains("purge: matched=1 executed=1 retried=0 failed=0 duplicate=0"),
         "{out}"
     );
     assert_eq!(calls.lock().unwrap().len(), 6, "nothing was called twice");
-    assert!(terminate(&mut up).success());
+    up.stop();
+}
+
+#[test]
+fn sluice_up_process_keeps_the_index_fans_out_in_pages_and_cuts_off_an_older_edit() {
+    let (port, calls) = recording_service();
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("data");
+    let rules = scratch.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            r#"rules:
+  links:
+    topic: sluice.test.event
+    match: {{message: links}}
+    track:
+      dependent: '{{{{message.tags[0]}}}}'
+      add: '{{{{message.tags[1]}}}}'
+  rerender:
+    topic: sluice.test.event
+    match:
+      message: '/^edit (?<title>.+)$/'
+    fanout:
+      target: '{{{{match.message.title}}}}'
+      exec:
+        method: post
+        uri: 'http://127.0.0.1:{port}/render/{{{{message.dependent}}}}?root={{{{message.root_event.dt_ms}}}}'
+  copy:
+    topic: sluice.test.event
+    match: {{message: hello}}
+    derive:
+      stream: sluice.test.event
+      fields: {{message: 'derived from {{{{message.meta.id}}}}'}}
+"#
+        ),
+    )
+    .unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let up = Up::start(
+        &[
+            "up".into(),
+            "--process".into(),
+            rules.clone().into(),
+            "--process-metrics-addr".into(),
+            metrics_addr.clone().into(),
+        ],
+        &data,
+    );
+    assert!(
+        up.printed.contains("processor: 3 rule(s)"),
+        "{}",
+        up.printed
+    );
+    let metrics: SocketAddr = metrics_addr.parse().unwrap();
+    let m = |name: &str, rule: &str| {
+        metric(
+            metrics,
+            &format!("sluice_process_{name}_total{{rule=\"{rule}\"}}"),
+        )
+    };
+
+    // 1,200 pages use Template:A, one uses Template:B.
+    let mut links: Vec<Value> = (0..1200)
+        .map(|i| {
+            let mut e = event("links");
+            e["tags"] = json!([format!("Page{i:04}"), "Template:A"]);
+            e
+        })
+        .collect();
+    let mut b = event("links");
+    b["tags"] = json!(["Other", "Template:B"]);
+    links.push(b);
+    for chunk in links.chunks(400) {
+        post_events_created(up.edge, chunk);
+    }
+    let mut hello = event("hello");
+    hello["meta"]["id"] = json!("5d1c7e0a-0000-4000-8000-0000000000e1");
+    post_events_created(up.edge, &[hello]);
+    wait_until("the index holds every edge", || {
+        m("executed", "links") == 1201.0
+    });
+
+    // One edit: 1,200 calls in three pages, two continue events.
+    let mut edit = event("edit Template:A");
+    edit["dt"] = json!("2026-12-06T12:00:00Z");
+    post_events_created(up.edge, &[edit]);
+    let root = "1796558400000";
+    wait_until("1,200 re-render calls", || {
+        count_prefix(&calls, "/render/") == 1200
+    });
+    let conts = topic_events(&data, "local.sluice.process.continue");
+    assert_eq!(conts.len(), 2, "three pages: two continue events");
+    assert_eq!(conts[0]["cursor"], "Page0499");
+    assert_eq!(conts[1]["cursor"], "Page0999");
+    assert_eq!(conts[0]["root_event"]["dt_ms"].to_string(), root);
+    {
+        let c = calls.lock().unwrap();
+        let mut pages: Vec<&str> = c.iter().map(|(p, _)| p.as_str()).collect();
+        pages.sort();
+        pages.dedup();
+        assert_eq!(pages.len(), 1200, "each dependent once");
+        assert!(pages.contains(&format!("/render/Page0000?root={root}").as_str()));
+        assert!(pages.contains(&format!("/render/Page1199?root={root}").as_str()));
+    }
+
+    // Two edits together: the newer one's fan-out runs whole, the older's is cut off.
+    let mut older = event("edit Template:A");
+    older["dt"] = json!("2026-12-06T13:00:00Z");
+    let mut newer = event("edit Template:A");
+    newer["dt"] = json!("2026-12-06T13:00:01Z");
+    post_events_created(up.edge, &[older, newer]);
+    let (old_root, new_root) = ("1796562000000", "1796562001000");
+    wait_until("the newer edit's 1,200 calls", || {
+        count_prefix(&calls, "/render/") >= 2400
+            && calls
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(p, _)| p.ends_with(&format!("?root={new_root}")))
+                .count()
+                == 1200
+    });
+    wait_until("the older fan-out cut off", || {
+        m("cut_off", "rerender") >= 1.0
+    });
+    // Whatever is still under way ends once the continue events are read.
+    wait_until("no lag", || {
+        metric(metrics, "sluice_process_lag_records{rule=\"rerender\"}") == 0.0
+    });
+    let older_calls = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.ends_with(&format!("?root={old_root}")))
+        .count();
+    assert!(
+        older_calls == 0 || older_calls == 500,
+        "the older edit made {older_calls} calls: none (cut off at once) or its first page"
+    );
+    assert_eq!(m("matched", "rerender"), 3.0);
+    assert_eq!(
+        m("executed", "rerender") as usize,
+        2400 + older_calls,
+        "every call counted"
+    );
+
+    // The derive rule's event, with an id made from the one it came from.
+    let derived: Vec<Value> = topic_events(&data, "local.sluice.test.event")
+        .into_iter()
+        .filter(|e| e["message"] == "derived from 5d1c7e0a-0000-4000-8000-0000000000e1")
+        .collect();
+    assert_eq!(derived.len(), 1);
+    assert_eq!(m("produced", "copy"), 1.0);
+
+    let out = up.stop();
+    assert!(out.contains("links: matched=1201 executed=1201"), "{out}");
 }

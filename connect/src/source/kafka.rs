@@ -30,11 +30,23 @@ struct Rebalancer {
     names: HashMap<String, Arc<str>>,
     /// The partitions assigned last are held paused: the store did not answer for their positions.
     unpositioned: AtomicBool,
+    /// A partition the lookup has no position for starts at the group's committed offset
+    /// (processors, whose positions are the group's) rather than at its beginning.
+    from_group: AtomicBool,
 }
 
 impl ClientContext for Rebalancer {}
 
 impl Rebalancer {
+    /// Where a partition without a position in the store starts.
+    fn unpositioned_start(&self) -> Offset {
+        if self.from_group.load(Ordering::Relaxed) {
+            Offset::Stored
+        } else {
+            Offset::Beginning
+        }
+    }
+
     fn name(&self, topic: &str) -> Arc<str> {
         self.names
             .get(topic)
@@ -73,7 +85,7 @@ impl Rebalancer {
         self.unpositioned.store(false, Ordering::Relaxed);
         let mut assignment = Assignment::new();
         for ((topic, partition), at) in tps.into_iter().zip(positions) {
-            let offset = at.map_or(Offset::Beginning, Offset::Offset);
+            let offset = at.map_or(self.unpositioned_start(), Offset::Offset);
             if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
                 tracing::error!(%topic, partition, error = %e, "Cannot set a start position.");
             }
@@ -173,6 +185,7 @@ impl KafkaSource {
             paused: Mutex::new(BTreeSet::new()),
             names: topics.iter().map(|t| (t.to_string(), t.clone())).collect(),
             unpositioned: AtomicBool::new(false),
+            from_group: AtomicBool::new(false),
         };
         let consumer: BaseConsumer<Rebalancer> = config.create_with_context(context)?;
         let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
@@ -265,11 +278,23 @@ impl Source for KafkaSource {
         let mut tpl = TopicPartitionList::new();
         let mut assignment = Assignment::new();
         for ((topic, partition), at) in tps.into_iter().zip(positions) {
-            tpl.add_partition_offset(
-                &topic,
-                partition,
-                at.map_or(Offset::Beginning, Offset::Offset),
-            )?;
+            let start = match at {
+                Some(n) => Offset::Offset(n),
+                None if context.from_group.load(Ordering::Relaxed) => {
+                    // A seek needs an offset: the group's committed one, else the beginning.
+                    let mut one = TopicPartitionList::new();
+                    one.add_partition(&topic, partition);
+                    self.consumer
+                        .committed_offsets(one, Duration::from_secs(10))?
+                        .elements()
+                        .first()
+                        .map(|e| e.offset())
+                        .filter(|o| matches!(o, Offset::Offset(_)))
+                        .unwrap_or(Offset::Beginning)
+                }
+                None => Offset::Beginning,
+            };
+            tpl.add_partition_offset(&topic, partition, start)?;
             assignment.insert((topic, partition), at);
         }
         // A seek restarts fetching at the positions and drops what was prefetched before it;
@@ -312,6 +337,15 @@ impl Source for KafkaSource {
             }
         }
         out
+    }
+
+    fn close(&mut self) {
+        if let Err(e) = self.commit_now() {
+            tracing::warn!(error = %e, "The group's last offsets could not be committed; the next member repeats from the ones before.");
+        }
+        // Leaving the group now hands the partitions over at once, rather than after the
+        // session times out.
+        self.consumer.unsubscribe();
     }
 
     fn written(&mut self, positions: &[(Tp, i64)]) {
@@ -360,6 +394,35 @@ impl KafkaSource {
             *fresh = Some(assignment);
         }
         Ok(())
+    }
+
+    /// Partitions the lookup has no position for start at the group's committed offsets (set
+    /// before the first poll): for readers whose positions are the group's own.
+    pub fn positions_in_group(&self) {
+        self.consumer
+            .context()
+            .from_group
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// Commits the positions `written` was told of and not yet committed, and waits for the
+    /// group to take them (before leaving it).
+    pub fn commit_now(&mut self) -> Result<(), SourceError> {
+        if self.uncommitted.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.uncommitted) {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+        }
+        self.committed_at = Instant::now();
+        self.consumer.commit(&tpl, CommitMode::Sync)?;
+        Ok(())
+    }
+
+    /// The group's member: its metadata for transactions that commit offsets.
+    pub fn consumer(&self) -> &BaseConsumer<impl ConsumerContext> {
+        &self.consumer
     }
 
     /// The topics subscribed to.

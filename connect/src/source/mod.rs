@@ -73,4 +73,7 @@ pub trait Source: Send {
     /// Tells the source's own bookkeeping that the store holds these positions
     /// (Kafka: the group's committed offsets, for tools that watch them).
     fn written(&mut self, _positions: &[(Tp, i64)]) {}
+    /// Before the source is dropped: what `written` was told of and has not passed on yet
+    /// is passed on now.
+    fn close(&mut self) {}
 }
