@@ -5,6 +5,7 @@ mod bench;
 mod bench_connect;
 mod bench_dedupe;
 mod bench_lake;
+mod bench_process;
 mod client;
 mod connect;
 mod edge;
@@ -65,6 +66,8 @@ enum Command {
     BenchDedupe(bench_dedupe::BenchDedupeArgs),
     /// Benchmark the Parquet sink against DuckDB turning the same events into Parquet.
     BenchLake(bench_lake::BenchLakeArgs),
+    /// Benchmark the processor: HTTP executions and produced events per second against their anchors.
+    BenchProcess(bench_process::BenchProcessArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::BenchConnect(args) => bench_connect::run(args),
         Command::BenchLake(args) => bench_lake::run(args),
+        Command::BenchProcess(args) => bench_process::run(args),
         Command::BenchDedupe(args) => bench_dedupe::run(args),
     };
     match result {

@@ -35,6 +35,8 @@ use tokio::sync::watch;
 
 /// How long a transaction's steps may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Records one transaction takes at most (what one poll hands over).
+const TXN_RECORDS: usize = 1000;
 
 /// Why exactly-once processing stopped.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +133,7 @@ impl ExactlyOnce {
             if self.source.take_assignment().is_some() {
                 tracing::info!(rule = %self.rule.name, "Partitions assigned; each starts at the group's committed offset.");
             }
-            let records = self.source.poll(1000, Duration::from_millis(100))?;
+            let records = self.source.poll(TXN_RECORDS, Duration::from_millis(100))?;
             if records.is_empty() {
                 self.producer.poll(Duration::ZERO);
                 continue;
@@ -210,15 +212,7 @@ impl ExactlyOnce {
         if bodies.is_empty() {
             return Made { events, offsets };
         }
-        let body = serde_json::to_vec(&bodies).unwrap_or_default();
-        let req = RequestMeta {
-            headers: Vec::new(),
-            stream: None,
-            schema_uri: None,
-            client_ip: None,
-            received: sluice_host::clock::now(),
-        };
-        let outcomes = match self.intake.process(&req, &body, &mut self.ids) {
+        let outcomes = match self.validate(&bodies) {
             Ok(o) => o,
             Err(e) => {
                 // Not expected for a body made here; every event is reported.
@@ -252,21 +246,29 @@ impl ExactlyOnce {
         made
     }
 
+    /// `events` through the edge's pipeline, as one body received now.
+    fn validate(
+        &mut self,
+        events: &[Value],
+    ) -> Result<Vec<sluice_shared::EventOutcome>, sluice_shared::BodyError> {
+        let body = serde_json::to_vec(events).unwrap_or_default();
+        let req = RequestMeta {
+            headers: Vec::new(),
+            stream: None,
+            schema_uri: None,
+            client_ip: None,
+            received: sluice_host::clock::now(),
+        };
+        self.intake.process(&req, &body, &mut self.ids)
+    }
+
     /// Error events for the error stream, through the pipeline too.
     fn reports(&mut self, reports: Vec<Value>, offsets: HashMap<Tp, i64>) -> Made {
         let mut events = Vec::new();
-        if !reports.is_empty() {
-            let body = serde_json::to_vec(&reports).unwrap_or_default();
-            let req = RequestMeta {
-                headers: Vec::new(),
-                stream: None,
-                schema_uri: None,
-                client_ip: None,
-                received: sluice_host::clock::now(),
-            };
-            if let Ok(outcomes) = self.intake.process(&req, &body, &mut self.ids) {
-                events.extend(outcomes.into_iter().filter_map(|o| o.event));
-            }
+        if !reports.is_empty()
+            && let Ok(outcomes) = self.validate(&reports)
+        {
+            events.extend(outcomes.into_iter().filter_map(|o| o.event));
         }
         Made { events, offsets }
     }

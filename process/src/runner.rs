@@ -356,6 +356,17 @@ impl Dispatcher {
     }
 }
 
+/// The HTTP client rules send their requests with (kept-alive connections, no delay).
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    // Rules may call https endpoints; the HTTP client's TLS is rustls on ring, as the rest of
+    // Sluice's (an error means another part of the process installed it first).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+}
+
 /// Runs `rules` with `settings` until `stop` turns true; then waits for the jobs under way
 /// (a few seconds at most) and commits what finished.
 pub async fn run(
@@ -371,7 +382,10 @@ pub async fn run(
                 || c.fanout.is_some()
                 || !c.exec.is_empty()
         });
-        if writes && settings.edge.is_none() {
+        let transactional = settings.intake.is_some()
+            && r.produce_only()
+            && matches!(settings.source, SourceKind::Kafka { .. });
+        if writes && !transactional && settings.edge.is_none() {
             return Err(RunError::NoEdge(r.name.clone()));
         }
         let indexed = r
@@ -382,13 +396,7 @@ pub async fn run(
             return Err(RunError::NoIndex(r.name.clone()));
         }
     }
-    // Rules may call https endpoints; the HTTP client's TLS is rustls on ring, as the rest of
-    // Sluice's (an error means another part of the process installed it first).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .build()?;
+    let http = http_client()?;
     let emitter = settings
         .edge
         .as_deref()

@@ -1,6 +1,7 @@
 //! A small HTTP service for the processing tests that records every call it
 //! gets (HTTP/1.1 with keep-alive, a thread a connection): `/purge/flaky`
-//! answers 503 the first time, `/purge/bad` 400, everything else 200.
+//! answers 503 the first time, `/purge/bad` 400, everything else 200;
+//! `/slow/…` answers after 20 ms.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -59,6 +60,9 @@ fn serve(mut stream: std::net::TcpStream, record: &Calls) {
                 _ => "200 OK",
             }
         };
+        if path.starts_with("/slow/") {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         if write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").is_err() {
             return;
         }

@@ -8,7 +8,8 @@
 //!   template edit with 1,200 dependents makes 1,200 re-render calls in three
 //!   pages (two continue events); of two edits of one template sent
 //!   together, the newer makes all 1,200 calls and the older's fan-out is
-//!   cut off after its first page at most; a `derive` rule writes its event.
+//!   cut off after its first page at most; events of one key run in order
+//!   while other keys run beside them; a `derive` rule writes its event.
 
 use serde_json::{Value, json};
 use sluice_tests::recorder::{count, count_prefix, recording_service};
@@ -245,6 +246,13 @@ fn sluice_up_process_keeps_the_index_fans_out_in_pages_and_cuts_off_an_older_edi
       exec:
         method: post
         uri: 'http://127.0.0.1:{port}/render/{{{{message.dependent}}}}?root={{{{message.root_event.dt_ms}}}}'
+  ordered:
+    topic: sluice.test.event
+    match:
+      message: '/^order (?<k>[a-z]) (?<n>[0-9]+)$/'
+    key: '{{{{match.message.k}}}}'
+    concurrency: 8
+    exec: {{uri: 'http://127.0.0.1:{port}/slow/{{{{match.message.k}}}}/{{{{match.message.n}}}}'}}
   copy:
     topic: sluice.test.event
     match: {{message: hello}}
@@ -267,7 +275,7 @@ fn sluice_up_process_keeps_the_index_fans_out_in_pages_and_cuts_off_an_older_edi
         &data,
     );
     assert!(
-        up.printed.contains("processor: 3 rule(s)"),
+        up.printed.contains("processor: 4 rule(s)"),
         "{}",
         up.printed
     );
@@ -363,6 +371,39 @@ fn sluice_up_process_keeps_the_index_fans_out_in_pages_and_cuts_off_an_older_edi
         2400 + older_calls,
         "every call counted"
     );
+
+    // One key's events in the order they were read, two keys side by side.
+    let orders: Vec<Value> = (0..10)
+        .flat_map(|n| {
+            [
+                event(&format!("order a {n}")),
+                event(&format!("order b {n}")),
+            ]
+        })
+        .collect();
+    post_events_created(up.edge, &orders);
+    wait_until("20 ordered calls", || count_prefix(&calls, "/slow/") == 20);
+    let slow: Vec<String> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.starts_with("/slow/"))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for k in ["a", "b"] {
+        let got: Vec<&str> = slow
+            .iter()
+            .filter_map(|p| p.strip_prefix(&format!("/slow/{k}/")))
+            .collect();
+        let want: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+        assert_eq!(got, want, "key {k} in order");
+    }
+    let first_b = slow.iter().position(|p| p.starts_with("/slow/b/")).unwrap();
+    let last_a = slow
+        .iter()
+        .rposition(|p| p.starts_with("/slow/a/"))
+        .unwrap();
+    assert!(first_b < last_a, "the two keys ran side by side: {slow:?}");
 
     // The derive rule's event, with an id made from the one it came from.
     let derived: Vec<Value> = topic_events(&data, "local.sluice.test.event")
