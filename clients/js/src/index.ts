@@ -176,6 +176,13 @@ export function create(options: Options): Client {
   let backoff = 0;
   let refreshTimer: ReturnType<typeof setTimeout> | undefined;
 
+  // Writes to IndexedDB, one after another: a flush waits for them, so an event made offline
+  // is stored (not still on its way) once flush() resolves.
+  let storing: Promise<void> = Promise.resolve();
+  const keep = (events: EventData[]) => {
+    storing = storing.then(() => store.put(events));
+  };
+
   const drop = (reason: DropReason | string, n: number, detail?: string) => {
     stats.dropped[reason] = (stats.dropped[reason] ?? 0) + n;
     if (options.debug) console.warn(`sluice: ${n} event(s) not sent: ${reason}${detail ? `: ${detail}` : ""}`);
@@ -247,7 +254,7 @@ export function create(options: Options): Client {
     }
     const event = build(stream, { ...data, meta }, settings, at);
     if (offline()) {
-      void store.put([event]);
+      keep([event]);
       return;
     }
     queue.push(event);
@@ -347,9 +354,11 @@ export function create(options: Options): Client {
     // Offline, nothing is tried: what IndexedDB keeps stays there (taken out and put back,
     // it would live only in this page's memory in between), and the queue joins it.
     if (offline()) {
-      if (queue.length) await store.put(queue.splice(0));
+      if (queue.length) keep(queue.splice(0));
+      await storing;
       return;
     }
+    await storing;
     const kept = await store.take();
     if (kept.length) queue.unshift(...kept);
     while (queue.length && Date.now() >= retryAt) {
@@ -372,7 +381,8 @@ export function create(options: Options): Client {
       } catch {
         again = batch;
         if (offline()) {
-          await store.put(again);
+          keep(again);
+          await storing;
           again = [];
         } else {
           retryAt = Date.now() + delay();
@@ -402,7 +412,7 @@ export function create(options: Options): Client {
     queue.unshift(...inflight.splice(0));
     if (offline()) {
       // No beacon can leave: the events wait in IndexedDB for the next page.
-      void store.put(queue.splice(0));
+      keep(queue.splice(0));
       return;
     }
     while (queue.length) {
