@@ -1,6 +1,7 @@
 //! A produce-only rule over librdkafka's mock cluster: its events and the
 //! group's offsets go in one transaction, so a second run starts where the
-//! first committed and writes nothing twice.
+//! first committed and writes nothing twice; the events of each partition are
+//! written in the order they were read, though several threads make them.
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -37,8 +38,14 @@ fn feed(brokers: &str, from: u64, to: u64) {
     for n in from..to {
         let v = json!({"$schema": "/sluice/test/event/1.1.0", "meta": {"stream": "proc.in", "id": format!("00000000-0000-4000-8000-{n:012}"), "dt": "2026-12-06T12:00:00Z"}, "dt": "2026-12-06T12:00:00Z", "count": n}).to_string();
         let k = n.to_string();
-        p.send(BaseRecord::to("local.proc.in").key(&k).payload(&v))
-            .unwrap();
+        // Even numbers in partition 0, odd in 1: each partition's order is the numbers'.
+        p.send(
+            BaseRecord::to("local.proc.in")
+                .partition((n % 2) as i32)
+                .key(&k)
+                .payload(&v),
+        )
+        .unwrap();
     }
     p.flush(Duration::from_secs(10)).unwrap();
 }
@@ -60,12 +67,29 @@ fn committed_sum(brokers: &str) -> i64 {
         .sum()
 }
 
+/// The output's events, as they come.
+#[derive(Default)]
+struct Seen {
+    /// Each event's `count`, in the output's order.
+    order: Vec<u64>,
+    times: BTreeMap<u64, usize>,
+}
+
+impl Seen {
+    fn add(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        let n = v["count"].as_u64().unwrap();
+        self.order.push(n);
+        *self.times.entry(n).or_default() += 1;
+    }
+}
+
 fn run_until(
     settings: &Settings,
     rules: &RuleSet,
     out: &BaseConsumer,
     want: usize,
-    seen: &mut BTreeMap<u64, usize>,
+    seen: &mut Seen,
 ) {
     let eos = ExactlyOnce::open(
         rules.rules[0].clone(),
@@ -78,15 +102,10 @@ fn run_until(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let t = std::thread::spawn(move || eos.run(stop_rx));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while seen.values().sum::<usize>() < want {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {want}",
-            seen.values().sum::<usize>()
-        );
+    while seen.order.len() < want {
+        assert!(Instant::now() < deadline, "{} of {want}", seen.order.len());
         if let Some(Ok(m)) = out.poll(Duration::from_millis(100)) {
-            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            *seen.entry(v["count"].as_u64().unwrap()).or_default() += 1;
+            seen.add(&m);
         }
     }
     stop_tx.send(true).unwrap();
@@ -125,21 +144,33 @@ fn events_and_offsets_commit_together() {
         .create()
         .unwrap();
     out.subscribe(&["local.proc.out"]).unwrap();
-    let mut seen = BTreeMap::new();
-    feed(&brokers, 0, 100);
-    run_until(&settings, &rules, &out, 100, &mut seen);
+    let mut seen = Seen::default();
+    // Enough that a poll's records are shared among the threads that make events.
+    feed(&brokers, 0, 2000);
+    run_until(&settings, &rules, &out, 2000, &mut seen);
     assert_eq!(
         committed_sum(&brokers),
-        100,
+        2000,
         "the group's offsets were committed with the events"
     );
-    feed(&brokers, 100, 150);
-    run_until(&settings, &rules, &out, 150, &mut seen);
-    assert_eq!(committed_sum(&brokers), 150);
+    feed(&brokers, 2000, 2150);
+    run_until(&settings, &rules, &out, 2150, &mut seen);
+    assert_eq!(committed_sum(&brokers), 2150);
     while let Some(Ok(m)) = out.poll(Duration::from_secs(2)) {
-        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-        *seen.entry(v["count"].as_u64().unwrap()).or_default() += 1;
+        seen.add(&m);
     }
-    assert_eq!(seen.len(), 150);
-    assert!(seen.values().all(|&c| c == 1), "written once each");
+    assert_eq!(seen.times.len(), 2150);
+    assert!(seen.times.values().all(|&c| c == 1), "written once each");
+    for parity in [0, 1] {
+        let of: Vec<u64> = seen
+            .order
+            .iter()
+            .copied()
+            .filter(|n| n % 2 == parity)
+            .collect();
+        assert!(
+            of.windows(2).all(|w| w[0] < w[1]),
+            "partition {parity}'s events are written in the order they were read"
+        );
+    }
 }
