@@ -258,7 +258,7 @@ fn settle(producer: &ThreadedProducer<DefaultProducerContext>) -> anyhow::Result
 }
 
 /// Partitions of each topic in the mock cluster.
-const PARTITIONS: i32 = 8;
+const PARTITIONS: i32 = 16;
 
 /// The produce path: (anchor events/s, processor events/s).
 async fn produce(args: &BenchProcessArgs) -> anyhow::Result<(f64, f64)> {

@@ -147,6 +147,10 @@ impl ConsumerContext for Rebalancer {
 
 /// How often the group's offsets are committed (after the store's).
 const COMMIT_EVERY: Duration = Duration::from_secs(2);
+/// How long a partition with a full prefetch queue waits before it is fetched again (a source's
+/// extra settings may set `fetch.queue.backoff.ms` otherwise: `[source.kafka]` of a connector,
+/// `--kafka-option` of a processor).
+const FETCH_QUEUE_BACKOFF_MS: &str = "20";
 
 /// A consumer of the sink's topics in its group.
 pub struct KafkaSource {
@@ -175,7 +179,11 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range");
+            .set("partition.assignment.strategy", "range")
+            // A partition whose prefetched records pass the queue's limits is not fetched again
+            // for this long; at the client's default (1 s) a reader that drains a backlog faster
+            // than that waited about half a second, every time, for the records after it.
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
         for (k, v) in extra {
             config.set(k, v);
         }
