@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 /// Options of `sluice bench-process`.
 #[derive(Args, Debug)]
 pub struct BenchProcessArgs {
-    /// Events per path (the mock cluster keeps 5 MB a partition: beyond about 150,000 of these
-    /// events in its 8 partitions, its oldest are dropped before they are read).
-    #[arg(long, default_value_t = 100_000)]
+    /// Events per path (the mock cluster keeps 5 MB a partition: beyond about 300,000 of these
+    /// events in its 16 partitions, its oldest are dropped before they are read).
+    #[arg(long, default_value_t = 200_000)]
     events: u64,
     /// Requests under way at once (the rule's `concurrency`, and the anchor's).
     #[arg(long, default_value_t = 128)]
